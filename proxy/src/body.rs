@@ -1,0 +1,69 @@
+//! The body type that flows through the proxy in both directions.
+//!
+//! One enum rather than a boxed trait object: forwarding a streamed body costs no allocation,
+//! and locally built bodies (error texts, admin answers) share the same type.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+
+/// Errors a body can yield.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request or response body.
+#[derive(Debug, Default)]
+pub enum Body {
+    /// Streamed from a peer, never buffered.
+    Incoming(Incoming),
+    /// Fully known bytes (taken on first poll).
+    Full(Option<Bytes>),
+    /// No body.
+    #[default]
+    Empty,
+}
+
+impl Body {
+    /// A body of known bytes.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        if bytes.is_empty() { Self::Empty } else { Self::Full(Some(bytes)) }
+    }
+}
+
+impl From<Incoming> for Body {
+    fn from(b: Incoming) -> Self {
+        Self::Incoming(b)
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Self::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Self::Empty => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Incoming(b) => b.is_end_stream(),
+            Self::Full(data) => data.is_none(),
+            Self::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Incoming(b) => b.size_hint(),
+            Self::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            Self::Full(None) | Self::Empty => SizeHint::with_exact(0),
+        }
+    }
+}

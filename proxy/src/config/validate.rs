@@ -1,0 +1,176 @@
+//! Semantic checks that serde cannot express: references between sections, ranges, exclusivity.
+
+use std::collections::HashSet;
+
+use super::error::Segment::{self, Index, Key};
+use super::schema::*;
+
+/// One broken rule, with the path of the field that breaks it.
+#[derive(Debug)]
+pub(crate) struct Violation {
+    pub path: Vec<Segment>,
+    pub message: String,
+}
+
+fn violation(path: Vec<Segment>, message: impl Into<String>) -> Violation {
+    Violation { path, message: message.into() }
+}
+
+/// Returns the first violation found, walking the file top to bottom.
+pub(crate) fn validate(config: &Config) -> Result<(), Violation> {
+    validate_admin(&config.admin)?;
+    if config.runtime.workers > 1024 {
+        return Err(violation(vec![Key("runtime"), Key("workers")], "must be at most 1024"));
+    }
+    let listeners = validate_listeners(&config.listeners)?;
+    let services = validate_services(&config.services)?;
+    validate_routes(&config.routes, &listeners, &services)
+}
+
+fn validate_admin(admin: &AdminConfig) -> Result<(), Violation> {
+    if let Some(token) = &admin.token
+        && token.trim().is_empty()
+    {
+        return Err(violation(vec![Key("admin"), Key("token")], "must not be empty"));
+    }
+    if !admin.listen.ip().is_loopback() && admin.token.is_none() {
+        return Err(violation(
+            vec![Key("admin"), Key("listen")],
+            format!("{} is not a loopback address: set admin.token to expose the admin API", admin.listen),
+        ));
+    }
+    Ok(())
+}
+
+fn unique<'a>(
+    seen: &mut HashSet<&'a str>,
+    name: &'a str,
+    path: impl FnOnce() -> Vec<Segment>,
+    what: &str,
+) -> Result<(), Violation> {
+    if name.is_empty() {
+        return Err(violation(path(), format!("{what} name must not be empty")));
+    }
+    if !seen.insert(name) {
+        return Err(violation(path(), format!("duplicate {what} name `{name}`")));
+    }
+    Ok(())
+}
+
+fn validate_listeners(listeners: &[ListenerConfig]) -> Result<HashSet<&str>, Violation> {
+    let mut names = HashSet::new();
+    let mut addrs = HashSet::new();
+    for (i, l) in listeners.iter().enumerate() {
+        let at = |field| vec![Key("listeners"), Index(i), Key(field)];
+        unique(&mut names, &l.name, || at("name"), "listener")?;
+        if !addrs.insert(l.listen) {
+            return Err(violation(at("listen"), format!("address {} is used by another listener", l.listen)));
+        }
+        if l.header_read_timeout.is_zero() {
+            return Err(violation(at("header_read_timeout"), "must be greater than zero"));
+        }
+        if l.idle_timeout.is_zero() {
+            return Err(violation(at("idle_timeout"), "must be greater than zero"));
+        }
+        if l.max_connections == 0 {
+            return Err(violation(at("max_connections"), "must be greater than zero"));
+        }
+    }
+    Ok(names)
+}
+
+fn validate_services(services: &[ServiceConfig]) -> Result<HashSet<&str>, Violation> {
+    let mut names = HashSet::new();
+    for (i, s) in services.iter().enumerate() {
+        let at = |field| vec![Key("services"), Index(i), Key(field)];
+        unique(&mut names, &s.name, || at("name"), "service")?;
+        let mut addrs = HashSet::new();
+        for (j, e) in s.endpoints.iter().enumerate() {
+            let at = |field| vec![Key("services"), Index(i), Key("endpoints"), Index(j), Key(field)];
+            if !(1..=10_000).contains(&e.weight) {
+                return Err(violation(at("weight"), format!("{} is out of range 1..=10000", e.weight)));
+            }
+            if !addrs.insert(e.address) {
+                return Err(violation(at("address"), format!("duplicate endpoint {}", e.address)));
+            }
+        }
+        match (&s.balance, &s.hash_key) {
+            (BalancePolicy::RingHash, None) => {
+                return Err(violation(at("balance"), "ring_hash needs a `hash_key` table"));
+            }
+            (policy, Some(_)) if *policy != BalancePolicy::RingHash => {
+                return Err(violation(at("hash_key"), "only used with balance = \"ring_hash\""));
+            }
+            (_, Some(HashKeyConfig::Header { name })) if http::HeaderName::from_bytes(name.as_bytes()).is_err() => {
+                return Err(violation(at("hash_key"), format!("`{name}` is not a valid header name")));
+            }
+            (_, Some(HashKeyConfig::Cookie { name })) if name.is_empty() => {
+                return Err(violation(at("hash_key"), "cookie name must not be empty"));
+            }
+            _ => {}
+        }
+        let t = &s.timeouts;
+        for (field, value) in [("connect", t.connect), ("request", t.request), ("idle", t.idle)] {
+            if value.is_zero() {
+                return Err(violation(
+                    vec![Key("services"), Index(i), Key("timeouts"), Key(field)],
+                    "must be greater than zero",
+                ));
+            }
+        }
+    }
+    Ok(names)
+}
+
+fn validate_routes(
+    routes: &[RouteConfig],
+    listeners: &HashSet<&str>,
+    services: &HashSet<&str>,
+) -> Result<(), Violation> {
+    let mut names = HashSet::new();
+    for (i, r) in routes.iter().enumerate() {
+        let at = |field| vec![Key("routes"), Index(i), Key(field)];
+        let at_match = |field| vec![Key("routes"), Index(i), Key("match"), Key(field)];
+        unique(&mut names, &r.name, || at("name"), "route")?;
+        if !services.contains(r.service.as_str()) {
+            return Err(violation(at("service"), format!("unknown service `{}`", r.service)));
+        }
+        if let Some(unknown) = r.listeners.iter().find(|l| !listeners.contains(l.as_str())) {
+            return Err(violation(at("listeners"), format!("unknown listener `{unknown}`")));
+        }
+        let m = &r.matcher;
+        if m.path_prefix.is_some() && m.path_exact.is_some() {
+            return Err(violation(at_match("path_exact"), "give either path_prefix or path_exact, not both"));
+        }
+        for (field, path) in [("path_prefix", &m.path_prefix), ("path_exact", &m.path_exact)] {
+            if let Some(p) = path
+                && !p.starts_with('/')
+            {
+                return Err(violation(at_match(field), format!("`{p}` must start with `/`")));
+            }
+        }
+        if let Some(bad) = m.methods.iter().find(|x| http::Method::from_bytes(x.as_bytes()).is_err()) {
+            return Err(violation(at_match("methods"), format!("`{bad}` is not a valid method")));
+        }
+        for (j, h) in m.headers.iter().enumerate() {
+            let path = vec![Key("routes"), Index(i), Key("match"), Key("headers"), Index(j), Key("name")];
+            if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+                return Err(violation(path, format!("`{}` is not a valid header name", h.name)));
+            }
+        }
+        if let Some(rw) = &r.rewrite
+            && let Some(prefix) = &rw.prefix
+        {
+            if m.path_prefix.is_none() {
+                return Err(violation(at("rewrite"), "rewrite.prefix needs match.path_prefix"));
+            }
+            if !prefix.starts_with('/') {
+                return Err(violation(at("rewrite"), format!("prefix `{prefix}` must start with `/`")));
+            }
+        }
+        if r.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(violation(at("timeout"), "must be greater than zero"));
+        }
+    }
+    Ok(())
+}

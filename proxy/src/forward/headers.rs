@@ -1,0 +1,134 @@
+//! Header rules for forwarding: hop-by-hop removal (RFC 9110 §7.6.1) and `X-Forwarded-*`.
+
+use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+
+/// Hop-by-hop headers RFC 9110 §7.6.1 names, plus the legacy ones still seen in the wild.
+const HOP_BY_HOP: [&str; 4] = ["keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization"];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Whether the request asks to switch protocols (`Connection: upgrade` with `Upgrade`).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE) && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+/// Removes hop-by-hop headers, including every header the `Connection` header names.
+/// With `upgrade`, keeps `Upgrade` and `Connection: upgrade` so the switch reaches the peer.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> =
+            connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
+        for name in named {
+            if !(upgrade && name == UPGRADE) {
+                headers.remove(&name);
+            }
+        }
+        headers.remove(CONNECTION);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(TRANSFER_ENCODING);
+    // `TE: trailers` is end-to-end in practice: gRPC needs it to reach the server.
+    if headers.get(TE).is_some_and(|v| v != "trailers") {
+        headers.remove(TE);
+    }
+    if upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// Adds `X-Forwarded-For` (appending the client), `-Proto` and `-Host`, and makes sure
+/// `Host` is set when the request came over HTTP/2 with only an `:authority`.
+pub fn add_forwarded(headers: &mut HeaderMap, uri: &Uri, client_ip: &HeaderValue, proto: &'static str) {
+    let xff = match headers.get(&X_FORWARDED_FOR) {
+        Some(prev) => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + client_ip.len());
+            v.extend_from_slice(prev.as_bytes());
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(client_ip.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| client_ip.clone())
+        }
+        None => client_ip.clone(),
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), xff);
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    let host = match headers.get(HOST) {
+        Some(h) => Some(h.clone()),
+        None => {
+            let authority = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            if let Some(a) = &authority {
+                headers.insert(HOST, a.clone());
+            }
+            authority
+        }
+    };
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"));
+        }
+        h
+    }
+
+    #[test]
+    fn removes_hop_by_hop_and_connection_named_headers() {
+        let mut h = headers(&[
+            ("connection", "close, x-secret"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("te", "gzip"),
+            ("upgrade", "h2c"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn keeps_upgrade_when_switching() {
+        let mut h = headers(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("te", "trailers")]);
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn forwarded_headers_append_and_fill_host() {
+        let mut h = headers(&[("x-forwarded-for", "10.0.0.1")]);
+        let uri: Uri = "http://api.local:8080/x".parse().expect("uri");
+        add_forwarded(&mut h, &uri, &HeaderValue::from_static("127.0.0.1"), "http");
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["host"], "api.local:8080");
+        assert_eq!(h["x-forwarded-host"], "api.local:8080");
+    }
+}

@@ -1,0 +1,151 @@
+//! Responses to the downstream: the streamed upstream body with its request's bookkeeping,
+//! and the proxy's own short plain-text answers.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+use http_body::{Frame, SizeHint};
+use tokio::time::Sleep;
+
+use crate::body::{Body, BoxError};
+use crate::snapshot::Snapshot;
+use crate::telemetry::metrics::ErrorKind;
+
+/// Header naming why the proxy answered a request itself.
+pub const ERROR_HEADER: &str = "x-wasmesh-error";
+
+/// A request counted as in flight on its route and endpoint until dropped.
+///
+/// It holds the request's snapshot, so the route and endpoint it counts against stay
+/// alive as long as the response streams, even across a reload.
+#[derive(Debug)]
+pub struct InFlight {
+    snapshot: Arc<Snapshot>,
+    listener: usize,
+    route: usize,
+    endpoint: usize,
+}
+
+impl InFlight {
+    /// Counts the request as started.
+    pub fn start(snapshot: Arc<Snapshot>, listener: usize, route: usize, endpoint: usize) -> Self {
+        let me = Self { snapshot, listener, route, endpoint };
+        let route = me.route();
+        route.metrics.active.inc();
+        me.snapshot.services[route.service].endpoints[endpoint].stats.start_request();
+        me
+    }
+
+    fn route(&self) -> &crate::snapshot::Route {
+        &self.snapshot.listeners[self.listener].routes[self.route]
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let route = self.route();
+        route.metrics.active.dec();
+        self.snapshot.services[route.service].endpoints[self.endpoint].stats.finish_request();
+    }
+}
+
+/// The body sent downstream.
+#[derive(Debug)]
+pub struct ResponseBody {
+    inner: Body,
+    /// Released when the body ends, fails or is dropped.
+    in_flight: Option<InFlight>,
+    /// The request's total deadline, still running while the body streams.
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl ResponseBody {
+    /// A streamed upstream body bounded by `deadline`.
+    pub fn streamed(inner: Body, in_flight: InFlight, deadline: Pin<Box<Sleep>>) -> Self {
+        Self { inner, in_flight: Some(in_flight), deadline: Some(deadline) }
+    }
+
+    /// A body with no bookkeeping.
+    pub fn plain(inner: Body) -> Self {
+        Self { inner, in_flight: None, deadline: None }
+    }
+}
+
+/// The response body outlived the request's total timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("request timeout elapsed while streaming the response body")]
+pub struct BodyTimeout;
+
+impl http_body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match polled {
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                this.in_flight = None;
+                this.deadline = None;
+                polled
+            }
+            Poll::Ready(Some(Ok(_))) => polled,
+            Poll::Pending => {
+                let expired = this.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
+                if expired {
+                    this.in_flight = None;
+                    this.deadline = None;
+                    Poll::Ready(Some(Err(BodyTimeout.into())))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The status and short reason the proxy answers with for `kind`.
+pub fn status_of(kind: ErrorKind) -> (StatusCode, &'static str) {
+    match kind {
+        ErrorKind::no_route => (StatusCode::NOT_FOUND, "no route matches this request\n"),
+        ErrorKind::no_endpoint => (StatusCode::SERVICE_UNAVAILABLE, "no healthy endpoint for this service\n"),
+        ErrorKind::upstream_connect => (StatusCode::BAD_GATEWAY, "upstream connection refused or failed\n"),
+        ErrorKind::upstream_reset => (StatusCode::BAD_GATEWAY, "upstream reset the connection before responding\n"),
+        ErrorKind::timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream request timed out\n"),
+        ErrorKind::bad_request => (StatusCode::BAD_REQUEST, "request cannot be forwarded\n"),
+    }
+}
+
+/// The proxy's own answer for `kind`: its status, a plain-text reason and an error header.
+pub fn local(kind: ErrorKind) -> Response<ResponseBody> {
+    let (status, reason) = status_of(kind);
+    let mut resp = Response::new(ResponseBody::plain(Body::full(Bytes::from_static(reason.as_bytes()))));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(ERROR_HEADER, HeaderValue::from_static(error_name(kind)));
+    resp
+}
+
+fn error_name(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::no_route => "no_route",
+        ErrorKind::no_endpoint => "no_endpoint",
+        ErrorKind::upstream_connect => "upstream_connect",
+        ErrorKind::upstream_reset => "upstream_reset",
+        ErrorKind::timeout => "timeout",
+        ErrorKind::bad_request => "bad_request",
+    }
+}

@@ -1,0 +1,19 @@
+//! wasmesh: a service-mesh data plane programmed with WebAssembly components.
+//!
+//! A request flows listener → routing → balancing → upstream pool → response, reading one
+//! immutable [`snapshot::Snapshot`] that a reload swaps whole. See the README's architecture
+//! section for the map of modules.
+
+#![deny(missing_docs)]
+
+pub mod admin;
+pub mod body;
+pub mod config;
+pub mod forward;
+pub mod listener;
+pub mod mesh;
+pub mod routing;
+pub mod server;
+pub mod snapshot;
+pub mod telemetry;
+pub mod upstream;

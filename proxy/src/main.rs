@@ -1,0 +1,86 @@
+//! The `wasmesh` command: run the proxy, or check a configuration file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use wasmesh::config::{self, LogFormat};
+use wasmesh::server::{Server, termination_signal};
+use wasmesh::telemetry::logging;
+
+#[derive(Parser)]
+#[command(name = "wasmesh", version, about = "A service-mesh data plane programmed with WebAssembly")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        /// The TOML configuration file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Log format; overrides `log.format` in the file.
+        #[arg(long, value_enum)]
+        log_format: Option<LogFormat>,
+    },
+    /// Validate a configuration file without starting anything.
+    Check {
+        /// The TOML configuration file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Check { file } => match config::load(&file) {
+            Ok(cfg) => {
+                println!(
+                    "{}: ok ({} listeners, {} routes, {} services)",
+                    file.display(),
+                    cfg.listeners.len(),
+                    cfg.routes.len(),
+                    cfg.services.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config, log_format } => match run(config, log_format) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run(path: PathBuf, log_format: Option<LogFormat>) -> anyhow::Result<()> {
+    let cfg = config::load(&path)?;
+    logging::init(log_format.unwrap_or(cfg.log.format), &cfg.log.level);
+    let runtime = match cfg.runtime.workers {
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        n => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),
+    }
+    .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let drain = cfg.runtime.drain_timeout;
+        let server = Server::start(cfg)?;
+        tracing::info!(config = %path.display(), "wasmesh started");
+        termination_signal().await.context("cannot install signal handlers")?;
+        if server.shutdown(drain).await {
+            tracing::info!("drained; exiting");
+        } else {
+            tracing::warn!(?drain, "drain timeout reached with requests still in flight; exiting");
+        }
+        Ok(())
+    })
+}

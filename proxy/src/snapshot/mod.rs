@@ -1,0 +1,135 @@
+//! The snapshot: everything a request reads, immutable, swapped whole on reload.
+//!
+//! A request loads the current snapshot once and uses it to the end, so a reload never
+//! changes the rules under a request in flight. State that must outlive a snapshot (endpoint
+//! statistics, connection pools) is owned by [`crate::mesh::Mesh`] and shared into each new
+//! snapshot for the endpoints and services that still exist.
+
+mod build;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::{HeaderMap, HeaderName};
+
+pub(crate) use build::{Carried, build};
+
+use crate::config::{Config, UpstreamProtocol};
+use crate::routing::{Matcher, RequestView, Rewrite};
+use crate::telemetry::metrics::RouteMetrics;
+use crate::upstream::Endpoint;
+use crate::upstream::balance::{Balancer, ring_hash};
+use crate::upstream::pool::UpstreamPool;
+
+/// One immutable version of the proxy's rules.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every applied configuration.
+    pub version: u64,
+    /// When this snapshot was built.
+    pub loaded_at: SystemTime,
+    /// The configuration it was built from.
+    pub config: Arc<Config>,
+    /// Route tables, one per listener.
+    pub listeners: Vec<ListenerRoutes>,
+    /// Services, referenced by index from routes.
+    pub services: Vec<Service>,
+    /// Whether to emit access-log events.
+    pub access_log: bool,
+}
+
+impl Snapshot {
+    /// The route table of the listener named `name`.
+    pub fn listener(&self, name: &str) -> Option<(usize, &ListenerRoutes)> {
+        self.listeners.iter().enumerate().find(|(_, l)| l.name == name)
+    }
+
+    /// The service named `name`.
+    pub fn service(&self, name: &str) -> Option<(usize, &Service)> {
+        self.services.iter().enumerate().find(|(_, s)| s.name == name)
+    }
+}
+
+/// The routes that apply to one listener, in match order.
+#[derive(Debug)]
+pub struct ListenerRoutes {
+    /// Listener name.
+    pub name: String,
+    /// Routes in configuration order.
+    pub routes: Vec<Route>,
+}
+
+impl ListenerRoutes {
+    /// Index of the first route matching `req`.
+    pub fn find(&self, req: &RequestView<'_>) -> Option<usize> {
+        self.routes.iter().position(|r| r.matcher.matches(req))
+    }
+}
+
+/// A compiled route.
+#[derive(Debug)]
+pub struct Route {
+    /// Route name.
+    pub name: String,
+    /// Match conditions.
+    pub matcher: Matcher,
+    /// Path rewrite, if any.
+    pub rewrite: Option<Rewrite>,
+    /// Index into [`Snapshot::services`].
+    pub service: usize,
+    /// Total time allowed for a request on this route.
+    pub timeout: Duration,
+    /// Metric handles.
+    pub metrics: RouteMetrics,
+}
+
+/// A compiled upstream service.
+#[derive(Debug)]
+pub struct Service {
+    /// Service name.
+    pub name: String,
+    /// Endpoints, in configuration order.
+    pub endpoints: Vec<Endpoint>,
+    /// Chooses among `endpoints`.
+    pub balancer: Box<dyn Balancer>,
+    /// Consistent-hash key source.
+    pub hash_key: Option<HashKey>,
+    /// Protocol spoken upstream.
+    pub protocol: UpstreamProtocol,
+    /// Keep-alive connection pool, carried across snapshots.
+    pub pool: UpstreamPool,
+}
+
+/// Where a request's consistent-hash key comes from.
+#[derive(Debug, Clone)]
+pub enum HashKey {
+    /// A header's value.
+    Header(HeaderName),
+    /// A cookie's value.
+    Cookie(String),
+    /// The client's IP address.
+    ClientIp,
+}
+
+impl HashKey {
+    /// The request's key hash, or `None` when the request lacks the key.
+    pub fn hash(&self, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
+        match self {
+            Self::Header(name) => headers.get(name).map(|v| ring_hash::hash_key(v.as_bytes())),
+            Self::Cookie(name) => headers
+                .get_all(http::header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .find_map(|pair| {
+                    let (k, v) = pair.trim().split_once('=')?;
+                    (k == name).then(|| ring_hash::hash_key(v.as_bytes()))
+                }),
+            Self::ClientIp => Some(match client {
+                IpAddr::V4(ip) => ring_hash::hash_key(&ip.octets()),
+                IpAddr::V6(ip) => ring_hash::hash_key(&ip.octets()),
+            }),
+        }
+    }
+}

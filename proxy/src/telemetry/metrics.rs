@@ -1,0 +1,218 @@
+//! The proxy's Prometheus metrics.
+//!
+//! Families are registered once at start-up; the snapshot builder resolves the label sets a
+//! route will use into plain counter handles, so the request path only does atomic adds and
+//! never takes the families' locks.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::histogram::DurationHistogram;
+
+/// Labels of per-route request metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// Route name.
+    pub route: String,
+    /// Service name.
+    pub service: String,
+}
+
+/// Labels of the request counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// Route name.
+    pub route: String,
+    /// Service name.
+    pub service: String,
+    /// `1xx` … `5xx`.
+    pub status_class: &'static str,
+}
+
+/// Why the proxy answered a request itself.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ErrorKind {
+    /// No route matched (404).
+    no_route,
+    /// The service had no endpoint to send to (503).
+    no_endpoint,
+    /// Connecting to the upstream failed (502).
+    upstream_connect,
+    /// The upstream connection was reset or closed before a response (502).
+    upstream_reset,
+    /// The request ran out of time (504).
+    timeout,
+    /// The request could not be forwarded as received (400).
+    bad_request,
+}
+
+/// Labels of the locally-answered error counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// Route name, empty when no route matched.
+    pub route: String,
+    /// What went wrong.
+    pub kind: ErrorKind,
+}
+
+/// Labels of per-endpoint connection metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// `ip:port` of the endpoint.
+    pub endpoint: String,
+}
+
+/// Labels of per-listener metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// Listener name.
+    pub listener: String,
+}
+
+/// Every metric the proxy exports, and the registry that encodes them.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Proxied requests answered, by route, service and status class.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time from receiving a request to sending the response head.
+    pub request_duration: Family<RouteLabels, DurationHistogram>,
+    /// Requests whose response has not finished.
+    pub active_requests: Family<RouteLabels, Gauge>,
+    /// Requests the proxy answered itself, by reason.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// Open upstream connections.
+    pub upstream_connections: Family<EndpointLabels, Gauge>,
+    /// Upstream connections opened.
+    pub upstream_connections_opened: Family<EndpointLabels, Counter>,
+    /// Open downstream connections.
+    pub downstream_connections: Family<ListenerLabels, Gauge>,
+    /// Downstream connections closed at accept because the listener was full.
+    pub downstream_rejected: Family<ListenerLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every family under the `wasmesh_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("wasmesh");
+        let requests = Family::default();
+        let request_duration = Family::default();
+        let active_requests = Family::default();
+        let errors = Family::default();
+        let upstream_connections = Family::default();
+        let upstream_connections_opened = Family::default();
+        let downstream_connections = Family::default();
+        let downstream_rejected = Family::default();
+        registry.register(
+            "requests",
+            "Proxied requests answered, by route, service and status class",
+            requests.clone(),
+        );
+        registry.register_with_unit(
+            "request_duration",
+            "Time from receiving a request to sending the response head",
+            prometheus_client::registry::Unit::Seconds,
+            request_duration.clone(),
+        );
+        registry.register("active_requests", "Requests whose response has not finished", active_requests.clone());
+        registry.register("local_responses", "Requests the proxy answered itself, by reason", errors.clone());
+        registry.register("upstream_connections", "Open upstream connections", upstream_connections.clone());
+        registry.register(
+            "upstream_connections_opened",
+            "Upstream connections opened",
+            upstream_connections_opened.clone(),
+        );
+        registry.register("downstream_connections", "Open downstream connections", downstream_connections.clone());
+        registry.register(
+            "downstream_connections_rejected",
+            "Downstream connections closed at accept because the listener was full",
+            downstream_rejected.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            request_duration,
+            active_requests,
+            errors,
+            upstream_connections,
+            upstream_connections_opened,
+            downstream_connections,
+            downstream_rejected,
+        }
+    }
+
+    /// The handles one route needs on the request path.
+    pub fn route(&self, route: &str, service: &str) -> RouteMetrics {
+        let labels = RouteLabels { route: route.to_owned(), service: service.to_owned() };
+        let class = |status_class| {
+            self.requests.get_or_create_owned(&RequestLabels {
+                route: route.to_owned(),
+                service: service.to_owned(),
+                status_class,
+            })
+        };
+        RouteMetrics {
+            by_class: [class("1xx"), class("2xx"), class("3xx"), class("4xx"), class("5xx")],
+            duration: self.request_duration.get_or_create_owned(&labels),
+            active: self.active_requests.get_or_create_owned(&labels),
+            errors: ERROR_KINDS
+                .map(|kind| self.errors.get_or_create_owned(&ErrorLabels { route: route.to_owned(), kind })),
+        }
+    }
+
+    /// Counts a request answered before any route matched.
+    pub fn unrouted_error(&self, kind: ErrorKind) {
+        self.errors.get_or_create(&ErrorLabels { route: String::new(), kind }).inc();
+    }
+
+    /// Encodes every metric in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+const ERROR_KINDS: [ErrorKind; 6] = [
+    ErrorKind::no_route,
+    ErrorKind::no_endpoint,
+    ErrorKind::upstream_connect,
+    ErrorKind::upstream_reset,
+    ErrorKind::timeout,
+    ErrorKind::bad_request,
+];
+
+/// Pre-resolved metric handles of one route, held by the snapshot.
+#[derive(Debug, Clone)]
+pub struct RouteMetrics {
+    by_class: [Counter; 5],
+    /// Latency to the response head.
+    pub duration: DurationHistogram,
+    /// In-flight requests.
+    pub active: Gauge,
+    errors: [Counter; 6],
+}
+
+impl RouteMetrics {
+    /// Counts a response by its status class.
+    pub fn count_status(&self, status: http::StatusCode) {
+        let class = (status.as_u16() / 100).clamp(1, 5) as usize - 1;
+        self.by_class[class].inc();
+    }
+
+    /// Counts a locally answered error.
+    pub fn count_error(&self, kind: ErrorKind) {
+        self.errors[kind as usize].inc();
+    }
+}

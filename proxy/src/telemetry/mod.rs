@@ -1,0 +1,7 @@
+//! Telemetry: Prometheus metrics and logs.
+
+pub mod histogram;
+pub mod logging;
+pub mod metrics;
+
+pub use metrics::Metrics;

@@ -1,0 +1,120 @@
+//! Endpoints and the per-endpoint live statistics that outlive a snapshot.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use http::uri::Authority;
+
+/// One upstream endpoint as a snapshot sees it: immutable except for its shared [`EndpointStats`].
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Socket address.
+    pub address: SocketAddr,
+    /// `address` as a URI authority, built once so forwarding does not format it per request.
+    pub authority: Authority,
+    /// Relative share of traffic.
+    pub weight: u32,
+    /// Free-form labels (zone, version).
+    pub metadata: BTreeMap<String, String>,
+    /// Live statistics, carried over across reloads while the endpoint exists.
+    pub stats: std::sync::Arc<EndpointStats>,
+}
+
+impl Endpoint {
+    /// Builds an endpoint around existing (or fresh) statistics.
+    pub fn new(
+        address: SocketAddr,
+        weight: u32,
+        metadata: BTreeMap<String, String>,
+        stats: std::sync::Arc<EndpointStats>,
+    ) -> Self {
+        let authority =
+            Authority::try_from(address.to_string().as_str()).expect("a socket address is always a valid authority");
+        Self { address, authority, weight, metadata, stats }
+    }
+}
+
+/// Time constant of the latency average: how fast old samples fade (Linkerd uses 10 s).
+const EWMA_DECAY: Duration = Duration::from_secs(10);
+/// Latency assumed for an endpoint with no samples yet (Linkerd's default RTT).
+const EWMA_DEFAULT: Duration = Duration::from_millis(30);
+
+/// Live, lock-free statistics of one endpoint.
+#[derive(Debug)]
+pub struct EndpointStats {
+    in_flight: AtomicU32,
+    /// Peak-EWMA latency in nanoseconds, stored as `f64` bits.
+    ewma_ns: AtomicU64,
+    /// When `ewma_ns` was last updated, in nanoseconds since [`clock_base`].
+    ewma_stamp: AtomicU64,
+}
+
+impl Default for EndpointStats {
+    fn default() -> Self {
+        Self {
+            in_flight: AtomicU32::new(0),
+            ewma_ns: AtomicU64::new((EWMA_DEFAULT.as_nanos() as f64).to_bits()),
+            ewma_stamp: AtomicU64::new(nanos_since_base(Instant::now())),
+        }
+    }
+}
+
+fn clock_base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+fn nanos_since_base(t: Instant) -> u64 {
+    t.saturating_duration_since(clock_base()).as_nanos() as u64
+}
+
+impl EndpointStats {
+    /// Requests sent and not yet finished.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request as started.
+    pub fn start_request(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request as finished.
+    pub fn finish_request(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Records a latency sample. A sample above the average replaces it at once (the
+    /// "peak" in peak-EWMA, so a slowing endpoint is avoided quickly); lower samples
+    /// pull it down gradually.
+    pub fn observe_latency(&self, now: Instant, rtt: Duration) {
+        let now_ns = nanos_since_base(now);
+        let rtt = rtt.as_nanos() as f64;
+        let current = self.decayed_ewma(now_ns);
+        let next = if rtt > current {
+            rtt
+        } else {
+            let elapsed = now_ns.saturating_sub(self.ewma_stamp.load(Ordering::Relaxed)) as f64;
+            let w = (-elapsed / EWMA_DECAY.as_nanos() as f64).exp();
+            current * w + rtt * (1.0 - w)
+        };
+        // Racing writers may lose a sample; the average tolerates that and stays lock-free.
+        self.ewma_ns.store(next.to_bits(), Ordering::Relaxed);
+        self.ewma_stamp.store(now_ns, Ordering::Relaxed);
+    }
+
+    /// The latency average in nanoseconds, decayed for the time since its last sample so
+    /// that an endpoint nobody has used lately becomes attractive again.
+    pub fn ewma_nanos(&self, now: Instant) -> f64 {
+        self.decayed_ewma(nanos_since_base(now))
+    }
+
+    fn decayed_ewma(&self, now_ns: u64) -> f64 {
+        let ewma = f64::from_bits(self.ewma_ns.load(Ordering::Relaxed));
+        let elapsed = now_ns.saturating_sub(self.ewma_stamp.load(Ordering::Relaxed)) as f64;
+        ewma * (-elapsed / EWMA_DECAY.as_nanos() as f64).exp()
+    }
+}

@@ -1,0 +1,154 @@
+//! Upstream connections: a keep-alive pool per service over a counting connector.
+//!
+//! hyper-util's pooled client does the pooling, HTTP/1 and HTTP/2 (h2c) framing and upgrades;
+//! the connector around its `HttpConnector` counts connections per endpoint for the metrics.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Uri;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::TcpStream;
+
+use crate::body::Body;
+use crate::config::UpstreamProtocol;
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::EndpointLabels;
+
+/// How a service's pool is set up; a reload reuses the pool when this is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// HTTP/1.1 or h2c.
+    pub protocol: UpstreamProtocol,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle pooled connections are closed after this.
+    pub idle_timeout: Duration,
+    /// Idle connections kept per endpoint.
+    pub max_idle_per_endpoint: usize,
+}
+
+/// A pooled HTTP client for one service's endpoints.
+#[derive(Debug, Clone)]
+pub struct UpstreamPool {
+    client: Client<CountingConnector, Body>,
+}
+
+impl UpstreamPool {
+    /// Creates an empty pool.
+    pub fn new(settings: &PoolSettings, metrics: &Metrics) -> Self {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let connector = CountingConnector {
+            http,
+            open: metrics.upstream_connections.clone(),
+            opened: metrics.upstream_connections_opened.clone(),
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(settings.idle_timeout)
+            .pool_max_idle_per_host(settings.max_idle_per_endpoint)
+            .http2_only(settings.protocol == UpstreamProtocol::H2c)
+            .build(connector);
+        Self { client }
+    }
+
+    /// Sends a request whose URI is absolute (`http://endpoint/path`).
+    pub fn send(&self, req: http::Request<Body>) -> hyper_util::client::legacy::ResponseFuture {
+        self.client.request(req)
+    }
+}
+
+type Family<M> = prometheus_client::metrics::family::Family<EndpointLabels, M>;
+
+/// Wraps `HttpConnector` to count open and opened connections per endpoint.
+#[derive(Debug, Clone)]
+struct CountingConnector {
+    http: HttpConnector,
+    open: Family<Gauge>,
+    opened: Family<prometheus_client::metrics::counter::Counter>,
+}
+
+impl tower_service::Service<Uri> for CountingConnector {
+    type Response = CountedConnection;
+    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.http.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let labels = EndpointLabels { endpoint: uri.authority().map(|a| a.to_string()).unwrap_or_default() };
+        let connecting = self.http.call(uri);
+        let (open, opened) = (self.open.clone(), self.opened.clone());
+        Box::pin(async move {
+            let io = connecting.await?;
+            opened.get_or_create(&labels).inc();
+            let gauge = open.get_or_create_owned(&labels);
+            gauge.inc();
+            Ok(CountedConnection { io, gauge })
+        })
+    }
+}
+
+/// A TCP connection that decrements its endpoint's open-connection gauge when closed.
+#[derive(Debug)]
+struct CountedConnection {
+    io: TokioIo<TcpStream>,
+    gauge: Gauge,
+}
+
+impl Drop for CountedConnection {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+impl Connection for CountedConnection {
+    fn connected(&self) -> Connected {
+        self.io.connected()
+    }
+}
+
+impl Read for CountedConnection {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl Write for CountedConnection {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+}

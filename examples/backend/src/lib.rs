@@ -8,6 +8,7 @@
 //! - `/stream/{bytes}`: streams that many bytes in 64 KiB chunks;
 //! - `/upload`: reads the request body as it streams in and answers with its length;
 //! - `/ws`: a WebSocket echo;
+//! - `/respond-headers?name=value&…`: answers with those response headers;
 //! - anything else: `backend {name}` and an `x-backend` header.
 //!
 //! Every request is counted, so tests can check what reached the backend.
@@ -42,6 +43,7 @@ pub struct Backend {
     pub name: String,
     /// Requests received.
     pub hits: Arc<AtomicU64>,
+    delay_ms: Arc<AtomicU64>,
     stop: CancellationToken,
 }
 
@@ -51,10 +53,16 @@ impl Backend {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let hits = Arc::new(AtomicU64::new(0));
+        let delay_ms = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
-        let state = Arc::new(State { name: name.to_owned(), hits: hits.clone() });
+        let state = Arc::new(State { name: name.to_owned(), hits: hits.clone(), delay_ms: delay_ms.clone() });
         tokio::spawn(accept_loop(listener, state, stop.clone()));
-        Ok(Self { addr, name: name.to_owned(), hits, stop })
+        Ok(Self { addr, name: name.to_owned(), hits, delay_ms, stop })
+    }
+
+    /// Delays every later answer by `delay`, to make this backend slow.
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Requests received so far.
@@ -77,6 +85,7 @@ impl Drop for Backend {
 struct State {
     name: String,
     hits: Arc<AtomicU64>,
+    delay_ms: Arc<AtomicU64>,
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: CancellationToken) {
@@ -112,6 +121,10 @@ fn full(data: impl Into<Bytes>) -> Body {
 
 async fn handle(state: Arc<State>, mut req: Request<Incoming>) -> Response<Body> {
     state.hits.fetch_add(1, Ordering::Relaxed);
+    let delay = state.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let path = req.uri().path().to_owned();
     let mut segments = path.trim_start_matches('/').splitn(2, '/');
     let (head, arg) = (segments.next().unwrap_or(""), segments.next().unwrap_or(""));
@@ -178,6 +191,17 @@ async fn handle(state: Arc<State>, mut req: Request<Incoming>) -> Response<Body>
             Response::new(full(total.to_string()))
         }
         "ws" => websocket(&mut req),
+        "respond-headers" => {
+            let mut r = Response::new(full(format!("backend {}\n", state.name)));
+            for pair in req.uri().query().unwrap_or("").split('&') {
+                if let Some((k, v)) = pair.split_once('=')
+                    && let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v))
+                {
+                    r.headers_mut().append(k, v);
+                }
+            }
+            r
+        }
         _ => Response::new(full(format!("backend {}\n", state.name))),
     };
     if let Ok(v) = HeaderValue::from_str(&state.name) {

@@ -1,0 +1,57 @@
+//! The `wasmesh` command line: `check` accepts the shipped examples and rejects broken files
+//! with the file, line and field at fault.
+
+use std::path::Path;
+use std::process::Command;
+
+fn check(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, text).expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmesh")).arg("check").arg(&path).output().expect("run wasmesh");
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&path.display().to_string(), "FILE");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+}
+
+#[test]
+fn shipped_examples_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for file in ["examples/quickstart/wasmesh.toml", "benches/peers.toml"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_wasmesh")).arg("check").arg(root.join(file)).output().expect("run");
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+    }
+}
+
+#[test]
+fn errors_name_the_file_line_and_field() {
+    let service = "[[services]]\nname = \"s\"\nendpoints = [{ address = \"127.0.0.1:1\" }]\n";
+    let cases: &[(&str, &str)] = &[
+        // Syntax error.
+        ("[admin\nlisten = 1\n", "FILE:1"),
+        // Unknown field, with its path.
+        (
+            &format!("{service}\n[[listeners]]\nname = \"a\"\nlisten = \"127.0.0.1:1\"\nbogus = 1\n"),
+            "FILE:8: listeners[0].bogus: unknown field `bogus`",
+        ),
+        // Bad value type deep inside.
+        (&format!("{service}[services.timeouts]\nconnect = \"soon\"\n"), "FILE:5: services[0].timeouts.connect:"),
+        // A dangling reference.
+        (
+            &format!("{service}\n[[routes]]\nname = \"r\"\nservice = \"nope\"\n"),
+            "FILE:7: routes[0].service: unknown service `nope`",
+        ),
+        // Out of range.
+        (
+            "[[services]]\nname = \"s\"\nendpoints = [{ address = \"127.0.0.1:1\", weight = 0 }]\n",
+            "FILE:3: services[0].endpoints[0].weight: 0 is out of range",
+        ),
+        // An exposed admin API without a token.
+        ("[admin]\nlisten = \"0.0.0.0:10010\"\n", "FILE:2: admin.listen: 0.0.0.0:10010 is not a loopback address"),
+    ];
+    for (text, want) in cases {
+        let (code, _, stderr) = check(text);
+        assert_eq!(code, 2, "{text}\n{stderr}");
+        assert!(stderr.contains(want), "want {want:?} in:\n{stderr}");
+    }
+}

@@ -1,0 +1,198 @@
+//! Test harness: the real `wasmesh` binary as a child process, real backends on loopback,
+//! and a small HTTP client.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use wasmesh_demo_backend::Backend;
+
+/// The `wasmesh` binary cargo built beside this test executable.
+pub fn wasmesh_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(|deps| deps.parent()).expect("target profile dir");
+    let bin = dir.join("wasmesh");
+    assert!(bin.exists(), "{} not built: run the tests with `cargo test --workspace`", bin.display());
+    bin
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
+}
+
+/// Starts `n` demo backends named b0, b1, … on ephemeral loopback ports.
+pub async fn backends(n: usize) -> Vec<Backend> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(Backend::start(&format!("b{i}"), "127.0.0.1:0".parse().expect("addr")).await.expect("backend"));
+    }
+    out
+}
+
+/// TOML endpoint list for `backends`.
+pub fn endpoints(backends: &[Backend]) -> String {
+    let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{}\" }}", b.addr)).collect();
+    format!("[{}]", list.join(", "))
+}
+
+/// A running `wasmesh run` process, killed on drop.
+pub struct Proxy {
+    child: Child,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// The first proxy listener.
+    pub listen: SocketAddr,
+    _dir: tempfile::TempDir,
+    /// The configuration file.
+    #[allow(dead_code)]
+    pub config_path: PathBuf,
+    log_path: PathBuf,
+}
+
+impl Proxy {
+    /// Starts wasmesh with `body` appended to a generated header that sets the admin port and
+    /// one listener named `main`. Waits until the admin API answers.
+    pub async fn start(body: &str) -> Self {
+        Self::start_with(body, "").await
+    }
+
+    /// Like [`Proxy::start`], with extra keys for the `[[listeners]]` table.
+    pub async fn start_with(body: &str, listener_extra: &str) -> Self {
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let config = format!(
+            "[admin]\nlisten = \"{admin}\"\n[log]\nlevel = \"info\"\n\n[[listeners]]\nname = \"main\"\nlisten = \"{listen}\"\n{listener_extra}\n\n{body}\n"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config_path = dir.path().join("wasmesh.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log_path = dir.path().join("wasmesh.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let child = Command::new(wasmesh_bin())
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn wasmesh");
+        let mut proxy = Self { child, admin, listen, _dir: dir, config_path, log_path };
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("wasmesh exited with {status}:\n{}", self.log());
+            }
+            if let Ok(r) = get(&format!("http://{}/ready", self.admin)).await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("wasmesh did not become ready:\n{}", self.log());
+    }
+
+    /// URL of `path` on the proxy listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listen)
+    }
+
+    /// URL of `path` on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// The process's stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `signal` (e.g. "TERM") to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status().expect("kill");
+        assert!(ok.success());
+    }
+
+    /// Waits up to `timeout` for the process to exit; returns its exit code.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
+    /// Resident memory of the process in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS line")
+    }
+
+    /// The value of metric sample `name{labels}` from /metrics (labels as written there).
+    pub async fn metric(&self, sample: &str) -> Option<f64> {
+        let text = text(get(&self.admin_url("/metrics")).await.expect("metrics")).await;
+        text.lines().find_map(|l| l.strip_prefix(sample).and_then(|rest| rest.trim().parse().ok()))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A pooled HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An h2c (prior knowledge) client.
+pub fn h2c_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+}
+
+/// GET `url` on a fresh client.
+pub async fn get(url: &str) -> Result<Response<hyper::body::Incoming>, hyper_util::client::legacy::Error> {
+    client().get(url.parse().expect("url")).await
+}
+
+/// Sends `req` with a fresh HTTP/1.1 client.
+pub async fn send(req: Request<Full<Bytes>>) -> Response<hyper::body::Incoming> {
+    client().request(req).await.expect("request")
+}
+
+/// The whole body as text.
+pub async fn text(resp: Response<hyper::body::Incoming>) -> String {
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The whole body as JSON.
+pub async fn json(resp: Response<hyper::body::Incoming>) -> serde_json::Value {
+    serde_json::from_str(&text(resp).await).expect("JSON body")
+}

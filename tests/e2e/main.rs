@@ -1,0 +1,10 @@
+//! End-to-end tests: the real `wasmesh` binary between real HTTP clients and backends on
+//! 127.0.0.1. Every test is bounded in time and request count.
+
+mod harness;
+
+mod balancing;
+mod errors;
+mod protocols;
+mod shutdown;
+mod timeouts;

@@ -1,0 +1,112 @@
+//! HTTP/1.1 and h2c on both sides, streaming without buffering, and WebSocket upgrades.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::Request;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::harness::{Proxy, backends, client, h2c_client, json, text};
+
+#[tokio::test]
+async fn h1_and_h2c_on_both_sides() {
+    let b = backends(2).await;
+    let config = format!(
+        r#"
+[[routes]]
+name = "to-h2"
+service = "h2"
+match = {{ path_prefix = "/h2" }}
+rewrite = {{ prefix = "/" }}
+[[routes]]
+name = "to-h1"
+service = "h1"
+
+[[services]]
+name = "h1"
+endpoints = [{{ address = "{}" }}]
+[[services]]
+name = "h2"
+protocol = "h2c"
+endpoints = [{{ address = "{}" }}]
+"#,
+        b[0].addr, b[1].addr
+    );
+    let proxy = Proxy::start(&config).await;
+    for (downstream, c) in [("HTTP/1.1", client()), ("HTTP/2.0", h2c_client())] {
+        for (prefix, upstream) in [("", "HTTP/1.1"), ("/h2", "HTTP/2.0")] {
+            let resp = c.get(proxy.url(&format!("{prefix}/echo")).parse().expect("url")).await.expect("request");
+            assert_eq!(format!("{:?}", resp.version()), downstream);
+            let seen = json(resp).await;
+            assert_eq!(seen["version"], upstream, "downstream {downstream} via {prefix:?}");
+            assert_eq!(seen["path"], "/echo");
+            assert!(seen["headers"]["host"].is_string(), "Host is set for upstream {upstream}: {seen}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_100_mb_body_streams_both_ways_with_flat_memory() {
+    const SIZE: u64 = 100 * 1024 * 1024;
+    let b = backends(1).await;
+    let config = format!(
+        "[[routes]]\nname = \"r\"\nservice = \"s\"\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}]\n",
+        b[0].addr
+    );
+    let proxy = Proxy::start(&config).await;
+    text(client().get(proxy.url("/").parse().expect("url")).await.expect("warm-up")).await;
+    let rss_before = proxy.rss_kib();
+
+    // Download: count bytes as they arrive, sampling the proxy's memory on the way.
+    let resp = client().get(proxy.url(&format!("/stream/{SIZE}")).parse().expect("url")).await.expect("request");
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let (mut received, mut peak) = (0u64, rss_before);
+    while let Some(frame) = body.frame().await {
+        received += frame.expect("frame").data_ref().map_or(0, |d| d.len() as u64);
+        if received % (8 * 1024 * 1024) < 65536 {
+            peak = peak.max(proxy.rss_kib());
+        }
+    }
+    assert_eq!(received, SIZE);
+
+    // Upload: a streamed request body the backend counts.
+    let chunk = Bytes::from(vec![b'u'; 256 * 1024]);
+    let chunks = (SIZE / chunk.len() as u64) as usize;
+    let stream =
+        futures_util::stream::iter((0..chunks).map(move |_| Ok::<_, std::io::Error>(Frame::data(chunk.clone()))));
+    let upload: Client<_, StreamBody<_>> = Client::builder(TokioExecutor::new()).build_http();
+    let req = Request::post(proxy.url("/upload")).body(StreamBody::new(stream)).expect("request");
+    let resp = upload.request(req).await.expect("upload");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(text(resp).await, SIZE.to_string());
+    peak = peak.max(proxy.rss_kib());
+
+    let growth_mib = peak.saturating_sub(rss_before) / 1024;
+    assert!(growth_mib < 32, "proxy RSS grew by {growth_mib} MiB while streaming 100 MiB each way");
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_passed_through() {
+    let b = backends(1).await;
+    let config = format!(
+        "[[routes]]\nname = \"r\"\nservice = \"s\"\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}]\n",
+        b[0].addr
+    );
+    let proxy = Proxy::start(&config).await;
+    let (mut ws, resp) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws", proxy.listen)).await.expect("handshake");
+    assert_eq!(resp.status(), 101);
+    for i in 0..3 {
+        ws.send(Message::text(format!("hello {i}"))).await.expect("send");
+        let echoed = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("echo in time");
+        assert_eq!(echoed.expect("message").expect("ok"), Message::text(format!("hello {i}")));
+    }
+    ws.close(None).await.expect("close");
+    let _ = Full::new(Bytes::new());
+}

@@ -1,0 +1,113 @@
+//! Every timeout fires: request (head and body), connect, header read, idle, upstream idle.
+
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::harness::{Proxy, backends, client, get};
+
+fn one_service(addr: &str, timeouts: &str) -> String {
+    format!(
+        "[[routes]]\nname = \"r\"\nservice = \"s\"\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{addr}\" }}]\n[services.timeouts]\n{timeouts}\n"
+    )
+}
+
+#[tokio::test]
+async fn request_timeout_bounds_a_stalled_response_head_and_body() {
+    let b = backends(1).await;
+    let proxy = Proxy::start(&one_service(&b[0].addr.to_string(), "request = \"400ms\"")).await;
+
+    let started = Instant::now();
+    let resp = get(&proxy.url("/delay/10000")).await.expect("request");
+    assert_eq!(resp.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(2), "504 after {:?}", started.elapsed());
+
+    // The head arrives, then the body stalls: the stream is cut at the same deadline.
+    let started = Instant::now();
+    let resp = get(&proxy.url("/stall")).await.expect("request");
+    assert_eq!(resp.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(5), resp.into_body().collect()).await.expect("bounded");
+    assert!(body.is_err(), "a stalled body must end in an error, not complete");
+    assert!(started.elapsed() < Duration::from_secs(2), "body cut after {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn connect_timeout_fires_against_a_backlogged_listener() {
+    // A listener that never accepts, with its backlog filled: further SYNs are dropped, so a
+    // connect hangs until the proxy's connect timeout.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().expect("addr").into()).expect("bind");
+    socket.listen(0).expect("listen");
+    let addr = socket.local_addr().expect("addr").as_socket().expect("inet");
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+            fillers.push(s);
+        }
+    }
+    let proxy = Proxy::start(&one_service(&addr.to_string(), "connect = \"300ms\"\nrequest = \"5s\"")).await;
+    let started = Instant::now();
+    let resp = get(&proxy.url("/")).await.expect("request");
+    assert_eq!(resp.status(), 504, "{:?}", resp.headers());
+    assert_eq!(resp.headers()["x-wasmesh-error"], "timeout");
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    drop(socket);
+}
+
+/// Reads until EOF or error; returns how long it took, or `None` if still open at `limit`.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn slow_request_heads_are_cut_at_the_header_read_timeout() {
+    let b = backends(1).await;
+    let proxy = Proxy::start_with(&one_service(&b[0].addr.to_string(), ""), "header_read_timeout = \"500ms\"").await;
+    let mut slow = TcpStream::connect(proxy.listen).await.expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: slow\r\n").await.expect("partial head");
+    let closed = closed_within(&mut slow, Duration::from_secs(5)).await;
+    assert!(closed.is_some_and(|t| t >= Duration::from_millis(400)), "closed after {closed:?}");
+}
+
+#[tokio::test]
+async fn idle_downstream_connections_are_closed() {
+    let b = backends(1).await;
+    let proxy = Proxy::start_with(
+        &one_service(&b[0].addr.to_string(), ""),
+        "idle_timeout = \"800ms\"\nheader_read_timeout = \"30s\"",
+    )
+    .await;
+    let mut conn = TcpStream::connect(proxy.listen).await.expect("connect");
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("request");
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.expect("response");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let closed = closed_within(&mut conn, Duration::from_secs(5)).await;
+    assert!(closed.is_some_and(|t| t >= Duration::from_millis(700)), "closed after {closed:?}");
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_leave_the_pool() {
+    let b = backends(1).await;
+    let proxy = Proxy::start(&one_service(&b[0].addr.to_string(), "idle = \"500ms\"")).await;
+    let c = client();
+    let resp = c.get(proxy.url("/").parse().expect("url")).await.expect("request");
+    resp.into_body().collect().await.expect("body");
+    let open = format!("wasmesh_upstream_connections{{endpoint=\"{}\"}}", b[0].addr);
+    assert_eq!(proxy.metric(&open).await, Some(1.0));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.metric(&open).await != Some(0.0) {
+        assert!(Instant::now() < deadline, "pooled connection still open after its idle timeout");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

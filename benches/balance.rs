@@ -1,18 +1,17 @@
 //! Cost of one pick for each balancing algorithm over 10 weighted endpoints.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use wasmesh::config::BalancePolicy;
+use wasmesh::upstream::Endpoint;
 use wasmesh::upstream::balance::{self, PickContext};
-use wasmesh::upstream::{Endpoint, EndpointStats};
 
 fn bench(c: &mut Criterion) {
     let endpoints: Vec<Endpoint> = (0..10u16)
         .map(|i| {
             let addr = format!("127.0.0.1:{}", 9000 + i).parse().expect("addr");
-            Endpoint::new(addr, 1 + u32::from(i % 3), Default::default(), Arc::new(EndpointStats::default()))
+            Endpoint::standalone(addr, 1 + u32::from(i % 3))
         })
         .collect();
     let mut group = c.benchmark_group("balancer_pick_10_endpoints");

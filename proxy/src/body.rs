@@ -18,6 +18,8 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum Body {
     /// Streamed from a peer, never buffered.
     Incoming(Incoming),
+    /// Streamed from an upstream HTTP/1.1 connection.
+    Http1(crate::upstream::http1::Http1Body),
     /// Fully known bytes (taken on first poll).
     Full(Option<Bytes>),
     /// No body.
@@ -46,6 +48,7 @@ impl http_body::Body for Body {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Self::Http1(b) => Pin::new(b).poll_frame(cx),
             Self::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             Self::Empty => Poll::Ready(None),
         }
@@ -54,6 +57,7 @@ impl http_body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Incoming(b) => b.is_end_stream(),
+            Self::Http1(b) => b.is_end_stream(),
             Self::Full(data) => data.is_none(),
             Self::Empty => true,
         }
@@ -62,6 +66,7 @@ impl http_body::Body for Body {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Incoming(b) => b.size_hint(),
+            Self::Http1(b) => b.size_hint(),
             Self::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
             Self::Full(None) | Self::Empty => SizeHint::with_exact(0),
         }

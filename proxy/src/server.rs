@@ -13,6 +13,7 @@ use crate::forward::{Downstream, forward};
 use crate::listener::{self, BindError, ConnLimits, ListenerMetrics};
 use crate::mesh::Mesh;
 use crate::telemetry::metrics::ListenerLabels;
+use crate::upstream::conn_pool;
 
 /// Limits of the admin listener, which serves few, short requests.
 const ADMIN_LIMITS: ConnLimits = ConnLimits {
@@ -20,6 +21,9 @@ const ADMIN_LIMITS: ConnLimits = ConnLimits {
     idle_timeout: std::time::Duration::from_secs(60),
     max_connections: 256,
 };
+
+/// How often idle upstream connections are checked for expiry and remote closes.
+const POOL_SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A running proxy.
 #[derive(Debug)]
@@ -68,6 +72,15 @@ impl Server {
                 })
             }));
         }
+
+        let sweep_mesh = mesh.clone();
+        conn_pool::spawn_sweeper(
+            move || {
+                let snap = sweep_mesh.snapshot();
+                snap.services.iter().flat_map(|s| s.endpoints.iter().map(|e| e.conns.clone())).collect()
+            },
+            POOL_SWEEP_PERIOD,
+        );
 
         let admin = Arc::new(Admin::new(mesh.clone(), admin_token));
         tracing::info!(addr = %admin_addr, "admin listening");

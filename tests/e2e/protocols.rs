@@ -110,3 +110,64 @@ async fn websocket_upgrade_is_passed_through() {
     ws.close(None).await.expect("close");
     let _ = Full::new(Bytes::new());
 }
+
+#[tokio::test]
+async fn chunked_upstream_bodies_are_relayed_whole() {
+    let b = backends(1).await;
+    let config = format!(
+        "[[routes]]\nname = \"r\"\nservice = \"s\"\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}]\n",
+        b[0].addr
+    );
+    let proxy = Proxy::start(&config).await;
+    let c = client();
+    for size in [0usize, 1, 65_536, 300_001] {
+        let resp = c.get(proxy.url(&format!("/chunked/{size}")).parse().expect("url")).await.expect("request");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(text(resp).await.len(), size);
+    }
+}
+
+/// A backend that answers the first request on each connection and closes the connection
+/// when a second request arrives on it, as a server whose keep-alive timer just expired.
+async fn closing_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::atomic::AtomicU64>) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = std::sync::Arc::new(AtomicU64::new(0));
+    let count = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    (addr, connections)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_closed_by_the_upstream_is_replaced_transparently() {
+    let (addr, connections) = closing_backend().await;
+    let config = format!(
+        "[[routes]]\nname = \"r\"\nservice = \"s\"\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{addr}\" }}]\n"
+    );
+    let proxy = Proxy::start(&config).await;
+    let c = client();
+    for i in 0..20 {
+        let resp = c.get(proxy.url("/").parse().expect("url")).await.expect("request");
+        assert_eq!(resp.status(), 200, "request {i}: {:?}\n{}", resp.headers(), proxy.log());
+        assert_eq!(text(resp).await, "ok");
+    }
+    assert!(connections.load(std::sync::atomic::Ordering::Relaxed) >= 20);
+}

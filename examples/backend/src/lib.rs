@@ -5,7 +5,8 @@
 //! - `/status/{code}`: that status;
 //! - `/delay/{ms}`: waits, then answers like `/`;
 //! - `/stall`: sends its response head, then never finishes the body;
-//! - `/stream/{bytes}`: streams that many bytes in 64 KiB chunks;
+//! - `/stream/{bytes}`: streams that many bytes in 64 KiB chunks, with a `content-length`;
+//! - `/chunked/{bytes}`: the same, chunk-encoded (no length announced);
 //! - `/upload`: reads the request body as it streams in and answers with its length;
 //! - `/ws`: a WebSocket echo;
 //! - `/respond-headers?name=value&…`: answers with those response headers;
@@ -163,7 +164,7 @@ async fn handle(state: Arc<State>, mut req: Request<Incoming>) -> Response<Body>
                 .chain(futures_util::stream::pending());
             Response::new(BodyExt::boxed(StreamBody::new(stream)))
         }
-        "stream" => {
+        "stream" | "chunked" => {
             let total: u64 = arg.parse().unwrap_or(0);
             let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
             let stream = futures_util::stream::unfold(total, move |left| {
@@ -176,7 +177,9 @@ async fn handle(state: Arc<State>, mut req: Request<Incoming>) -> Response<Body>
                 }
             });
             let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-            r.headers_mut().insert("content-length", HeaderValue::from(total));
+            if head == "stream" {
+                r.headers_mut().insert("content-length", HeaderValue::from(total));
+            }
             r
         }
         "upload" => {

@@ -19,12 +19,14 @@ pub use headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
 use response::{InFlight, ResponseBody, local};
 
 use crate::body::Body;
-use crate::config::UpstreamProtocol;
 use crate::mesh::Mesh;
 use crate::routing::{RequestView, host_without_port};
 use crate::telemetry::logging::ACCESS_LOG_TARGET;
 use crate::telemetry::metrics::ErrorKind;
 use crate::upstream::balance::PickContext;
+use crate::upstream::conn_pool::ConnectError;
+use crate::upstream::http1::{Exchange, Http1Error};
+use crate::upstream::{self, Transport, UpstreamError};
 
 /// What the proxy knows about the downstream connection a request arrived on.
 #[derive(Debug)]
@@ -102,9 +104,9 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
     uri.authority = Some(endpoint.authority.clone());
     uri.path_and_query = Some(path);
     parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
-    parts.version = match service.protocol {
-        UpstreamProtocol::Http1 => Version::HTTP_11,
-        UpstreamProtocol::H2c => Version::HTTP_2,
+    parts.version = match service.transport {
+        Transport::Http1 => Version::HTTP_11,
+        Transport::H2c(_) => Version::HTTP_2,
     };
     let upstream_req = Request::from_parts(parts, Body::Incoming(body));
 
@@ -113,12 +115,15 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
     let mut deadline = Box::pin(tokio::time::sleep_until((started + route.timeout).into()));
     let sent = tokio::select! {
         biased;
-        r = service.pool.send(upstream_req) => r.map_err(|e| classify(&e)),
+        r = upstream::send(&service.transport, endpoint, upstream_req) => r.map_err(|e| {
+            tracing::debug!(route = %route.name, upstream = %endpoint.authority, error = %e, "upstream request failed");
+            classify(&e)
+        }),
         () = &mut deadline => Err(ErrorKind::timeout),
     };
     let now = Instant::now();
-    let mut resp = match sent {
-        Ok(resp) => resp,
+    let Exchange { response: resp, upgraded } = match sent {
+        Ok(exchange) => exchange,
         Err(kind) => {
             route.metrics.count_error(kind);
             let resp = local(kind);
@@ -138,16 +143,14 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
         access_log(method, uri, status, route_name, &endpoint.authority, now - started);
     }
 
-    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
-    let upstream_upgrade = (switching && downstream_upgrade.is_some()).then(|| hyper::upgrade::on(&mut resp));
     let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers, upstream_upgrade.is_some());
-    match (downstream_upgrade, upstream_upgrade) {
+    strip_hop_by_hop(&mut parts.headers, upgraded.is_some() && downstream_upgrade.is_some());
+    match (downstream_upgrade, upgraded) {
         (Some(down_up), Some(up_up)) => {
             upgrade::tunnel(down_up, up_up, in_flight);
             Response::from_parts(parts, ResponseBody::plain(Body::Empty))
         }
-        _ => Response::from_parts(parts, ResponseBody::streamed(Body::Incoming(body), in_flight, deadline)),
+        _ => Response::from_parts(parts, ResponseBody::streamed(body, in_flight, deadline)),
     }
 }
 
@@ -170,21 +173,24 @@ fn access_log(
     );
 }
 
-/// Maps a client error to the local answer it deserves.
-fn classify(e: &hyper_util::client::legacy::Error) -> ErrorKind {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    let mut timed_out = false;
-    while let Some(s) = source {
-        let io_timeout = s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-        let hyper_timeout = s.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
-        timed_out |= io_timeout || hyper_timeout;
-        source = s.source();
-    }
-    if timed_out {
-        ErrorKind::timeout
-    } else if e.is_connect() {
-        ErrorKind::upstream_connect
-    } else {
-        ErrorKind::upstream_reset
+/// Maps an upstream failure to the local answer it deserves.
+fn classify(e: &UpstreamError) -> ErrorKind {
+    match e {
+        UpstreamError::Http1(Http1Error::Connect(ConnectError::Timeout(_))) => ErrorKind::timeout,
+        UpstreamError::Http1(Http1Error::Connect(ConnectError::Io(..))) => ErrorKind::upstream_connect,
+        UpstreamError::Http1(Http1Error::RequestBody(_)) => ErrorKind::bad_request,
+        UpstreamError::Http1(_) => ErrorKind::upstream_reset,
+        UpstreamError::Http2(e) => {
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                let io_timeout =
+                    s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+                if io_timeout || s.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+                    return ErrorKind::timeout;
+                }
+                source = s.source();
+            }
+            if e.is_connect() { ErrorKind::upstream_connect } else { ErrorKind::upstream_reset }
+        }
     }
 }

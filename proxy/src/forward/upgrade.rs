@@ -3,22 +3,31 @@
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
 use super::response::InFlight;
+use crate::upstream::http1::Upgraded;
 
-/// Splices the downstream and upstream connections once both have switched. The request
-/// stays in flight until either side closes.
-pub fn tunnel(downstream: OnUpgrade, upstream: OnUpgrade, in_flight: InFlight) {
+/// Splices the downstream connection, once hyper hands it over, with the upstream one. The
+/// request stays in flight until either side closes.
+pub fn tunnel(downstream: OnUpgrade, upstream: Upgraded, in_flight: InFlight) {
     tokio::spawn(async move {
         let _in_flight = in_flight;
-        let (down, up) = match tokio::try_join!(downstream, upstream) {
-            Ok(pair) => pair,
+        let Upgraded { stream: mut up, leftover, guard: _guard } = upstream;
+        let mut down = match downstream.await {
+            Ok(io) => TokioIo::new(io),
             Err(e) => {
-                tracing::debug!(error = %e, "upgrade did not complete");
+                tracing::debug!(error = %e, "downstream upgrade did not complete");
                 return;
             }
         };
-        let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+        // Bytes the upstream sent right after its 101 head belong to the new protocol.
+        if !leftover.is_empty()
+            && let Err(e) = down.write_all(&leftover).await
+        {
+            tracing::debug!(error = %e, "upgraded connection closed early");
+            return;
+        }
         if let Err(e) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
             tracing::debug!(error = %e, "upgraded connection ended with an error");
         }

@@ -6,17 +6,19 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use super::{HashKey, ListenerRoutes, Route, Service, Snapshot};
-use crate::config::{Config, HashKeyConfig, ServiceConfig};
+use crate::config::{Config, HashKeyConfig, ServiceConfig, UpstreamProtocol};
 use crate::routing::{Matcher, Rewrite};
 use crate::telemetry::Metrics;
-use crate::upstream::pool::{PoolSettings, UpstreamPool};
-use crate::upstream::{Endpoint, EndpointStats, balance};
+use crate::telemetry::metrics::EndpointLabels;
+use crate::upstream::conn_pool::{ConnPool, ConnSettings};
+use crate::upstream::http2::Http2Client;
+use crate::upstream::{Endpoint, EndpointStats, Transport, balance};
 
 /// State carried from one snapshot to the next, keyed by service and endpoint.
 #[derive(Debug, Default)]
 pub(crate) struct Carried {
-    endpoints: HashMap<(String, SocketAddr), Arc<EndpointStats>>,
-    pools: HashMap<String, (PoolSettings, UpstreamPool)>,
+    endpoints: HashMap<(String, SocketAddr), (Arc<EndpointStats>, Arc<ConnPool>)>,
+    h2_clients: HashMap<String, (ConnSettings, Http2Client)>,
 }
 
 /// Builds snapshot `version` from `config`, reusing carried state for endpoints and pools
@@ -38,14 +40,13 @@ pub(crate) fn build(config: Arc<Config>, version: u64, carried: &mut Carried, me
                 .filter(|r| r.listeners.is_empty() || r.listeners.contains(&l.name))
                 .map(|r| {
                     let service = services.iter().position(|s| s.name == r.service).expect("validated reference");
-                    let matcher = Matcher::new(&r.matcher);
                     Route {
                         name: r.name.clone(),
+                        matcher: Matcher::new(&r.matcher),
                         rewrite: r.rewrite.as_ref().and_then(Rewrite::new),
                         service,
                         timeout: r.timeout.unwrap_or(config.services[service].timeouts.request),
                         metrics: metrics.route(&r.name, &r.service),
-                        matcher,
                     }
                 })
                 .collect(),
@@ -56,27 +57,36 @@ pub(crate) fn build(config: Arc<Config>, version: u64, carried: &mut Carried, me
 }
 
 fn build_service(cfg: &ServiceConfig, old: &mut Carried, next: &mut Carried, metrics: &Metrics) -> Service {
+    let settings = ConnSettings {
+        connect_timeout: cfg.timeouts.connect,
+        idle_timeout: cfg.timeouts.idle,
+        max_idle: cfg.max_idle_per_endpoint,
+    };
     let endpoints: Vec<Endpoint> = cfg
         .endpoints
         .iter()
         .map(|e| {
             let key = (cfg.name.clone(), e.address);
-            let stats = old.endpoints.remove(&key).unwrap_or_default();
-            next.endpoints.insert(key, stats.clone());
-            Endpoint::new(e.address, e.weight, e.metadata.clone(), stats)
+            let (stats, conns) = match old.endpoints.remove(&key) {
+                Some((stats, conns)) if *conns.settings() == settings => (stats, conns),
+                Some((stats, _)) => (stats, new_conn_pool(e.address, &settings, metrics)),
+                None => (Arc::default(), new_conn_pool(e.address, &settings, metrics)),
+            };
+            next.endpoints.insert(key, (stats.clone(), conns.clone()));
+            Endpoint::new(e.address, e.weight, e.metadata.clone(), stats, conns)
         })
         .collect();
-    let settings = PoolSettings {
-        protocol: cfg.protocol,
-        connect_timeout: cfg.timeouts.connect,
-        idle_timeout: cfg.timeouts.idle,
-        max_idle_per_endpoint: cfg.max_idle_per_endpoint,
+    let transport = match cfg.protocol {
+        UpstreamProtocol::Http1 => Transport::Http1,
+        UpstreamProtocol::H2c => {
+            let client = match old.h2_clients.remove(&cfg.name) {
+                Some((s, client)) if s == settings => client,
+                _ => Http2Client::new(&settings, metrics),
+            };
+            next.h2_clients.insert(cfg.name.clone(), (settings, client.clone()));
+            Transport::H2c(Box::new(client))
+        }
     };
-    let pool = match old.pools.remove(&cfg.name) {
-        Some((s, pool)) if s == settings => pool,
-        _ => UpstreamPool::new(&settings, metrics),
-    };
-    next.pools.insert(cfg.name.clone(), (settings, pool.clone()));
     let hash_key = cfg.hash_key.as_ref().map(|k| match k {
         HashKeyConfig::Header { name } => {
             HashKey::Header(http::HeaderName::from_bytes(name.as_bytes()).expect("validated header name"))
@@ -89,7 +99,16 @@ fn build_service(cfg: &ServiceConfig, old: &mut Carried, next: &mut Carried, met
         balancer: balance::build(cfg.balance, &endpoints),
         endpoints,
         hash_key,
-        protocol: cfg.protocol,
-        pool,
+        transport,
     }
+}
+
+fn new_conn_pool(addr: SocketAddr, settings: &ConnSettings, metrics: &Metrics) -> Arc<ConnPool> {
+    let labels = EndpointLabels { endpoint: addr.to_string() };
+    Arc::new(ConnPool::new(
+        addr,
+        settings.clone(),
+        metrics.upstream_connections.get_or_create_owned(&labels),
+        metrics.upstream_connections_opened.get_or_create_owned(&labels),
+    ))
 }

@@ -15,12 +15,12 @@ use http::{HeaderMap, HeaderName};
 
 pub(crate) use build::{Carried, build};
 
-use crate::config::{Config, UpstreamProtocol};
+use crate::config::Config;
 use crate::routing::{Matcher, RequestView, Rewrite};
 use crate::telemetry::metrics::RouteMetrics;
 use crate::upstream::Endpoint;
+use crate::upstream::Transport;
 use crate::upstream::balance::{Balancer, ring_hash};
-use crate::upstream::pool::UpstreamPool;
 
 /// One immutable version of the proxy's rules.
 #[derive(Debug)]
@@ -95,10 +95,8 @@ pub struct Service {
     pub balancer: Box<dyn Balancer>,
     /// Consistent-hash key source.
     pub hash_key: Option<HashKey>,
-    /// Protocol spoken upstream.
-    pub protocol: UpstreamProtocol,
-    /// Keep-alive connection pool, carried across snapshots.
-    pub pool: UpstreamPool,
+    /// How requests reach the endpoints (HTTP/1.1 pools or an h2c client).
+    pub transport: Transport,
 }
 
 /// Where a request's consistent-hash key comes from.

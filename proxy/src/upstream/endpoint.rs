@@ -2,11 +2,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
+
+use super::conn_pool::{ConnPool, ConnSettings};
 
 /// One upstream endpoint as a snapshot sees it: immutable except for its shared [`EndpointStats`].
 #[derive(Debug)]
@@ -20,20 +22,34 @@ pub struct Endpoint {
     /// Free-form labels (zone, version).
     pub metadata: BTreeMap<String, String>,
     /// Live statistics, carried over across reloads while the endpoint exists.
-    pub stats: std::sync::Arc<EndpointStats>,
+    pub stats: Arc<EndpointStats>,
+    /// Idle HTTP/1.1 connections, carried over across reloads like `stats`.
+    pub conns: Arc<ConnPool>,
 }
 
 impl Endpoint {
-    /// Builds an endpoint around existing (or fresh) statistics.
+    /// Builds an endpoint around existing (or fresh) state.
     pub fn new(
         address: SocketAddr,
         weight: u32,
         metadata: BTreeMap<String, String>,
-        stats: std::sync::Arc<EndpointStats>,
+        stats: Arc<EndpointStats>,
+        conns: Arc<ConnPool>,
     ) -> Self {
         let authority =
             Authority::try_from(address.to_string().as_str()).expect("a socket address is always a valid authority");
-        Self { address, authority, weight, metadata, stats }
+        Self { address, authority, weight, metadata, stats, conns }
+    }
+
+    /// An endpoint with fresh statistics and an empty, uncounted pool: for tools and benches.
+    pub fn standalone(address: SocketAddr, weight: u32) -> Self {
+        let settings = ConnSettings {
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(90),
+            max_idle: 16,
+        };
+        let conns = ConnPool::new(address, settings, Default::default(), Default::default());
+        Self::new(address, weight, BTreeMap::new(), Arc::default(), Arc::new(conns))
     }
 }
 

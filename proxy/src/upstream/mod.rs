@@ -1,7 +1,47 @@
-//! Upstream side of the proxy: endpoints, load balancing and the connection pool.
+//! Upstream side of the proxy: endpoints, load balancing, connection pools and the clients
+//! that speak HTTP/1.1 and h2c to endpoints.
 
 pub mod balance;
+pub mod conn_pool;
 pub mod endpoint;
-pub mod pool;
+pub mod http1;
+pub mod http2;
+
+use http::Request;
 
 pub use endpoint::{Endpoint, EndpointStats};
+
+use crate::body::Body;
+use http1::{Exchange, Http1Error};
+use http2::Http2Client;
+
+/// How a service reaches its endpoints.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    /// HTTP/1.1 on each endpoint's own connection pool.
+    Http1,
+    /// h2c through a multiplexing client.
+    H2c(Box<Http2Client>),
+}
+
+/// An upstream request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Over HTTP/1.1.
+    #[error(transparent)]
+    Http1(#[from] Http1Error),
+    /// Over h2c.
+    #[error(transparent)]
+    Http2(#[from] hyper_util::client::legacy::Error),
+}
+
+/// Sends `req` (absolute URI) to `endpoint` over `transport`.
+pub async fn send(transport: &Transport, endpoint: &Endpoint, req: Request<Body>) -> Result<Exchange, UpstreamError> {
+    match transport {
+        Transport::Http1 => Ok(http1::send(&endpoint.conns, req).await?),
+        Transport::H2c(client) => {
+            let response = client.send(req).await?.map(Body::Incoming);
+            Ok(Exchange { response, upgraded: None })
+        }
+    }
+}

@@ -83,9 +83,7 @@ fn random_eligible(n: usize, eligible: &dyn Fn(usize) -> bool, except: Option<us
 
 #[cfg(test)]
 pub(crate) mod test_support {
-    use std::sync::Arc;
-
-    use super::super::{Endpoint, EndpointStats};
+    use super::super::Endpoint;
 
     /// Endpoints 127.0.0.1:9000+i with the given weights.
     pub fn endpoints(weights: &[u32]) -> Vec<Endpoint> {
@@ -94,7 +92,7 @@ pub(crate) mod test_support {
             .enumerate()
             .map(|(i, &w)| {
                 let addr = format!("127.0.0.1:{}", 9000 + i).parse().expect("valid address");
-                Endpoint::new(addr, w, Default::default(), Arc::new(EndpointStats::default()))
+                Endpoint::standalone(addr, w)
             })
             .collect()
     }

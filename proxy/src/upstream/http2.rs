@@ -1,7 +1,5 @@
-//! Upstream connections: a keep-alive pool per service over a counting connector.
-//!
-//! hyper-util's pooled client does the pooling, HTTP/1 and HTTP/2 (h2c) framing and upgrades;
-//! the connector around its `HttpConnector` counts connections per endpoint for the metrics.
+//! Upstream HTTP/2 (h2c): hyper-util's pooled client, which multiplexes requests over one
+//! connection per endpoint, over a connector that counts connections for the metrics.
 
 use std::future::Future;
 use std::io;
@@ -18,32 +16,19 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 
 use crate::body::Body;
-use crate::config::UpstreamProtocol;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::EndpointLabels;
+use crate::upstream::conn_pool::ConnSettings;
 
-/// How a service's pool is set up; a reload reuses the pool when this is unchanged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolSettings {
-    /// HTTP/1.1 or h2c.
-    pub protocol: UpstreamProtocol,
-    /// TCP connect timeout.
-    pub connect_timeout: Duration,
-    /// Idle pooled connections are closed after this.
-    pub idle_timeout: Duration,
-    /// Idle connections kept per endpoint.
-    pub max_idle_per_endpoint: usize,
-}
-
-/// A pooled HTTP client for one service's endpoints.
+/// An h2c client for one service's endpoints.
 #[derive(Debug, Clone)]
-pub struct UpstreamPool {
+pub struct Http2Client {
     client: Client<CountingConnector, Body>,
 }
 
-impl UpstreamPool {
-    /// Creates an empty pool.
-    pub fn new(settings: &PoolSettings, metrics: &Metrics) -> Self {
+impl Http2Client {
+    /// Creates a client with no connections yet.
+    pub fn new(settings: &ConnSettings, metrics: &Metrics) -> Self {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(settings.connect_timeout));
         http.set_nodelay(true);
@@ -57,8 +42,8 @@ impl UpstreamPool {
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
             .pool_idle_timeout(settings.idle_timeout)
-            .pool_max_idle_per_host(settings.max_idle_per_endpoint)
-            .http2_only(settings.protocol == UpstreamProtocol::H2c)
+            .pool_max_idle_per_host(settings.max_idle)
+            .http2_only(true)
             .build(connector);
         Self { client }
     }

@@ -1,0 +1,137 @@
+//! Idle keep-alive connections to one endpoint, shared lock-free by every worker.
+//!
+//! A lock-free bounded queue holds the idle connections: checking one out or back in is one
+//! atomic operation, so the request path never waits on another worker. A connection that the
+//! endpoint closed while it sat idle is noticed at checkout without a system call (the I/O
+//! driver has already marked it readable) and dropped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crossbeam_queue::ArrayQueue;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::TcpStream;
+
+use super::http1::Conn;
+
+/// Settings of an endpoint's connections; a reload keeps the pool while these are unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnSettings {
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle connections older than this are closed.
+    pub idle_timeout: Duration,
+    /// Idle connections kept, at most.
+    pub max_idle: usize,
+}
+
+/// The idle connections of one endpoint and the handles to count them.
+#[derive(Debug)]
+pub struct ConnPool {
+    addr: SocketAddr,
+    settings: ConnSettings,
+    idle: ArrayQueue<(Conn, Instant)>,
+    open: Gauge,
+    opened: Counter,
+}
+
+/// Connecting to an endpoint failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The TCP connect did not finish within the connect timeout.
+    #[error("connect to {0} timed out")]
+    Timeout(SocketAddr),
+    /// The TCP connect failed (refused, unreachable).
+    #[error("connect to {0} failed: {1}")]
+    Io(SocketAddr, #[source] std::io::Error),
+}
+
+impl ConnPool {
+    /// An empty pool for `addr`, counting into the given metric handles.
+    pub fn new(addr: SocketAddr, settings: ConnSettings, open: Gauge, opened: Counter) -> Self {
+        let idle = ArrayQueue::new(settings.max_idle.max(1));
+        Self { addr, settings, idle, open, opened }
+    }
+
+    /// The settings this pool was built with.
+    pub fn settings(&self) -> &ConnSettings {
+        &self.settings
+    }
+
+    /// A live idle connection, if one is pooled.
+    pub fn checkout(&self) -> Option<Conn> {
+        let now = Instant::now();
+        while let Some((mut conn, since)) = self.idle.pop() {
+            if now.duration_since(since) < self.settings.idle_timeout && still_open(conn.stream_mut()) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Opens a new connection.
+    pub async fn connect(&self) -> Result<Conn, ConnectError> {
+        let stream = match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(self.addr)).await {
+            Err(_) => return Err(ConnectError::Timeout(self.addr)),
+            Ok(Err(e)) => return Err(ConnectError::Io(self.addr, e)),
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        self.opened.inc();
+        Ok(Conn::new(stream, self.open.clone()))
+    }
+
+    /// Returns a connection whose last exchange completed cleanly; when the pool is full the
+    /// connection is closed instead.
+    pub fn checkin(&self, conn: Conn) {
+        let _ = self.idle.push((conn, Instant::now()));
+    }
+
+    /// Closes idle connections that expired or that the endpoint closed.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        for _ in 0..self.idle.len() {
+            let Some((mut conn, since)) = self.idle.pop() else { break };
+            if now.duration_since(since) < self.settings.idle_timeout && still_open(conn.stream_mut()) {
+                let _ = self.idle.push((conn, since));
+            }
+        }
+    }
+
+    /// Idle connections now.
+    pub fn idle_len(&self) -> usize {
+        self.idle.len()
+    }
+}
+
+/// Whether an idle connection can still be used: not readable (a readable idle connection
+/// has been closed by its peer or sent something unasked). Uses the readiness the I/O driver
+/// recorded, so it costs no system call when the connection is quiet.
+fn still_open(stream: &mut TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
+    }
+}
+
+/// Sweeps `pools` every `period` until the returned task is dropped by runtime shutdown.
+pub fn spawn_sweeper(pools: impl Fn() -> Vec<Arc<ConnPool>> + Send + 'static, period: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for pool in pools() {
+                pool.sweep();
+            }
+        }
+    });
+}

@@ -1,0 +1,348 @@
+//! HTTP/1.1 wire format for the upstream side: request heads out, response heads and body
+//! framing (content-length, chunked, close-delimited) in.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+
+use super::Http1Error;
+
+/// Response heads larger than this are refused.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// Response headers beyond this count are refused.
+const MAX_HEADERS: usize = 100;
+
+/// How a request body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body.
+    None,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// Writes `method path HTTP/1.1`, the headers, and the framing header the body needs.
+pub fn encode_head(method: &Method, path: &str, headers: &HeaderMap, framing: RequestFraming, out: &mut BytesMut) {
+    out.reserve(256 + headers.len() * 32);
+    out.put_slice(method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(path.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if name == CONTENT_LENGTH && framing != RequestFraming::None {
+            continue;
+        }
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    match framing {
+        RequestFraming::None => {}
+        RequestFraming::Length(n) => {
+            out.put_slice(b"content-length: ");
+            out.put_slice(itoa_u64(n).as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        RequestFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.put_slice(b"\r\n");
+}
+
+fn itoa_u64(n: u64) -> String {
+    n.to_string()
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// Status.
+    pub status: StatusCode,
+    /// HTTP/1.0 or HTTP/1.1.
+    pub version: Version,
+    /// Headers, sharing the read buffer's memory.
+    pub headers: HeaderMap,
+}
+
+/// Parses a complete response head at the start of `buf`, removing it from `buf`.
+/// Returns `Ok(None)` when more bytes are needed.
+pub fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, Http1Error> {
+    let Some(end) = head_end(buf) else {
+        return if buf.len() > MAX_HEAD { Err(Http1Error::HeadTooLarge) } else { Ok(None) };
+    };
+    // The head's bytes become shared memory that header values point into: no copies.
+    let head: Bytes = buf.split_to(end).freeze();
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut slots);
+    match res.parse(&head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(Http1Error::Invalid("truncated response head".into())),
+        Err(e) => return Err(Http1Error::Invalid(e.to_string())),
+    }
+    let status = res.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(Http1Error::Invalid("bad status".into()))?;
+    let version = if res.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
+    let mut headers = HeaderMap::with_capacity(res.headers.len());
+    for h in res.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| Http1Error::Invalid(e.to_string()))?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice_ref(h.value)).map_err(|e| Http1Error::Invalid(e.to_string()))?;
+        headers.append(name, value);
+    }
+    Ok(Some(ResponseHead { status, version, headers }))
+}
+
+/// The length of the head (through its blank line), accepting bare LF line ends as httparse does.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(pos) = buf[i..].iter().position(|&b| b == b'\n') {
+        let lf = i + pos;
+        match buf.get(lf + 1..lf + 3) {
+            Some([b'\r', b'\n']) => return Some(lf + 3),
+            Some([b'\n', _]) | Some([b'\n']) => return Some(lf + 2),
+            None if buf.get(lf + 1) == Some(&b'\n') => return Some(lf + 2),
+            _ => {}
+        }
+        i = lf + 1;
+    }
+    None
+}
+
+/// Whether the connection may carry another request after this response.
+pub fn keeps_alive(head: &ResponseHead) -> bool {
+    let mut close = head.version == Version::HTTP_10;
+    for value in head.headers.get_all(CONNECTION) {
+        for token in value.to_str().unwrap_or("").split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("close") {
+                close = true;
+            } else if token.eq_ignore_ascii_case("keep-alive") {
+                close = false;
+            }
+        }
+    }
+    !close
+}
+
+/// How the response body is delimited (RFC 9112 §6.3).
+pub fn response_framing(method: &Method, head: &ResponseHead) -> Result<BodyDecoder, Http1Error> {
+    let status = head.status.as_u16();
+    if method == Method::HEAD || (100..200).contains(&status) || status == 204 || status == 304 {
+        return Ok(BodyDecoder::Length(0));
+    }
+    if let Some(te) = head.headers.get(TRANSFER_ENCODING) {
+        let chunked =
+            te.to_str().unwrap_or("").rsplit(',').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+        return Ok(if chunked { BodyDecoder::Chunked(Chunked::Size { size: 0, digits: 0 }) } else { BodyDecoder::Eof });
+    }
+    match head.headers.get(CONTENT_LENGTH) {
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(BodyDecoder::Length)
+            .ok_or(Http1Error::Invalid("bad content-length".into())),
+        None => Ok(BodyDecoder::Eof),
+    }
+}
+
+/// Body framing state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyDecoder {
+    /// This many bytes remain.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked(Chunked),
+    /// Everything until the peer closes.
+    Eof,
+}
+
+/// States of the chunked decoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chunked {
+    /// Reading the hex size.
+    Size {
+        /// Size so far.
+        size: u64,
+        /// Hex digits read.
+        digits: u8,
+    },
+    /// Skipping a chunk extension up to CR LF; holds the size.
+    Extension(u64),
+    /// Expecting LF after the size line; holds the size.
+    SizeLf(u64),
+    /// Inside chunk data; bytes left.
+    Data(u64),
+    /// Expecting CR after chunk data.
+    DataCr,
+    /// Expecting LF after chunk data.
+    DataLf,
+    /// At the start of a trailer line (or the final empty line).
+    TrailerStart,
+    /// Inside a trailer line.
+    TrailerLine,
+    /// Expecting LF of the final empty line.
+    FinalLf,
+    /// Finished.
+    Done,
+}
+
+/// What decoding the buffered bytes produced.
+#[derive(Debug)]
+pub enum Decoded {
+    /// A piece of body.
+    Data(Bytes),
+    /// The body is complete.
+    Done,
+    /// More bytes must be read.
+    NeedMore,
+}
+
+impl BodyDecoder {
+    /// Takes the next piece of body from `buf`.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Http1Error> {
+        match self {
+            Self::Length(0) => Ok(Decoded::Done),
+            Self::Length(left) => {
+                if buf.is_empty() {
+                    return Ok(Decoded::NeedMore);
+                }
+                let n = (*left).min(buf.len() as u64);
+                *left -= n;
+                Ok(Decoded::Data(buf.split_to(n as usize).freeze()))
+            }
+            Self::Eof => {
+                if buf.is_empty() {
+                    Ok(Decoded::NeedMore)
+                } else {
+                    Ok(Decoded::Data(buf.split().freeze()))
+                }
+            }
+            Self::Chunked(state) => decode_chunked(state, buf),
+        }
+    }
+
+    /// Whether the body ends when the peer closes (so a close is not an error).
+    pub fn ends_at_eof(&self) -> bool {
+        matches!(self, Self::Eof)
+    }
+}
+
+fn invalid(what: &str) -> Http1Error {
+    Http1Error::Invalid(format!("bad chunked encoding: {what}"))
+}
+
+fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Decoded, Http1Error> {
+    loop {
+        if let Chunked::Done = state {
+            return Ok(Decoded::Done);
+        }
+        if let Chunked::Data(left) = state {
+            if buf.is_empty() {
+                return Ok(Decoded::NeedMore);
+            }
+            let n = (*left).min(buf.len() as u64);
+            *left -= n;
+            if *left == 0 {
+                *state = Chunked::DataCr;
+            }
+            return Ok(Decoded::Data(buf.split_to(n as usize).freeze()));
+        }
+        let Some(&byte) = buf.first() else { return Ok(Decoded::NeedMore) };
+        let _ = buf.split_to(1);
+        *state = match (*state, byte) {
+            (Chunked::Size { size, digits }, b) if b.is_ascii_hexdigit() => {
+                if digits >= 16 {
+                    return Err(invalid("chunk size too large"));
+                }
+                let d = (b as char).to_digit(16).unwrap_or(0) as u64;
+                Chunked::Size { size: size * 16 + d, digits: digits + 1 }
+            }
+            (Chunked::Size { size, digits }, b'\r') if digits > 0 => Chunked::SizeLf(size),
+            (Chunked::Size { size, digits }, b';' | b' ' | b'\t') if digits > 0 => Chunked::Extension(size),
+            (Chunked::Size { .. }, _) => return Err(invalid("chunk size")),
+            (Chunked::Extension(size), b'\r') => Chunked::SizeLf(size),
+            (Chunked::Extension(size), _) => Chunked::Extension(size),
+            (Chunked::SizeLf(0), b'\n') => Chunked::TrailerStart,
+            (Chunked::SizeLf(size), b'\n') => Chunked::Data(size),
+            (Chunked::DataCr, b'\r') => Chunked::DataLf,
+            (Chunked::DataLf, b'\n') => Chunked::Size { size: 0, digits: 0 },
+            (Chunked::TrailerStart, b'\r') => Chunked::FinalLf,
+            (Chunked::TrailerStart | Chunked::TrailerLine, b'\n') => Chunked::TrailerStart,
+            (Chunked::TrailerStart | Chunked::TrailerLine, _) => Chunked::TrailerLine,
+            (Chunked::FinalLf, b'\n') => Chunked::Done,
+            _ => return Err(invalid("framing")),
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(mut decoder: BodyDecoder, wire: &[u8], step: usize) -> Result<(Vec<u8>, bool), Http1Error> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in wire.chunks(step) {
+            buf.extend_from_slice(piece);
+            loop {
+                match decoder.decode(&mut buf)? {
+                    Decoded::Data(d) => out.extend_from_slice(&d),
+                    Decoded::Done => return Ok((out, true)),
+                    Decoded::NeedMore => break,
+                }
+            }
+        }
+        Ok((out, false))
+    }
+
+    #[test]
+    fn chunked_bodies_decode_across_any_split() {
+        let wire = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for step in 1..wire.len() {
+            let (body, done) =
+                decode_all(BodyDecoder::Chunked(Chunked::Size { size: 0, digits: 0 }), wire, step).expect("valid");
+            assert_eq!(body, b"hello world", "step {step}");
+            assert!(done);
+        }
+    }
+
+    #[test]
+    fn malformed_chunks_are_errors() {
+        let bad = decode_all(BodyDecoder::Chunked(Chunked::Size { size: 0, digits: 0 }), b"zz\r\n", 4);
+        assert!(bad.is_err());
+        let huge = decode_all(BodyDecoder::Chunked(Chunked::Size { size: 0, digits: 0 }), b"11111111111111111\r\n", 32);
+        assert!(huge.is_err());
+    }
+
+    #[test]
+    fn length_bodies_stop_at_the_length() {
+        let (body, done) = decode_all(BodyDecoder::Length(5), b"helloEXTRA", 3).expect("valid");
+        assert_eq!(body, b"hello");
+        assert!(done);
+    }
+
+    #[test]
+    fn heads_parse_and_share_the_buffer() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello"[..]);
+        let head = parse_head(&mut buf).expect("valid").expect("complete");
+        assert_eq!(head.status, 200);
+        assert_eq!(head.headers["x-a"], "b");
+        assert_eq!(&buf[..], b"hello");
+        assert!(keeps_alive(&head));
+        assert_eq!(response_framing(&Method::GET, &head).expect("framing"), BodyDecoder::Length(5));
+        assert_eq!(response_framing(&Method::HEAD, &head).expect("framing"), BodyDecoder::Length(0));
+        let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-"[..]);
+        assert!(parse_head(&mut partial).expect("valid so far").is_none());
+    }
+
+    #[test]
+    fn request_heads_carry_their_framing() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("a"));
+        headers.insert("content-length", HeaderValue::from_static("3"));
+        let mut out = BytesMut::new();
+        encode_head(&Method::POST, "/x?y=1", &headers, RequestFraming::Length(3), &mut out);
+        assert_eq!(&out[..], b"POST /x?y=1 HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n\r\n");
+    }
+}

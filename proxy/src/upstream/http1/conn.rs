@@ -1,0 +1,76 @@
+//! One upstream HTTP/1.1 connection and its buffers.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::BytesMut;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::net::TcpStream;
+
+/// Read buffer growth step: enough for most response heads and small bodies in one read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A TCP connection to an endpoint, counted in its open-connection gauge while it lives.
+#[derive(Debug)]
+pub struct Conn {
+    stream: TcpStream,
+    /// Bytes read and not yet consumed (the rest of a head, or body bytes).
+    pub(super) read_buf: BytesMut,
+    /// Scratch space for encoding request heads, kept to avoid an allocation per request.
+    pub(super) write_buf: BytesMut,
+    open: OpenGuard,
+}
+
+impl Conn {
+    /// Wraps a connected stream.
+    pub fn new(stream: TcpStream, open: Gauge) -> Self {
+        Self {
+            stream,
+            read_buf: BytesMut::with_capacity(READ_CHUNK),
+            write_buf: BytesMut::with_capacity(1024),
+            open: OpenGuard::new(open),
+        }
+    }
+
+    /// The underlying stream.
+    pub fn stream_mut(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Reads more bytes into `read_buf`; `Ok(0)` means the peer closed.
+    pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
+            self.read_buf.reserve(READ_CHUNK);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
+    }
+
+    /// Reads more bytes into `read_buf`; `Ok(0)` means the peer closed.
+    pub(super) async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// Gives up the stream, any bytes already read past the response head (for upgrades),
+    /// and the guard that keeps it counted as open.
+    pub fn into_parts(self) -> (TcpStream, BytesMut, OpenGuard) {
+        (self.stream, self.read_buf, self.open)
+    }
+}
+
+/// Counts a connection in its endpoint's open-connection gauge until dropped.
+#[derive(Debug)]
+pub struct OpenGuard(Gauge);
+
+impl OpenGuard {
+    fn new(gauge: Gauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

@@ -1,0 +1,196 @@
+//! A lean HTTP/1.1 client for upstream requests.
+//!
+//! The request's own task writes the request and reads the response on a pooled connection:
+//! no connection task, no channel, no hand-off between tasks per request, which is what a
+//! general-purpose pooled client costs. The response body is read by whoever polls it (the
+//! downstream connection) and the connection returns to its pool as soon as the body ends.
+
+mod body;
+mod codec;
+mod conn;
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response, StatusCode};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use tokio::io::AsyncWriteExt;
+
+pub use body::Http1Body;
+pub use conn::{Conn, OpenGuard};
+
+use crate::body::Body;
+use crate::upstream::conn_pool::{ConnPool, ConnectError};
+use codec::{BodyDecoder, Decoded, RequestFraming};
+
+/// An upstream HTTP/1.1 exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Http1Error {
+    /// No connection could be made.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Reading or writing the connection failed.
+    #[error("upstream i/o: {0}")]
+    Io(#[source] std::io::Error),
+    /// The upstream closed the connection before a complete response head.
+    #[error("upstream closed the connection before responding")]
+    Closed,
+    /// The response was not valid HTTP/1.x.
+    #[error("invalid upstream response: {0}")]
+    Invalid(String),
+    /// The response head exceeded the size limit.
+    #[error("upstream response head too large")]
+    HeadTooLarge,
+    /// The upstream closed the connection in the middle of the body.
+    #[error("upstream closed the connection mid-body")]
+    BodyIncomplete,
+    /// Reading the downstream request body failed.
+    #[error("request body: {0}")]
+    RequestBody(String),
+}
+
+/// A connection that switched protocols (`101`): the stream, bytes already read past the
+/// response head, and the guard that keeps it counted.
+#[derive(Debug)]
+pub struct Upgraded {
+    /// The raw stream.
+    pub stream: tokio::net::TcpStream,
+    /// Bytes the upstream sent after its `101` head.
+    pub leftover: BytesMut,
+    /// Keeps the connection counted as open.
+    pub guard: OpenGuard,
+}
+
+/// The outcome of an exchange: the response, and the raw connection when it switched protocols.
+#[derive(Debug)]
+pub struct Exchange {
+    /// Status, headers and body.
+    pub response: Response<Body>,
+    /// Set on `101 Switching Protocols`.
+    pub upgraded: Option<Upgraded>,
+}
+
+/// Sends `req` (origin-form path in its URI) to the endpoint of `pool`.
+pub async fn send(pool: &Arc<ConnPool>, req: Request<Body>) -> Result<Exchange, Http1Error> {
+    let (parts, mut body) = req.into_parts();
+    let framing =
+        if let Some(n) = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()) {
+            RequestFraming::Length(n)
+        } else if body.is_end_stream() {
+            RequestFraming::None
+        } else if let Some(n) = body.size_hint().exact() {
+            RequestFraming::Length(n)
+        } else {
+            RequestFraming::Chunked
+        };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    // A pooled connection the endpoint closed in the meantime fails before any response byte;
+    // then the request is sent again on a fresh connection, unless its body was already consumed.
+    let mut use_pool = true;
+    loop {
+        let pooled = if use_pool { pool.checkout() } else { None };
+        let reused = pooled.is_some();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => pool.connect().await?,
+        };
+        conn.write_buf.clear();
+        codec::encode_head(&parts.method, path, &parts.headers, framing, &mut conn.write_buf);
+        let sent_body = framing != RequestFraming::None;
+        let result = match exchange(&mut conn, &mut body, framing).await {
+            Ok(()) => read_response(conn, pool, &parts.method).await,
+            Err(e) => Err(e),
+        };
+        match result {
+            Err(Http1Error::Closed | Http1Error::Io(_)) if reused && !sent_body => use_pool = false,
+            other => return other,
+        }
+    }
+}
+
+/// Writes the head (already in `write_buf`) and the body.
+async fn exchange(conn: &mut Conn, body: &mut Body, framing: RequestFraming) -> Result<(), Http1Error> {
+    let io = |e| Http1Error::Io(e);
+    if let (RequestFraming::Length(_), Body::Full(Some(data))) = (framing, &*body) {
+        // Small known bodies ride in the same write as the head.
+        conn.write_buf.extend_from_slice(data);
+        *body = Body::Empty;
+    }
+    let head = conn.write_buf.split().freeze();
+    conn.stream_mut().write_all(&head).await.map_err(io)?;
+    if framing == RequestFraming::None {
+        return Ok(());
+    }
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Http1Error::RequestBody(e.to_string()))?;
+        let Ok(data) = frame.into_data() else { continue };
+        if data.is_empty() {
+            continue;
+        }
+        write_data(conn, framing, data).await?;
+    }
+    if framing == RequestFraming::Chunked {
+        conn.stream_mut().write_all(b"0\r\n\r\n").await.map_err(io)?;
+    }
+    Ok(())
+}
+
+async fn write_data(conn: &mut Conn, framing: RequestFraming, data: Bytes) -> Result<(), Http1Error> {
+    let io = |e| Http1Error::Io(e);
+    if framing == RequestFraming::Chunked {
+        let size = format!("{:x}\r\n", data.len());
+        conn.stream_mut().write_all(size.as_bytes()).await.map_err(io)?;
+        conn.stream_mut().write_all(&data).await.map_err(io)?;
+        conn.stream_mut().write_all(b"\r\n").await.map_err(io)
+    } else {
+        conn.stream_mut().write_all(&data).await.map_err(io)
+    }
+}
+
+/// Reads the response head (skipping interim 1xx answers other than 101) and sets up the body.
+async fn read_response(mut conn: Conn, pool: &Arc<ConnPool>, method: &http::Method) -> Result<Exchange, Http1Error> {
+    let head = loop {
+        match codec::parse_head(&mut conn.read_buf)? {
+            Some(head) if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS => continue,
+            Some(head) => break head,
+            None => {}
+        }
+        match conn.fill().await {
+            Ok(0) => return Err(Http1Error::Closed),
+            Ok(_) => {}
+            Err(e) => return Err(Http1Error::Io(e)),
+        }
+    };
+    let reusable = codec::keeps_alive(&head);
+    if head.status == StatusCode::SWITCHING_PROTOCOLS {
+        let response = response(head, Body::Empty);
+        let (stream, leftover, guard) = conn.into_parts();
+        return Ok(Exchange { response, upgraded: Some(Upgraded { stream, leftover, guard }) });
+    }
+    let mut decoder = codec::response_framing(method, &head)?;
+    // Common case: the whole body arrived with the head. Answer with it and free the
+    // connection before the downstream write even starts.
+    if let BodyDecoder::Length(n) = decoder
+        && conn.read_buf.len() as u64 >= n
+    {
+        let data = match decoder.decode(&mut conn.read_buf)? {
+            Decoded::Data(d) => Body::full(d),
+            Decoded::Done | Decoded::NeedMore => Body::Empty,
+        };
+        if reusable && conn.read_buf.is_empty() {
+            pool.checkin(conn);
+        }
+        return Ok(Exchange { response: response(head, data), upgraded: None });
+    }
+    let body = Body::Http1(Http1Body::new(conn, pool.clone(), decoder, reusable));
+    Ok(Exchange { response: response(head, body), upgraded: None })
+}
+
+fn response(head: codec::ResponseHead, body: Body) -> Response<Body> {
+    let mut response = Response::new(body);
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers;
+    response
+}

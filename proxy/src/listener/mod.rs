@@ -21,7 +21,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use activity::{ActivityIo, idle_expired};
+use activity::{ActivityIo, Expired, Tracked, watchdog};
 
 use crate::body::BoxError;
 
@@ -84,7 +84,9 @@ pub async fn serve<F, S, B>(
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    // Header-read and idle timeouts are the watchdog's (see `activity`); writes are flattened
+    // into one buffer, which measured faster than vectored writes for small responses.
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true).writev(false);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(20)));
     let builder = Arc::new(builder);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
@@ -106,19 +108,19 @@ pub async fn serve<F, S, B>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (io, active) = ActivityIo::new(stream);
-        let service = make_service(peer);
+        let (io, activity) = ActivityIo::new(stream);
+        let service = Tracked::new(make_service(peer), activity.clone());
         let builder = builder.clone();
         let shutdown = shutdown.clone();
         let open = metrics.open.clone();
-        let idle_timeout = limits.idle_timeout;
+        let (idle_timeout, head_timeout) = (limits.idle_timeout, limits.header_read_timeout);
         tracker.spawn(async move {
             let _permit = permit;
             open.inc();
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
             tokio::pin!(conn);
-            let idle = idle_expired(active, idle_timeout);
-            tokio::pin!(idle);
+            let expiry = watchdog(activity, idle_timeout, head_timeout);
+            tokio::pin!(expiry);
             let mut closing = false;
             loop {
                 tokio::select! {
@@ -132,11 +134,17 @@ pub async fn serve<F, S, B>(
                         conn.as_mut().graceful_shutdown();
                         closing = true;
                     }
-                    () = &mut idle, if !closing => {
-                        tracing::debug!(%peer, "closing idle connection");
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
+                    expired = &mut expiry, if !closing => match expired {
+                        Expired::Idle => {
+                            tracing::debug!(%peer, "closing idle connection");
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        Expired::HeadTimeout => {
+                            tracing::debug!(%peer, "request head not received in time: closing");
+                            break;
+                        }
+                    },
                 }
             }
             open.dec();

@@ -14,6 +14,7 @@ use crate::listener::{self, BindError, ConnLimits, ListenerMetrics};
 use crate::mesh::Mesh;
 use crate::telemetry::metrics::ListenerLabels;
 use crate::upstream::conn_pool;
+use crate::upstream::health::HealthSupervisor;
 
 /// Limits of the admin listener, which serves few, short requests.
 const ADMIN_LIMITS: ConnLimits = ConnLimits {
@@ -30,6 +31,7 @@ const POOL_SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_millis(
 pub struct Server {
     /// Shared state.
     pub mesh: Arc<Mesh>,
+    health: Arc<HealthSupervisor>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -73,6 +75,9 @@ impl Server {
             }));
         }
 
+        let health = Arc::new(HealthSupervisor::default());
+        health.reconcile(&mesh.snapshot(), &mesh.metrics);
+
         let sweep_mesh = mesh.clone();
         conn_pool::spawn_sweeper(
             move || {
@@ -98,13 +103,14 @@ impl Server {
                 })
             },
         ));
-        Ok(Self { mesh, shutdown, tracker })
+        Ok(Self { mesh, health, shutdown, tracker })
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `drain`, then returns.
     /// Returns `false` when connections were still open at the deadline.
     pub async fn shutdown(self, drain: std::time::Duration) -> bool {
         self.shutdown.cancel();
+        self.health.stop_all();
         self.tracker.close();
         tokio::time::timeout(drain, self.tracker.wait()).await.is_ok()
     }

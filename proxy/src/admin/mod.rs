@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::mesh::Mesh;
+use crate::upstream::endpoint::now_millis;
 
 /// Content type of the metrics exposition (prometheus-client writes OpenMetrics text).
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -44,7 +45,10 @@ impl Admin {
             }
             (&Method::GET, "/ready") => text(StatusCode::OK, "ready\n"),
             (&Method::GET, "/config") => self.config(),
-            (_, "/metrics" | "/ready" | "/config") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+            (&Method::GET, "/upstreams") => json(StatusCode::OK, &self.upstreams()),
+            (_, "/metrics" | "/ready" | "/config" | "/upstreams") => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
@@ -68,6 +72,47 @@ impl Admin {
             "services": snap.config.services.iter().map(|s| &s.name).collect::<Vec<_>>(),
         });
         json(StatusCode::OK, &body)
+    }
+}
+
+impl Admin {
+    /// Every service's breaker and limits, and every endpoint's health, ejection and load.
+    pub fn upstreams(&self) -> serde_json::Value {
+        let snap = self.mesh.snapshot();
+        let now_ms = now_millis();
+        let services: Vec<_> = snap
+            .services
+            .iter()
+            .map(|s| {
+                let endpoints: Vec<_> = s
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        serde_json::json!({
+                            "address": e.address.to_string(),
+                            "weight": e.weight,
+                            "metadata": e.metadata,
+                            "health": e.stats.health().as_str(),
+                            "ejected": e.stats.is_ejected(now_ms),
+                            "times_ejected": e.stats.times_ejected(),
+                            "routable": e.stats.is_routable(now_ms),
+                            "in_flight": e.stats.in_flight(),
+                            "ewma_latency_ms": e.stats.ewma_nanos(std::time::Instant::now()) / 1e6,
+                            "idle_connections": e.conns.idle_len(),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": s.name,
+                    "breaker": s.state.breaker_state().as_str(),
+                    "in_flight": s.state.in_flight(),
+                    "health_checks": s.policy.health_check.is_some(),
+                    "outlier_detection": s.policy.outlier.is_some(),
+                    "endpoints": endpoints,
+                })
+            })
+            .collect();
+        serde_json::json!({ "version": snap.version, "services": services })
     }
 }
 

@@ -11,22 +11,29 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
 pub use headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
-use response::{InFlight, ResponseBody, local};
+use response::{InFlight, ResponseBody, SHED_HEADER, local};
 
 use crate::body::Body;
 use crate::mesh::Mesh;
 use crate::routing::{RequestView, host_without_port};
+use crate::snapshot::Service;
 use crate::telemetry::logging::ACCESS_LOG_TARGET;
 use crate::telemetry::metrics::ErrorKind;
+use crate::telemetry::metrics::{ServiceEndpointLabels, ServiceLabels, ServiceReasonLabels};
 use crate::upstream::balance::PickContext;
+use crate::upstream::breaker::{Shed, Transition};
 use crate::upstream::conn_pool::ConnectError;
+use crate::upstream::endpoint::now_millis;
 use crate::upstream::http1::{Exchange, Http1Error};
-use crate::upstream::{self, Transport, UpstreamError};
+use crate::upstream::outlier::{self, Outcome};
+use crate::upstream::retry::{Attempt as RetryAttempt, backoff, should_retry};
+use crate::upstream::{self, Limits, Transport, UpstreamError};
 
 /// What the proxy knows about the downstream connection a request arrived on.
 #[derive(Debug)]
@@ -70,88 +77,326 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
     };
     let route = &table.routes[route_idx];
     let service = &snap.services[route.service];
+    let now_ms = now_millis();
 
-    let ctx = PickContext {
-        hash: service.hash_key.as_ref().and_then(|k| k.hash(req.headers(), down.client.ip())),
-        now: started,
+    let admission = match service.state.admit(&service.policy.breaker, now_ms) {
+        Ok((admission, transition)) => {
+            if let Some(t) = transition {
+                note_transition(&mesh, service, t);
+            }
+            admission
+        }
+        Err(shed) => {
+            let reason = ServiceReasonLabels { service: service.name.clone(), reason: shed.as_str() };
+            mesh.metrics.shed.get_or_create(&reason).inc();
+            let kind = if shed == Shed::Open { ErrorKind::circuit_open } else { ErrorKind::overflow };
+            route.metrics.count_error(kind);
+            route.metrics.count_status(StatusCode::SERVICE_UNAVAILABLE);
+            return with_shed_reason(local(kind), shed);
+        }
     };
-    let Some(endpoint_idx) = service.balancer.pick(&ctx, &service.endpoints, &|_| true) else {
-        route.metrics.count_error(ErrorKind::no_endpoint);
-        return local(ErrorKind::no_endpoint);
-    };
-    let endpoint = &service.endpoints[endpoint_idx];
 
+    let hash = service.hash_key.as_ref().and_then(|k| k.hash(req.headers(), down.client.ip()));
     let downstream_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, downstream_upgrade.is_some());
     add_forwarded(&mut parts.headers, &parts.uri, &down.client_ip, down.proto);
     // Kept for the access log only; cloning shares the buffers.
     let logged = snap.access_log.then(|| (parts.method.clone(), parts.uri.clone()));
-    let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
     let path = match &route.rewrite {
-        Some(rw) => PathAndQuery::try_from(rw.apply(&route.matcher, path)),
-        None => match parts.uri.path_and_query() {
-            Some(pq) => Ok(pq.clone()),
-            None => Ok(PathAndQuery::from_static("/")),
-        },
+        Some(rw) => {
+            let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+            PathAndQuery::try_from(rw.apply(&route.matcher, original))
+        }
+        None => Ok(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))),
     };
     let Ok(path) = path else {
         route.metrics.count_error(ErrorKind::bad_request);
         return local(ErrorKind::bad_request);
     };
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(endpoint.authority.clone());
-    uri.path_and_query = Some(path);
-    parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
     parts.version = match service.transport {
         Transport::Http1 => Version::HTTP_11,
         Transport::H2c(_) => Version::HTTP_2,
     };
-    let upstream_req = Request::from_parts(parts, Body::Incoming(body));
+    let deadline = started + route.timeout;
+    let mut body = Body::Incoming(body);
 
-    let route_name = &route.name;
-    let in_flight = InFlight::start(snap.clone(), listener_idx, route_idx, endpoint_idx);
-    let mut deadline = Box::pin(tokio::time::sleep_until((started + route.timeout).into()));
-    let sent = tokio::select! {
-        biased;
-        r = upstream::send(&service.transport, endpoint, upstream_req) => r.map_err(|e| {
-            tracing::debug!(route = %route.name, upstream = %endpoint.authority, error = %e, "upstream request failed");
-            classify(&e)
-        }),
-        () = &mut deadline => Err(ErrorKind::timeout),
+    // Retries need the request body again: keep it when it is small and announced.
+    let retry = service.policy.retry.as_ref().filter(|_| downstream_upgrade.is_none());
+    let replay = match retry {
+        Some(r) => match replayable_body(body, r.max_replay_body, deadline).await {
+            Ok(Replay::Kept(bytes)) => {
+                body = Body::Empty;
+                Some(bytes)
+            }
+            Ok(Replay::Streamed(b)) => {
+                body = b;
+                None
+            }
+            Err(kind) => {
+                route.metrics.count_error(kind);
+                return local(kind);
+            }
+        },
+        None => None,
     };
+    let max_attempts = match (retry, &replay) {
+        (Some(r), Some(_)) => r.num_retries + 1,
+        _ => 1,
+    };
+
+    let ctx = PickContext { hash, now: started };
+    let mut tried = 0u64;
+    let mut attempt = 0;
+    let mut parts = Some(parts);
+    let mut retry_slot = None;
+    let (endpoint_idx, result) = loop {
+        attempt += 1;
+        let Some(idx) = pick(service, &ctx, now_millis(), tried) else {
+            route.metrics.count_error(ErrorKind::no_endpoint);
+            return local(ErrorKind::no_endpoint);
+        };
+        let endpoint = &service.endpoints[idx];
+        let request = match (&replay, attempt < max_attempts) {
+            // More attempts may follow: send a copy.
+            (Some(bytes), true) => {
+                let p = parts.as_ref().expect("parts are kept until the last attempt");
+                upstream_request(
+                    p.method.clone(),
+                    p.version,
+                    p.headers.clone(),
+                    endpoint,
+                    &path,
+                    Body::full(bytes.clone()),
+                )
+            }
+            _ => {
+                let p = parts.take().expect("the last attempt takes the parts");
+                let b = match &replay {
+                    Some(bytes) => Body::full(bytes.clone()),
+                    None => std::mem::take(&mut body),
+                };
+                let mut req = upstream_request(p.method, p.version, p.headers, endpoint, &path, b);
+                *req.extensions_mut() = p.extensions;
+                req
+            }
+        };
+        let method = request.method().clone();
+        let in_flight = InFlight::start(snap.clone(), listener_idx, route_idx, idx);
+        let attempt_started = Instant::now();
+        let try_deadline = match retry.and_then(|r| r.per_try_timeout) {
+            Some(per_try) => deadline.min(Instant::now() + per_try),
+            None => deadline,
+        };
+        let limits = Limits { state: &service.state, breaker: &service.policy.breaker };
+        let sent = tokio::time::timeout_at(try_deadline.into(), upstream::send(&service.transport, endpoint, request, limits))
+            .await
+            .map_err(|_| Failure::timeout())
+            .and_then(|r| r.map_err(|e| {
+                tracing::debug!(route = %route.name, upstream = %endpoint.authority, error = %e, "upstream request failed");
+                Failure::from(&e)
+            }));
+        let now = Instant::now();
+        let outcome = match &sent {
+            Ok(exchange) => RetryAttempt::Status(exchange.response.status()),
+            Err(f) => f.attempt,
+        };
+        if let Some(outlier) = &service.policy.outlier {
+            let gateway_failure = match outcome {
+                RetryAttempt::Status(s) => matches!(s.as_u16(), 502..=504),
+                _ => matches!(&sent, Err(f) if f.shed.is_none()),
+            };
+            let five_xx = gateway_failure || matches!(outcome, RetryAttempt::Status(s) if s.is_server_error());
+            if let Some(length) =
+                outlier::record(outlier, &service.endpoints, idx, Outcome { five_xx, gateway_failure }, now_millis())
+            {
+                tracing::warn!(service = %service.name, endpoint = %endpoint.authority, ?length, "endpoint ejected");
+                let labels =
+                    ServiceEndpointLabels { service: service.name.clone(), endpoint: endpoint.address.to_string() };
+                mesh.metrics.ejections.get_or_create(&labels).inc();
+            }
+        }
+        let retryable = attempt < max_attempts
+            && !matches!(&sent, Err(f) if f.shed.is_some())
+            && retry.is_some_and(|r| should_retry(r, &method, outcome));
+        if retryable && let Some(r) = retry {
+            let labels = ServiceLabels { service: service.name.clone() };
+            retry_slot = service.state.begin_retry(
+                r.budget_percent,
+                r.min_retry_concurrency,
+                service.policy.breaker.max_retries,
+            );
+            if retry_slot.is_some() {
+                let wait = backoff(r, attempt);
+                if Instant::now() + wait < deadline {
+                    mesh.metrics.retries.get_or_create(&labels).inc();
+                    drop((sent, in_flight));
+                    tokio::time::sleep(wait).await;
+                    if idx < 64 {
+                        tried |= 1 << idx;
+                    }
+                    continue;
+                }
+            } else {
+                mesh.metrics.retry_budget_exhausted.get_or_create(&labels).inc();
+            }
+        }
+        if sent.is_ok() {
+            endpoint.stats.observe_latency(now, now - attempt_started);
+        }
+        break (idx, sent.map(|e| (e, in_flight)));
+    };
+    drop(retry_slot);
+    let endpoint = &service.endpoints[endpoint_idx];
     let now = Instant::now();
-    let Exchange { response: resp, upgraded } = match sent {
-        Ok(exchange) => exchange,
-        Err(kind) => {
+    let success = matches!(&result, Ok((e, _)) if !e.response.status().is_server_error());
+    if let Some(t) = service.state.record(&service.policy.breaker, success, admission.probe, now_millis()) {
+        note_transition(&mesh, service, t);
+    }
+
+    let (Exchange { response: resp, upgraded }, in_flight) = match result {
+        Ok(pair) => pair,
+        Err(failure) => {
+            let kind = failure.kind;
             route.metrics.count_error(kind);
-            let resp = local(kind);
+            let resp = match failure.shed {
+                Some(shed) => with_shed_reason(local(kind), shed),
+                None => local(kind),
+            };
             route.metrics.count_status(resp.status());
             route.metrics.duration.observe(now - started);
             if let Some((method, uri)) = &logged {
-                access_log(method, uri, resp.status(), route_name, &endpoint.authority, now - started);
+                access_log(method, uri, resp.status(), &route.name, &endpoint.authority, now - started);
             }
             return resp;
         }
     };
-    endpoint.stats.observe_latency(now, now - started);
     let status = resp.status();
     route.metrics.count_status(status);
     route.metrics.duration.observe(now - started);
     if let Some((method, uri)) = &logged {
-        access_log(method, uri, status, route_name, &endpoint.authority, now - started);
+        access_log(method, uri, status, &route.name, &endpoint.authority, now - started);
     }
 
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgraded.is_some() && downstream_upgrade.is_some());
     match (downstream_upgrade, upgraded) {
         (Some(down_up), Some(up_up)) => {
-            upgrade::tunnel(down_up, up_up, in_flight);
+            upgrade::tunnel(down_up, up_up, in_flight, admission);
             Response::from_parts(parts, ResponseBody::plain(Body::Empty))
         }
-        _ => Response::from_parts(parts, ResponseBody::streamed(body, in_flight, deadline)),
+        _ => Response::from_parts(parts, ResponseBody::streamed(body, in_flight, admission, deadline)),
     }
+}
+
+/// Chooses an endpoint: routable ones (not failing active checks, not ejected) unless too few
+/// are, in which case all (panic mode, as Envoy); endpoints already tried are avoided while
+/// others remain.
+fn pick(service: &Service, ctx: &PickContext, now_ms: u64, tried: u64) -> Option<usize> {
+    let endpoints = &service.endpoints;
+    let filter = service.filters_endpoints();
+    let routable = |i: usize| !filter || endpoints[i].stats.is_routable(now_ms);
+    let panic = filter && {
+        let up = (0..endpoints.len()).filter(|&i| routable(i)).count();
+        up * 100 < endpoints.len() * usize::from(service.policy.panic_threshold)
+    };
+    let allowed = |i: usize| panic || routable(i);
+    let untried = |i: usize| i >= 64 || tried & (1 << i) == 0;
+    service
+        .balancer
+        .pick(ctx, endpoints, &|i| allowed(i) && untried(i))
+        .or_else(|| if tried != 0 { service.balancer.pick(ctx, endpoints, &allowed) } else { None })
+}
+
+fn upstream_request(
+    method: http::Method,
+    version: Version,
+    headers: http::HeaderMap,
+    endpoint: &crate::upstream::Endpoint,
+    path: &PathAndQuery,
+    body: Body,
+) -> Request<Body> {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(endpoint.authority.clone());
+    uri.path_and_query = Some(path.clone());
+    let mut req = Request::new(body);
+    *req.method_mut() = method;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
+    *req.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
+    req
+}
+
+/// A request body read for replay, or handed back to stream when it cannot be kept.
+enum Replay {
+    Kept(Bytes),
+    Streamed(Body),
+}
+
+/// Reads a body announced at no more than `limit` bytes, so it can be sent more than once.
+async fn replayable_body(body: Body, limit: usize, deadline: Instant) -> Result<Replay, ErrorKind> {
+    use http_body::Body as _;
+    if body.is_end_stream() {
+        return Ok(Replay::Kept(Bytes::new()));
+    }
+    match body.size_hint().exact() {
+        Some(n) if n <= limit as u64 => {
+            let collected = tokio::time::timeout_at(deadline.into(), http_body_util::BodyExt::collect(body))
+                .await
+                .map_err(|_| ErrorKind::timeout)?
+                .map_err(|_| ErrorKind::bad_request)?;
+            Ok(Replay::Kept(collected.to_bytes()))
+        }
+        _ => Ok(Replay::Streamed(body)),
+    }
+}
+
+/// Why an attempt produced no upstream response.
+#[derive(Debug)]
+struct Failure {
+    kind: ErrorKind,
+    attempt: RetryAttempt,
+    shed: Option<Shed>,
+}
+
+impl Failure {
+    fn timeout() -> Self {
+        Self { kind: ErrorKind::timeout, attempt: RetryAttempt::Timeout, shed: None }
+    }
+}
+
+impl From<&UpstreamError> for Failure {
+    fn from(e: &UpstreamError) -> Self {
+        let (kind, attempt, shed) = match e {
+            UpstreamError::Http1(Http1Error::Shed(s)) => (ErrorKind::overflow, RetryAttempt::ConnectFailure, Some(*s)),
+            UpstreamError::Http1(Http1Error::Connect(ConnectError::Timeout(_))) => {
+                (ErrorKind::timeout, RetryAttempt::ConnectFailure, None)
+            }
+            UpstreamError::Http1(Http1Error::Connect(ConnectError::Io(..))) => {
+                (ErrorKind::upstream_connect, RetryAttempt::ConnectFailure, None)
+            }
+            UpstreamError::Http1(Http1Error::RequestBody(_)) => (ErrorKind::bad_request, RetryAttempt::Reset, None),
+            UpstreamError::Http1(_) => (ErrorKind::upstream_reset, RetryAttempt::Reset, None),
+            UpstreamError::Http2(e) => {
+                let kind = classify_http2(e);
+                let attempt = if e.is_connect() { RetryAttempt::ConnectFailure } else { RetryAttempt::Reset };
+                (kind, attempt, None)
+            }
+        };
+        Self { kind, attempt, shed }
+    }
+}
+
+fn with_shed_reason(mut resp: Response<ResponseBody>, shed: Shed) -> Response<ResponseBody> {
+    resp.headers_mut().insert(SHED_HEADER, HeaderValue::from_static(shed.as_str()));
+    resp
+}
+
+fn note_transition(mesh: &Mesh, service: &Service, t: Transition) {
+    tracing::warn!(service = %service.name, state = t.0.as_str(), "circuit breaker changed state");
+    let labels = ServiceReasonLabels { service: service.name.clone(), reason: t.0.as_str() };
+    mesh.metrics.breaker_transitions.get_or_create(&labels).inc();
 }
 
 fn access_log(
@@ -173,24 +418,15 @@ fn access_log(
     );
 }
 
-/// Maps an upstream failure to the local answer it deserves.
-fn classify(e: &UpstreamError) -> ErrorKind {
-    match e {
-        UpstreamError::Http1(Http1Error::Connect(ConnectError::Timeout(_))) => ErrorKind::timeout,
-        UpstreamError::Http1(Http1Error::Connect(ConnectError::Io(..))) => ErrorKind::upstream_connect,
-        UpstreamError::Http1(Http1Error::RequestBody(_)) => ErrorKind::bad_request,
-        UpstreamError::Http1(_) => ErrorKind::upstream_reset,
-        UpstreamError::Http2(e) => {
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                let io_timeout =
-                    s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-                if io_timeout || s.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
-                    return ErrorKind::timeout;
-                }
-                source = s.source();
-            }
-            if e.is_connect() { ErrorKind::upstream_connect } else { ErrorKind::upstream_reset }
+/// Maps an h2c client failure to the local answer it deserves.
+fn classify_http2(e: &hyper_util::client::legacy::Error) -> ErrorKind {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let io_timeout = s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        if io_timeout || s.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+            return ErrorKind::timeout;
         }
+        source = s.source();
     }
+    if e.is_connect() { ErrorKind::upstream_connect } else { ErrorKind::upstream_reset }
 }

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
@@ -14,9 +15,12 @@ use tokio::time::Sleep;
 use crate::body::{Body, BoxError};
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::ErrorKind;
+use crate::upstream::breaker::Admission;
 
 /// Header naming why the proxy answered a request itself.
 pub const ERROR_HEADER: &str = "x-wasmesh-error";
+/// Header naming the limit (or open breaker) that shed a request.
+pub const SHED_HEADER: &str = "x-wasmesh-shed";
 
 /// A request counted as in flight on its route and endpoint until dropped.
 ///
@@ -59,19 +63,30 @@ pub struct ResponseBody {
     inner: Body,
     /// Released when the body ends, fails or is dropped.
     in_flight: Option<InFlight>,
+    /// The service's admission, released with `in_flight`.
+    admission: Option<Admission>,
     /// The request's total deadline, still running while the body streams.
     deadline: Option<Pin<Box<Sleep>>>,
 }
 
 impl ResponseBody {
-    /// A streamed upstream body bounded by `deadline`.
-    pub fn streamed(inner: Body, in_flight: InFlight, deadline: Pin<Box<Sleep>>) -> Self {
-        Self { inner, in_flight: Some(in_flight), deadline: Some(deadline) }
+    /// An upstream body, still bounded by the request's `deadline` while it streams.
+    pub fn streamed(inner: Body, in_flight: InFlight, admission: Admission, deadline: Instant) -> Self {
+        // A body that arrived whole needs no timer.
+        let streaming = matches!(inner, Body::Incoming(_) | Body::Http1(_));
+        let deadline = streaming.then(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+        Self { inner, in_flight: Some(in_flight), admission: Some(admission), deadline }
     }
 
     /// A body with no bookkeeping.
     pub fn plain(inner: Body) -> Self {
-        Self { inner, in_flight: None, deadline: None }
+        Self { inner, in_flight: None, admission: None, deadline: None }
+    }
+
+    fn release(&mut self) {
+        self.in_flight = None;
+        self.admission = None;
+        self.deadline = None;
     }
 }
 
@@ -89,16 +104,14 @@ impl http_body::Body for ResponseBody {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match polled {
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
-                this.in_flight = None;
-                this.deadline = None;
+                this.release();
                 polled
             }
             Poll::Ready(Some(Ok(_))) => polled,
             Poll::Pending => {
                 let expired = this.deadline.as_mut().is_some_and(|d| d.as_mut().poll(cx).is_ready());
                 if expired {
-                    this.in_flight = None;
-                    this.deadline = None;
+                    this.release();
                     Poll::Ready(Some(Err(BodyTimeout.into())))
                 } else {
                     Poll::Pending
@@ -125,6 +138,8 @@ pub fn status_of(kind: ErrorKind) -> (StatusCode, &'static str) {
         ErrorKind::upstream_reset => (StatusCode::BAD_GATEWAY, "upstream reset the connection before responding\n"),
         ErrorKind::timeout => (StatusCode::GATEWAY_TIMEOUT, "upstream request timed out\n"),
         ErrorKind::bad_request => (StatusCode::BAD_REQUEST, "request cannot be forwarded\n"),
+        ErrorKind::overflow => (StatusCode::SERVICE_UNAVAILABLE, "service concurrency limit reached\n"),
+        ErrorKind::circuit_open => (StatusCode::SERVICE_UNAVAILABLE, "circuit breaker open for this service\n"),
     }
 }
 
@@ -147,5 +162,7 @@ fn error_name(kind: ErrorKind) -> &'static str {
         ErrorKind::upstream_reset => "upstream_reset",
         ErrorKind::timeout => "timeout",
         ErrorKind::bad_request => "bad_request",
+        ErrorKind::overflow => "overflow",
+        ErrorKind::circuit_open => "circuit_open",
     }
 }

@@ -6,13 +6,14 @@ use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
 use super::response::InFlight;
+use crate::upstream::breaker::Admission;
 use crate::upstream::http1::Upgraded;
 
 /// Splices the downstream connection, once hyper hands it over, with the upstream one. The
 /// request stays in flight until either side closes.
-pub fn tunnel(downstream: OnUpgrade, upstream: Upgraded, in_flight: InFlight) {
+pub fn tunnel(downstream: OnUpgrade, upstream: Upgraded, in_flight: InFlight, admission: Admission) {
     tokio::spawn(async move {
-        let _in_flight = in_flight;
+        let _counted = (in_flight, admission);
         let Upgraded { stream: mut up, leftover, guard: _guard } = upstream;
         let mut down = match downstream.await {
             Ok(io) => TokioIo::new(io),

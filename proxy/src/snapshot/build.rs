@@ -5,11 +5,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::{HashKey, ListenerRoutes, Route, Service, Snapshot};
+use super::{HashKey, ListenerRoutes, Route, Service, ServicePolicy, Snapshot};
 use crate::config::{Config, HashKeyConfig, ServiceConfig, UpstreamProtocol};
 use crate::routing::{Matcher, Rewrite};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::EndpointLabels;
+use crate::upstream::breaker::ServiceState;
 use crate::upstream::conn_pool::{ConnPool, ConnSettings};
 use crate::upstream::http2::Http2Client;
 use crate::upstream::{Endpoint, EndpointStats, Transport, balance};
@@ -19,6 +20,7 @@ use crate::upstream::{Endpoint, EndpointStats, Transport, balance};
 pub(crate) struct Carried {
     endpoints: HashMap<(String, SocketAddr), (Arc<EndpointStats>, Arc<ConnPool>)>,
     h2_clients: HashMap<String, (ConnSettings, Http2Client)>,
+    services: HashMap<String, Arc<ServiceState>>,
 }
 
 /// Builds snapshot `version` from `config`, reusing carried state for endpoints and pools
@@ -57,6 +59,8 @@ pub(crate) fn build(config: Arc<Config>, version: u64, carried: &mut Carried, me
 }
 
 fn build_service(cfg: &ServiceConfig, old: &mut Carried, next: &mut Carried, metrics: &Metrics) -> Service {
+    let state = old.services.remove(&cfg.name).unwrap_or_default();
+    next.services.insert(cfg.name.clone(), state.clone());
     let settings = ConnSettings {
         connect_timeout: cfg.timeouts.connect,
         idle_timeout: cfg.timeouts.idle,
@@ -69,8 +73,8 @@ fn build_service(cfg: &ServiceConfig, old: &mut Carried, next: &mut Carried, met
             let key = (cfg.name.clone(), e.address);
             let (stats, conns) = match old.endpoints.remove(&key) {
                 Some((stats, conns)) if *conns.settings() == settings => (stats, conns),
-                Some((stats, _)) => (stats, new_conn_pool(e.address, &settings, metrics)),
-                None => (Arc::default(), new_conn_pool(e.address, &settings, metrics)),
+                Some((stats, _)) => (stats, new_conn_pool(e.address, &settings, &state, metrics)),
+                None => (Arc::default(), new_conn_pool(e.address, &settings, &state, metrics)),
             };
             next.endpoints.insert(key, (stats.clone(), conns.clone()));
             Endpoint::new(e.address, e.weight, e.metadata.clone(), stats, conns)
@@ -100,15 +104,24 @@ fn build_service(cfg: &ServiceConfig, old: &mut Carried, next: &mut Carried, met
         endpoints,
         hash_key,
         transport,
+        policy: ServicePolicy {
+            health_check: cfg.health_check.clone(),
+            panic_threshold: cfg.healthy_panic_threshold,
+            outlier: cfg.outlier_detection.clone(),
+            breaker: cfg.circuit_breaker.clone(),
+            retry: cfg.retry.clone(),
+        },
+        state,
     }
 }
 
-fn new_conn_pool(addr: SocketAddr, settings: &ConnSettings, metrics: &Metrics) -> Arc<ConnPool> {
+fn new_conn_pool(addr: SocketAddr, settings: &ConnSettings, state: &ServiceState, metrics: &Metrics) -> Arc<ConnPool> {
     let labels = EndpointLabels { endpoint: addr.to_string() };
     Arc::new(ConnPool::new(
         addr,
         settings.clone(),
         metrics.upstream_connections.get_or_create_owned(&labels),
         metrics.upstream_connections_opened.get_or_create_owned(&labels),
+        state.conns.clone(),
     ))
 }

@@ -15,12 +15,13 @@ use http::{HeaderMap, HeaderName};
 
 pub(crate) use build::{Carried, build};
 
-use crate::config::Config;
+use crate::config::{CircuitBreakerConfig, Config, HealthCheckConfig, OutlierConfig, RetryConfig};
 use crate::routing::{Matcher, RequestView, Rewrite};
 use crate::telemetry::metrics::RouteMetrics;
 use crate::upstream::Endpoint;
 use crate::upstream::Transport;
 use crate::upstream::balance::{Balancer, ring_hash};
+use crate::upstream::breaker::ServiceState;
 
 /// One immutable version of the proxy's rules.
 #[derive(Debug)]
@@ -97,6 +98,32 @@ pub struct Service {
     pub hash_key: Option<HashKey>,
     /// How requests reach the endpoints (HTTP/1.1 pools or an h2c client).
     pub transport: Transport,
+    /// Health, ejection, breaker and retry policies.
+    pub policy: ServicePolicy,
+    /// Live limits and breaker state, carried across snapshots.
+    pub state: Arc<ServiceState>,
+}
+
+/// A service's resilience policies, as configured.
+#[derive(Debug, Clone)]
+pub struct ServicePolicy {
+    /// Active health checking.
+    pub health_check: Option<HealthCheckConfig>,
+    /// Below this share of routable endpoints (percent), balance over all.
+    pub panic_threshold: u8,
+    /// Passive health checking.
+    pub outlier: Option<OutlierConfig>,
+    /// Limits and the failure-rate breaker.
+    pub breaker: CircuitBreakerConfig,
+    /// Retries.
+    pub retry: Option<RetryConfig>,
+}
+
+impl Service {
+    /// Whether endpoint health or ejection can exclude endpoints at all.
+    pub fn filters_endpoints(&self) -> bool {
+        self.policy.health_check.is_some() || self.policy.outlier.is_some()
+    }
 }
 
 /// Where a request's consistent-hash key comes from.

@@ -48,6 +48,10 @@ pub enum ErrorKind {
     timeout,
     /// The request could not be forwarded as received (400).
     bad_request,
+    /// A concurrency limit of the service was reached (503).
+    overflow,
+    /// The service's circuit breaker is open (503).
+    circuit_open,
 }
 
 /// Labels of the locally-answered error counter.
@@ -64,6 +68,42 @@ pub struct ErrorLabels {
 pub struct EndpointLabels {
     /// `ip:port` of the endpoint.
     pub endpoint: String,
+}
+
+/// Labels of per-service metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    /// Service name.
+    pub service: String,
+}
+
+/// Labels of per-endpoint resilience metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceEndpointLabels {
+    /// Service name.
+    pub service: String,
+    /// `ip:port` of the endpoint.
+    pub endpoint: String,
+}
+
+/// Labels of the health-check counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthCheckLabels {
+    /// Service name.
+    pub service: String,
+    /// `ip:port` of the endpoint.
+    pub endpoint: String,
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+/// Labels of breaker transitions and shed requests.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceReasonLabels {
+    /// Service name.
+    pub service: String,
+    /// The new breaker state, or the limit that shed the request.
+    pub reason: &'static str,
 }
 
 /// Labels of per-listener metrics.
@@ -93,6 +133,20 @@ pub struct Metrics {
     pub downstream_connections: Family<ListenerLabels, Gauge>,
     /// Downstream connections closed at accept because the listener was full.
     pub downstream_rejected: Family<ListenerLabels, Counter>,
+    /// Active health-check probes, by result.
+    pub health_checks: Family<HealthCheckLabels, Counter>,
+    /// Endpoint health: 1 healthy, 0 unhealthy, -1 unknown.
+    pub endpoint_health: Family<ServiceEndpointLabels, Gauge>,
+    /// Outlier ejections.
+    pub ejections: Family<ServiceEndpointLabels, Counter>,
+    /// Circuit-breaker transitions, by new state.
+    pub breaker_transitions: Family<ServiceReasonLabels, Counter>,
+    /// Requests shed by a limit or an open breaker, by reason.
+    pub shed: Family<ServiceReasonLabels, Counter>,
+    /// Retries sent.
+    pub retries: Family<ServiceLabels, Counter>,
+    /// Retries not sent because the retry budget was spent.
+    pub retry_budget_exhausted: Family<ServiceLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -113,6 +167,32 @@ impl Metrics {
         let upstream_connections_opened = Family::default();
         let downstream_connections = Family::default();
         let downstream_rejected = Family::default();
+        let health_checks = Family::default();
+        let endpoint_health = Family::default();
+        let ejections = Family::default();
+        let breaker_transitions = Family::default();
+        let shed = Family::default();
+        let retries = Family::default();
+        let retry_budget_exhausted = Family::default();
+        registry.register("health_checks", "Active health-check probes, by result", health_checks.clone());
+        registry.register(
+            "endpoint_health",
+            "Endpoint health: 1 healthy, 0 unhealthy, -1 unknown",
+            endpoint_health.clone(),
+        );
+        registry.register("outlier_ejections", "Outlier ejections", ejections.clone());
+        registry.register(
+            "breaker_transitions",
+            "Circuit-breaker transitions, by new state",
+            breaker_transitions.clone(),
+        );
+        registry.register("shed_requests", "Requests shed by a limit or an open breaker, by reason", shed.clone());
+        registry.register("retries", "Retries sent", retries.clone());
+        registry.register(
+            "retry_budget_exhausted",
+            "Retries not sent because the retry budget was spent",
+            retry_budget_exhausted.clone(),
+        );
         registry.register(
             "requests",
             "Proxied requests answered, by route, service and status class",
@@ -148,6 +228,13 @@ impl Metrics {
             upstream_connections_opened,
             downstream_connections,
             downstream_rejected,
+            health_checks,
+            endpoint_health,
+            ejections,
+            breaker_transitions,
+            shed,
+            retries,
+            retry_budget_exhausted,
         }
     }
 
@@ -184,13 +271,15 @@ impl Metrics {
     }
 }
 
-const ERROR_KINDS: [ErrorKind; 6] = [
+const ERROR_KINDS: [ErrorKind; 8] = [
     ErrorKind::no_route,
     ErrorKind::no_endpoint,
     ErrorKind::upstream_connect,
     ErrorKind::upstream_reset,
     ErrorKind::timeout,
     ErrorKind::bad_request,
+    ErrorKind::overflow,
+    ErrorKind::circuit_open,
 ];
 
 /// Pre-resolved metric handles of one route, held by the snapshot.
@@ -201,7 +290,7 @@ pub struct RouteMetrics {
     pub duration: DurationHistogram,
     /// In-flight requests.
     pub active: Gauge,
-    errors: [Counter; 6],
+    errors: [Counter; 8],
 }
 
 impl RouteMetrics {

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,7 @@ pub struct ConnPool {
     idle: ArrayQueue<(Conn, Instant)>,
     open: Gauge,
     opened: Counter,
+    service_conns: Arc<AtomicU32>,
 }
 
 /// Connecting to an endpoint failed.
@@ -50,10 +52,17 @@ pub enum ConnectError {
 }
 
 impl ConnPool {
-    /// An empty pool for `addr`, counting into the given metric handles.
-    pub fn new(addr: SocketAddr, settings: ConnSettings, open: Gauge, opened: Counter) -> Self {
+    /// An empty pool for `addr`, counting into the given metric handles and into
+    /// `service_conns`, its service's total of open connections.
+    pub fn new(
+        addr: SocketAddr,
+        settings: ConnSettings,
+        open: Gauge,
+        opened: Counter,
+        service_conns: Arc<AtomicU32>,
+    ) -> Self {
         let idle = ArrayQueue::new(settings.max_idle.max(1));
-        Self { addr, settings, idle, open, opened }
+        Self { addr, settings, idle, open, opened, service_conns }
     }
 
     /// The settings this pool was built with.
@@ -81,7 +90,7 @@ impl ConnPool {
         };
         let _ = stream.set_nodelay(true);
         self.opened.inc();
-        Ok(Conn::new(stream, self.open.clone()))
+        Ok(Conn::new(stream, self.open.clone(), self.service_conns.clone()))
     }
 
     /// Returns a connection whose last exchange completed cleanly; when the pool is full the

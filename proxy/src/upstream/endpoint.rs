@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -48,7 +48,7 @@ impl Endpoint {
             idle_timeout: Duration::from_secs(90),
             max_idle: 16,
         };
-        let conns = ConnPool::new(address, settings, Default::default(), Default::default());
+        let conns = ConnPool::new(address, settings, Default::default(), Default::default(), Default::default());
         Self::new(address, weight, BTreeMap::new(), Arc::default(), Arc::new(conns))
     }
 }
@@ -58,10 +58,43 @@ const EWMA_DECAY: Duration = Duration::from_secs(10);
 /// Latency assumed for an endpoint with no samples yet (Linkerd's default RTT).
 const EWMA_DEFAULT: Duration = Duration::from_millis(30);
 
+/// Active health-check verdict of an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// No check has completed yet (or checks are off).
+    Unknown,
+    /// Passing.
+    Healthy,
+    /// Failing: taken out of balancing whatever the ejection cap says.
+    Unhealthy,
+}
+
+impl Health {
+    /// Lower-case name, as the admin API and metrics show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Healthy => "healthy",
+            Self::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+/// Milliseconds since the process's clock base: a cheap, comparable timestamp for atomics.
+pub fn now_millis() -> u64 {
+    Instant::now().saturating_duration_since(clock_base()).as_millis() as u64
+}
+
 /// Live, lock-free statistics of one endpoint.
 #[derive(Debug)]
 pub struct EndpointStats {
     in_flight: AtomicU32,
+    health: AtomicU8,
+    /// Outlier ejection ends at this [`now_millis`] value; 0 when not ejected.
+    ejected_until: AtomicU64,
+    times_ejected: AtomicU32,
+    consecutive_5xx: AtomicU32,
+    consecutive_gateway: AtomicU32,
     /// Peak-EWMA latency in nanoseconds, stored as `f64` bits.
     ewma_ns: AtomicU64,
     /// When `ewma_ns` was last updated, in nanoseconds since [`clock_base`].
@@ -72,6 +105,11 @@ impl Default for EndpointStats {
     fn default() -> Self {
         Self {
             in_flight: AtomicU32::new(0),
+            health: AtomicU8::new(0),
+            ejected_until: AtomicU64::new(0),
+            times_ejected: AtomicU32::new(0),
+            consecutive_5xx: AtomicU32::new(0),
+            consecutive_gateway: AtomicU32::new(0),
             ewma_ns: AtomicU64::new((EWMA_DEFAULT.as_nanos() as f64).to_bits()),
             ewma_stamp: AtomicU64::new(nanos_since_base(Instant::now())),
         }
@@ -101,6 +139,70 @@ impl EndpointStats {
     /// Counts a request as finished.
     pub fn finish_request(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The active health-check verdict.
+    pub fn health(&self) -> Health {
+        match self.health.load(Ordering::Relaxed) {
+            1 => Health::Healthy,
+            2 => Health::Unhealthy,
+            _ => Health::Unknown,
+        }
+    }
+
+    /// Sets the active health-check verdict.
+    pub fn set_health(&self, health: Health) {
+        let v = match health {
+            Health::Unknown => 0,
+            Health::Healthy => 1,
+            Health::Unhealthy => 2,
+        };
+        self.health.store(v, Ordering::Relaxed);
+    }
+
+    /// Whether an outlier ejection is in force at `now_ms`.
+    pub fn is_ejected(&self, now_ms: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now_ms
+    }
+
+    /// Whether balancing may choose this endpoint at `now_ms`: not failing active checks and
+    /// not ejected.
+    pub fn is_routable(&self, now_ms: u64) -> bool {
+        self.health() != Health::Unhealthy && !self.is_ejected(now_ms)
+    }
+
+    /// Times this endpoint has been ejected.
+    pub fn times_ejected(&self) -> u32 {
+        self.times_ejected.load(Ordering::Relaxed)
+    }
+
+    /// Ends an ejection now.
+    pub fn uneject(&self) {
+        self.ejected_until.store(0, Ordering::Relaxed);
+    }
+
+    /// Starts an ejection lasting `base × times ejected`, capped at `max`.
+    pub fn eject(&self, now_ms: u64, base: Duration, max: Duration) -> Duration {
+        let n = self.times_ejected.fetch_add(1, Ordering::Relaxed) + 1;
+        let length = base.saturating_mul(n).min(max);
+        self.ejected_until.store(now_ms + length.as_millis() as u64, Ordering::Relaxed);
+        self.consecutive_5xx.store(0, Ordering::Relaxed);
+        self.consecutive_gateway.store(0, Ordering::Relaxed);
+        length
+    }
+
+    /// Records one response's outcome for outlier detection; returns the consecutive
+    /// (5xx, gateway failure) counts after it.
+    pub fn record_outcome(&self, five_xx: bool, gateway_failure: bool) -> (u32, u32) {
+        let bump = |counter: &AtomicU32, hit: bool| {
+            if hit {
+                counter.fetch_add(1, Ordering::Relaxed) + 1
+            } else {
+                counter.store(0, Ordering::Relaxed);
+                0
+            }
+        };
+        (bump(&self.consecutive_5xx, five_xx), bump(&self.consecutive_gateway, gateway_failure))
     }
 
     /// Records a latency sample. A sample above the average replaces it at once (the

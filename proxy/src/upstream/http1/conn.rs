@@ -2,6 +2,8 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
@@ -23,13 +25,13 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Wraps a connected stream.
-    pub fn new(stream: TcpStream, open: Gauge) -> Self {
+    /// Wraps a connected stream, counting it in `open` and in its service's `service_conns`.
+    pub fn new(stream: TcpStream, open: Gauge, service_conns: Arc<AtomicU32>) -> Self {
         Self {
             stream,
             read_buf: BytesMut::with_capacity(READ_CHUNK),
             write_buf: BytesMut::with_capacity(1024),
-            open: OpenGuard::new(open),
+            open: OpenGuard::new(open, service_conns),
         }
     }
 
@@ -58,19 +60,21 @@ impl Conn {
     }
 }
 
-/// Counts a connection in its endpoint's open-connection gauge until dropped.
+/// Counts a connection in its endpoint's gauge and its service's total until dropped.
 #[derive(Debug)]
-pub struct OpenGuard(Gauge);
+pub struct OpenGuard(Gauge, Arc<AtomicU32>);
 
 impl OpenGuard {
-    fn new(gauge: Gauge) -> Self {
+    fn new(gauge: Gauge, service_conns: Arc<AtomicU32>) -> Self {
         gauge.inc();
-        Self(gauge)
+        service_conns.fetch_add(1, Ordering::Relaxed);
+        Self(gauge, service_conns)
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.dec();
+        self.1.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -6,7 +6,7 @@
 //! downstream connection) and the connection returns to its pool as soon as the body ends.
 
 mod body;
-mod codec;
+pub(crate) mod codec;
 mod conn;
 
 use std::sync::Arc;
@@ -21,6 +21,8 @@ pub use body::Http1Body;
 pub use conn::{Conn, OpenGuard};
 
 use crate::body::Body;
+use crate::upstream::Limits;
+use crate::upstream::breaker::Shed;
 use crate::upstream::conn_pool::{ConnPool, ConnectError};
 use codec::{BodyDecoder, Decoded, RequestFraming};
 
@@ -48,6 +50,9 @@ pub enum Http1Error {
     /// Reading the downstream request body failed.
     #[error("request body: {0}")]
     RequestBody(String),
+    /// A new connection was needed but a service limit forbade it.
+    #[error("service limit reached: {}", .0.as_str())]
+    Shed(Shed),
 }
 
 /// A connection that switched protocols (`101`): the stream, bytes already read past the
@@ -72,7 +77,7 @@ pub struct Exchange {
 }
 
 /// Sends `req` (origin-form path in its URI) to the endpoint of `pool`.
-pub async fn send(pool: &Arc<ConnPool>, req: Request<Body>) -> Result<Exchange, Http1Error> {
+pub async fn send(pool: &Arc<ConnPool>, req: Request<Body>, limits: Limits<'_>) -> Result<Exchange, Http1Error> {
     let (parts, mut body) = req.into_parts();
     let framing =
         if let Some(n) = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()) {
@@ -93,7 +98,10 @@ pub async fn send(pool: &Arc<ConnPool>, req: Request<Body>) -> Result<Exchange, 
         let reused = pooled.is_some();
         let mut conn = match pooled {
             Some(c) => c,
-            None => pool.connect().await?,
+            None => {
+                let _pending = limits.state.begin_connect(limits.breaker).map_err(Http1Error::Shed)?;
+                pool.connect().await?
+            }
         };
         conn.write_buf.clear();
         codec::encode_head(&parts.method, path, &parts.headers, framing, &mut conn.write_buf);

@@ -1,0 +1,339 @@
+//! Circuit breaking that breaks: per-service concurrency limits that shed excess load at once,
+//! and a failure-rate breaker (closed → open → half-open → closed).
+//!
+//! All state is atomic and lives beside the snapshot, keyed by service, so a reload keeps it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use crate::config::{CircuitBreakerConfig, FailureRateConfig};
+
+/// Seconds of history the failure window can hold.
+const WINDOW_SLOTS: usize = 64;
+
+/// Why a request was refused without reaching an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shed {
+    /// `max_requests` in flight already.
+    MaxRequests,
+    /// `max_pending_requests` waiting for a connection already.
+    MaxPending,
+    /// `max_connections` open already.
+    MaxConnections,
+    /// The failure-rate breaker is open.
+    Open,
+}
+
+impl Shed {
+    /// The limit's name, as headers and metrics show it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MaxRequests => "max_requests",
+            Self::MaxPending => "max_pending_requests",
+            Self::MaxConnections => "max_connections",
+            Self::Open => "circuit_open",
+        }
+    }
+}
+
+/// Breaker position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerState {
+    /// Traffic flows.
+    Closed,
+    /// Requests fail fast.
+    Open,
+    /// A few probe requests are let through.
+    HalfOpen,
+}
+
+impl BreakerState {
+    /// Lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Open,
+            2 => Self::HalfOpen,
+            _ => Self::Closed,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    second: AtomicU64,
+    ok: AtomicU32,
+    failed: AtomicU32,
+}
+
+/// Live resilience state of one service.
+#[derive(Debug)]
+pub struct ServiceState {
+    in_flight: AtomicU32,
+    pending: AtomicU32,
+    retries: AtomicU32,
+    /// Open upstream connections, shared with the endpoints' pools.
+    pub conns: Arc<AtomicU32>,
+    state: AtomicU8,
+    opened_at_ms: AtomicU64,
+    probes_admitted: AtomicU32,
+    probes_ok: AtomicU32,
+    window: Box<[Slot]>,
+}
+
+impl Default for ServiceState {
+    fn default() -> Self {
+        Self {
+            in_flight: AtomicU32::new(0),
+            pending: AtomicU32::new(0),
+            retries: AtomicU32::new(0),
+            conns: Arc::default(),
+            state: AtomicU8::new(0),
+            opened_at_ms: AtomicU64::new(0),
+            probes_admitted: AtomicU32::new(0),
+            probes_ok: AtomicU32::new(0),
+            window: (0..WINDOW_SLOTS).map(|_| Slot::default()).collect(),
+        }
+    }
+}
+
+/// A request admitted to a service; counted in flight until dropped.
+#[derive(Debug)]
+pub struct Admission {
+    state: Arc<ServiceState>,
+    /// Admitted as a half-open probe.
+    pub probe: bool,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A counted slot (pending connect or retry), released on drop.
+#[derive(Debug)]
+pub struct Slotted<'a>(&'a AtomicU32);
+
+impl Drop for Slotted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A breaker state change, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition(pub BreakerState);
+
+fn take_slot(counter: &AtomicU32, max: u32) -> bool {
+    counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).is_ok()
+}
+
+impl ServiceState {
+    /// Requests in flight.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The breaker position now.
+    pub fn breaker_state(&self) -> BreakerState {
+        BreakerState::from_u8(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Admits a request or sheds it. Also moves an open breaker to half-open once its open
+    /// time is over.
+    pub fn admit(
+        self: &Arc<Self>,
+        cfg: &CircuitBreakerConfig,
+        now_ms: u64,
+    ) -> Result<(Admission, Option<Transition>), Shed> {
+        let mut transition = None;
+        let mut probe = false;
+        if let Some(rate) = &cfg.failure_rate {
+            match self.breaker_state() {
+                BreakerState::Closed => {}
+                BreakerState::Open => {
+                    let opened = self.opened_at_ms.load(Ordering::Relaxed);
+                    if now_ms < opened + rate.open_duration.as_millis() as u64 {
+                        return Err(Shed::Open);
+                    }
+                    if self.state.compare_exchange(1, 2, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                        self.probes_admitted.store(0, Ordering::Relaxed);
+                        self.probes_ok.store(0, Ordering::Relaxed);
+                        transition = Some(Transition(BreakerState::HalfOpen));
+                    }
+                    probe = self.admit_probe(rate)?;
+                }
+                BreakerState::HalfOpen => probe = self.admit_probe(rate)?,
+            }
+        }
+        if !take_slot(&self.in_flight, cfg.max_requests) {
+            return Err(Shed::MaxRequests);
+        }
+        Ok((Admission { state: self.clone(), probe }, transition))
+    }
+
+    fn admit_probe(&self, rate: &FailureRateConfig) -> Result<bool, Shed> {
+        if self.probes_admitted.fetch_add(1, Ordering::Relaxed) < rate.half_open_requests {
+            Ok(true)
+        } else {
+            Err(Shed::Open)
+        }
+    }
+
+    /// Takes a slot for a request about to open a new connection.
+    pub fn begin_connect(&self, cfg: &CircuitBreakerConfig) -> Result<Slotted<'_>, Shed> {
+        if self.conns.load(Ordering::Relaxed) >= cfg.max_connections {
+            return Err(Shed::MaxConnections);
+        }
+        if !take_slot(&self.pending, cfg.max_pending_requests) {
+            return Err(Shed::MaxPending);
+        }
+        Ok(Slotted(&self.pending))
+    }
+
+    /// Takes a retry slot if the budget allows: at most `budget_percent` of the requests in
+    /// flight, but never fewer than `min_concurrency`, and never more than `max_retries`.
+    pub fn begin_retry(&self, budget_percent: u8, min_concurrency: u32, max_retries: u32) -> Option<Slotted<'_>> {
+        let budget = (self.in_flight() as u64 * u64::from(budget_percent) / 100) as u32;
+        let limit = budget.max(min_concurrency).min(max_retries);
+        take_slot(&self.retries, limit).then_some(Slotted(&self.retries))
+    }
+
+    /// Records an outcome; returns the breaker transition it caused, if any.
+    pub fn record(&self, cfg: &CircuitBreakerConfig, success: bool, probe: bool, now_ms: u64) -> Option<Transition> {
+        let rate = cfg.failure_rate.as_ref()?;
+        let second = now_ms / 1000;
+        let slot = &self.window[(second % WINDOW_SLOTS as u64) as usize];
+        if slot.second.swap(second, Ordering::Relaxed) != second {
+            slot.ok.store(0, Ordering::Relaxed);
+            slot.failed.store(0, Ordering::Relaxed);
+        }
+        if success { &slot.ok } else { &slot.failed }.fetch_add(1, Ordering::Relaxed);
+
+        match self.breaker_state() {
+            BreakerState::HalfOpen if probe && !success => self.open(now_ms),
+            BreakerState::HalfOpen if probe => {
+                let ok = self.probes_ok.fetch_add(1, Ordering::Relaxed) + 1;
+                if ok >= rate.half_open_requests
+                    && self.state.compare_exchange(2, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+                {
+                    self.clear_window();
+                    return Some(Transition(BreakerState::Closed));
+                }
+                None
+            }
+            BreakerState::Closed if !success => {
+                let (ok, failed) = self.window_counts(second, rate);
+                let total = ok + failed;
+                let tripped = total >= u64::from(rate.minimum_requests)
+                    && failed * 100 >= u64::from(rate.threshold_percent) * total;
+                if tripped { self.open(now_ms) } else { None }
+            }
+            _ => None,
+        }
+    }
+
+    fn open(&self, now_ms: u64) -> Option<Transition> {
+        self.opened_at_ms.store(now_ms, Ordering::Relaxed);
+        let previous = self.state.swap(1, Ordering::AcqRel);
+        (previous != 1).then_some(Transition(BreakerState::Open))
+    }
+
+    fn window_counts(&self, second: u64, rate: &FailureRateConfig) -> (u64, u64) {
+        let span = rate.window.as_secs().clamp(1, WINDOW_SLOTS as u64 - 1);
+        self.window
+            .iter()
+            .filter(|s| {
+                let at = s.second.load(Ordering::Relaxed);
+                at <= second && second - at < span
+            })
+            .fold((0, 0), |(ok, failed), s| {
+                (ok + u64::from(s.ok.load(Ordering::Relaxed)), failed + u64::from(s.failed.load(Ordering::Relaxed)))
+            })
+    }
+
+    fn clear_window(&self) {
+        for s in self.window.iter() {
+            s.ok.store(0, Ordering::Relaxed);
+            s.failed.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn cfg() -> CircuitBreakerConfig {
+        CircuitBreakerConfig {
+            max_requests: 2,
+            failure_rate: Some(FailureRateConfig {
+                threshold_percent: 50,
+                minimum_requests: 4,
+                window: Duration::from_secs(10),
+                open_duration: Duration::from_secs(5),
+                half_open_requests: 2,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn concurrency_limit_sheds_the_excess() {
+        let state = Arc::new(ServiceState::default());
+        let a = state.admit(&cfg(), 0).expect("first");
+        let _b = state.admit(&cfg(), 0).expect("second");
+        assert_eq!(state.admit(&cfg(), 0).err(), Some(Shed::MaxRequests));
+        drop(a);
+        assert!(state.admit(&cfg(), 0).is_ok());
+    }
+
+    #[test]
+    fn opens_on_failure_rate_then_half_opens_then_closes() {
+        let (cfg, state) = (cfg(), Arc::new(ServiceState::default()));
+        for _ in 0..3 {
+            assert_eq!(state.record(&cfg, false, false, 1_000), None, "below minimum_requests");
+        }
+        assert_eq!(state.record(&cfg, false, false, 1_000), Some(Transition(BreakerState::Open)));
+        assert_eq!(state.admit(&cfg, 2_000).err(), Some(Shed::Open));
+
+        let (probe, t) = state.admit(&cfg, 6_001).expect("half-open probe");
+        assert!(probe.probe);
+        assert_eq!(t, Some(Transition(BreakerState::HalfOpen)));
+        let (probe2, _) = state.admit(&cfg, 6_001).expect("second probe");
+        assert_eq!(state.admit(&cfg, 6_001).err(), Some(Shed::Open), "only two probes");
+        assert_eq!(state.record(&cfg, true, true, 6_002), None);
+        assert_eq!(state.record(&cfg, true, true, 6_002), Some(Transition(BreakerState::Closed)));
+        drop((probe, probe2));
+        assert!(state.admit(&cfg, 6_003).is_ok());
+    }
+
+    #[test]
+    fn a_failed_probe_reopens() {
+        let (cfg, state) = (cfg(), Arc::new(ServiceState::default()));
+        for _ in 0..4 {
+            state.record(&cfg, false, false, 1_000);
+        }
+        let _probe = state.admit(&cfg, 7_000).expect("probe");
+        assert_eq!(state.record(&cfg, false, true, 7_001), Some(Transition(BreakerState::Open)));
+        assert_eq!(state.admit(&cfg, 8_000).err(), Some(Shed::Open));
+    }
+
+    #[test]
+    fn retry_budget_is_a_share_of_active_requests_with_a_floor() {
+        let state = ServiceState::default();
+        let held: Vec<_> = (0..3).filter_map(|_| state.begin_retry(20, 3, 10)).collect();
+        assert_eq!(held.len(), 3, "the floor allows three");
+        assert!(state.begin_retry(20, 3, 10).is_none());
+    }
+}

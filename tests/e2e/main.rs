@@ -6,5 +6,6 @@ mod harness;
 mod balancing;
 mod errors;
 mod protocols;
+mod resilience;
 mod shutdown;
 mod timeouts;

@@ -12,7 +12,10 @@
 //! - `/respond-headers?name=value&…`: answers with those response headers;
 //! - anything else: `backend {name}` and an `x-backend` header.
 //!
-//! Every request is counted, so tests can check what reached the backend.
+//! - `/health`: 200, or the status set with [`Backend::set_health_status`].
+//!
+//! [`Backend::set_status`] makes every answer a fixed status instead, to simulate a failing
+//! service. Every request is counted, so tests can check what reached the backend.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -45,6 +48,8 @@ pub struct Backend {
     /// Requests received.
     pub hits: Arc<AtomicU64>,
     delay_ms: Arc<AtomicU64>,
+    status: Arc<AtomicU64>,
+    health_status: Arc<AtomicU64>,
     stop: CancellationToken,
 }
 
@@ -55,10 +60,28 @@ impl Backend {
         let addr = listener.local_addr()?;
         let hits = Arc::new(AtomicU64::new(0));
         let delay_ms = Arc::new(AtomicU64::new(0));
+        let status = Arc::new(AtomicU64::new(0));
+        let health_status = Arc::new(AtomicU64::new(200));
         let stop = CancellationToken::new();
-        let state = Arc::new(State { name: name.to_owned(), hits: hits.clone(), delay_ms: delay_ms.clone() });
+        let state = Arc::new(State {
+            name: name.to_owned(),
+            hits: hits.clone(),
+            delay_ms: delay_ms.clone(),
+            status: status.clone(),
+            health_status: health_status.clone(),
+        });
         tokio::spawn(accept_loop(listener, state, stop.clone()));
-        Ok(Self { addr, name: name.to_owned(), hits, delay_ms, stop })
+        Ok(Self { addr, name: name.to_owned(), hits, delay_ms, status, health_status, stop })
+    }
+
+    /// Answers every later request with `status` (`None` restores normal answers).
+    pub fn set_status(&self, status: Option<u16>) {
+        self.status.store(status.map_or(0, u64::from), Ordering::Relaxed);
+    }
+
+    /// Answers later `/health` requests with `status`.
+    pub fn set_health_status(&self, status: u16) {
+        self.health_status.store(u64::from(status), Ordering::Relaxed);
     }
 
     /// Delays every later answer by `delay`, to make this backend slow.
@@ -87,6 +110,8 @@ struct State {
     name: String,
     hits: Arc<AtomicU64>,
     delay_ms: Arc<AtomicU64>,
+    status: Arc<AtomicU64>,
+    health_status: Arc<AtomicU64>,
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: CancellationToken) {
@@ -125,6 +150,11 @@ async fn handle(state: Arc<State>, mut req: Request<Incoming>) -> Response<Body>
     let delay = state.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let forced = state.status.load(Ordering::Relaxed);
+    if forced != 0 {
+        let code = StatusCode::from_u16(forced as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return error(code, format!("forced {code} from {}\n", state.name));
     }
     let path = req.uri().path().to_owned();
     let mut segments = path.trim_start_matches('/').splitn(2, '/');
@@ -194,6 +224,11 @@ async fn handle(state: Arc<State>, mut req: Request<Incoming>) -> Response<Body>
             Response::new(full(total.to_string()))
         }
         "ws" => websocket(&mut req),
+        "health" => {
+            let code =
+                StatusCode::from_u16(state.health_status.load(Ordering::Relaxed) as u16).unwrap_or(StatusCode::OK);
+            error(code, format!("health {code}\n"))
+        }
         "respond-headers" => {
             let mut r = Response::new(full(format!("backend {}\n", state.name)));
             for pair in req.uri().query().unwrap_or("").split('&') {

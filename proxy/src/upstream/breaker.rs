@@ -204,7 +204,8 @@ impl ServiceState {
     pub fn begin_retry(&self, budget_percent: u8, min_concurrency: u32, max_retries: u32) -> Option<Slotted<'_>> {
         let budget = (self.in_flight() as u64 * u64::from(budget_percent) / 100) as u32;
         let limit = budget.max(min_concurrency).min(max_retries);
-        take_slot(&self.retries, limit).then_some(Slotted(&self.retries))
+        // `then`, not `then_some`: a `Slotted` built eagerly would release a slot never taken.
+        take_slot(&self.retries, limit).then(|| Slotted(&self.retries))
     }
 
     /// Records an outcome; returns the breaker transition it caused, if any.
@@ -335,5 +336,8 @@ mod tests {
         let held: Vec<_> = (0..3).filter_map(|_| state.begin_retry(20, 3, 10)).collect();
         assert_eq!(held.len(), 3, "the floor allows three");
         assert!(state.begin_retry(20, 3, 10).is_none());
+        assert!(state.begin_retry(20, 3, 10).is_none(), "a refusal must not free a slot");
+        drop(held);
+        assert!(state.begin_retry(20, 3, 10).is_some());
     }
 }

@@ -133,6 +133,12 @@ fn next_health(current: Health, passed: bool, streak: u32, cfg: &HealthCheckConf
     }
 }
 
+/// The wait before the next probe: the interval plus a random share of the jitter.
+fn next_delay(cfg: &HealthCheckConfig) -> Duration {
+    let jitter = cfg.interval_jitter.as_nanos() as u64;
+    cfg.interval + Duration::from_nanos(if jitter == 0 { 0 } else { fastrand::u64(..jitter) })
+}
+
 async fn check_loop(
     addr: SocketAddr,
     spec: CheckSpec,
@@ -162,14 +168,9 @@ async fn check_loop(
         if passed && spec.uneject {
             stats.uneject();
         }
-        let jitter = if cfg.interval_jitter.is_zero() {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos(fastrand::u64(..cfg.interval_jitter.as_nanos() as u64))
-        };
         tokio::select! {
             () = cancel.cancelled() => return,
-            () = tokio::time::sleep(cfg.interval + jitter) => {}
+            () = tokio::time::sleep(next_delay(cfg)) => {}
         }
     }
 }
@@ -187,5 +188,17 @@ mod tests {
         assert_eq!(next_health(Health::Unhealthy, true, 2, &cfg), Health::Healthy);
         assert_eq!(next_health(Health::Healthy, false, 2, &cfg), Health::Healthy);
         assert_eq!(next_health(Health::Healthy, false, 3, &cfg), Health::Unhealthy);
+    }
+
+    #[test]
+    fn probes_are_spread_by_jitter() {
+        let cfg = HealthCheckConfig {
+            interval: Duration::from_millis(100),
+            interval_jitter: Duration::from_millis(50),
+            ..toml::from_str("").expect("defaults")
+        };
+        let delays: std::collections::HashSet<Duration> = (0..50).map(|_| next_delay(&cfg)).collect();
+        assert!(delays.len() > 40, "delays should differ");
+        assert!(delays.iter().all(|d| (Duration::from_millis(100)..Duration::from_millis(150)).contains(d)));
     }
 }

@@ -1,0 +1,334 @@
+//! Fault injection against real backends: health checks, ejection, breaking, limits, retries.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use wasmesh_demo_backend::Backend;
+
+use crate::harness::{Proxy, backends, client, endpoints, free_port, get, json, send, text};
+
+/// Starts a backend on `addr`, waiting for the port to be free again after a stop.
+async fn restart(name: &str, addr: SocketAddr) -> Backend {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Backend::start(name, addr).await {
+            Ok(b) => return b,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot restart {name} on {addr}: {e}"),
+        }
+    }
+}
+
+/// The `/upstreams` entry of endpoint `addr`.
+async fn endpoint_status(proxy: &Proxy, addr: SocketAddr) -> serde_json::Value {
+    let status = json(get(&proxy.admin_url("/upstreams")).await.expect("upstreams")).await;
+    status["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .flat_map(|s| s["endpoints"].as_array().expect("endpoints").iter())
+        .find(|e| e["address"] == addr.to_string())
+        .cloned()
+        .expect("endpoint listed")
+}
+
+/// Polls until `check` holds for endpoint `addr`; returns how long that took.
+async fn wait_for(
+    proxy: &Proxy,
+    addr: SocketAddr,
+    limit: Duration,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let status = endpoint_status(proxy, addr).await;
+        if check(&status) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "endpoint {addr} did not reach the state in {limit:?}: {status}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn service(name: &str, endpoints: &str, extra: &str) -> String {
+    format!(
+        "[[routes]]\nname = \"r-{name}\"\nservice = \"{name}\"\n\n[[services]]\nname = \"{name}\"\nendpoints = {endpoints}\n{extra}\n"
+    )
+}
+
+#[tokio::test]
+async fn killing_a_backend_under_load_costs_almost_no_requests() {
+    let mut b = backends(3).await;
+    let extra = r#"
+[services.health_check]
+kind = "http"
+path = "/health"
+interval = "200ms"
+interval_jitter = "50ms"
+timeout = "200ms"
+healthy_threshold = 2
+unhealthy_threshold = 2
+[services.outlier_detection]
+consecutive_gateway_failure = 2
+base_ejection_time = "1s"
+max_ejection_percent = 34
+[services.retry]
+retry_on = ["connect-failure", "reset", "gateway-error"]
+num_retries = 2
+backoff_base = "5ms"
+backoff_max = "20ms"
+"#;
+    let proxy = Proxy::start(&service("s", &endpoints(&b), extra)).await;
+    let victim = b[2].addr;
+    wait_for(&proxy, victim, Duration::from_secs(3), |e| e["health"] == "healthy").await;
+
+    // ~300 requests/s from 6 workers for 4 s.
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let stop_at = Instant::now() + Duration::from_secs(4);
+    let mut workers = Vec::new();
+    for _ in 0..6 {
+        let (ok, failed, url) = (ok.clone(), failed.clone(), proxy.url("/"));
+        workers.push(tokio::spawn(async move {
+            let c = client();
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            while Instant::now() < stop_at {
+                tick.tick().await;
+                match c.get(url.parse().expect("url")).await {
+                    Ok(r) if r.status() == 200 => {
+                        text(r).await;
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let killed = b.pop().expect("victim");
+    killed.stop();
+    drop(killed);
+    let out_after = wait_for(&proxy, victim, Duration::from_secs(2), |e| e["routable"] == false).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let revived = restart("b2", victim).await;
+    let back_after =
+        wait_for(&proxy, victim, Duration::from_secs(3), |e| e["health"] == "healthy" && e["routable"] == true).await;
+    for w in workers {
+        w.await.expect("worker");
+    }
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let total = ok + failed;
+    eprintln!(
+        "kill test: {total} requests, {failed} failed; out of rotation after {out_after:?}, back after {back_after:?}"
+    );
+    assert!(total > 800, "load ran: {total}");
+    assert!(failed * 1000 <= total, "{failed} of {total} requests failed (> 0.1%)");
+    assert!(revived.hits() > 0, "the revived endpoint receives traffic again (health probes at least)");
+}
+
+#[tokio::test]
+async fn a_failing_service_opens_the_breaker_fails_fast_and_recovers() {
+    let b = backends(1).await;
+    let extra = r#"
+[services.circuit_breaker.failure_rate]
+threshold_percent = 50
+minimum_requests = 10
+window = "10s"
+open_duration = "1s"
+half_open_requests = 2
+"#;
+    let proxy = Proxy::start(&service("s", &endpoints(&b), extra)).await;
+    b[0].set_status(Some(500));
+    for _ in 0..10 {
+        assert_eq!(get(&proxy.url("/")).await.expect("request").status(), 500);
+    }
+    let hits_when_open = b[0].hits();
+    for _ in 0..20 {
+        let started = Instant::now();
+        let resp = get(&proxy.url("/")).await.expect("request");
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()["x-wasmesh-error"], "circuit_open");
+        assert_eq!(resp.headers()["x-wasmesh-shed"], "circuit_open");
+        assert!(started.elapsed() < Duration::from_millis(500));
+    }
+    assert_eq!(b[0].hits(), hits_when_open, "an open breaker sends nothing upstream");
+    let status = json(get(&proxy.admin_url("/upstreams")).await.expect("status")).await;
+    assert_eq!(status["services"][0]["breaker"], "open");
+
+    b[0].set_status(None);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for _ in 0..5 {
+        assert_eq!(get(&proxy.url("/")).await.expect("request").status(), 200, "half-open probes pass, then closed");
+    }
+    let status = json(get(&proxy.admin_url("/upstreams")).await.expect("status")).await;
+    assert_eq!(status["services"][0]["breaker"], "closed");
+    let metrics = text(get(&proxy.admin_url("/metrics")).await.expect("metrics")).await;
+    for state in ["open", "half_open", "closed"] {
+        let sample = format!("wasmesh_breaker_transitions_total{{service=\"s\",reason=\"{state}\"}} 1");
+        assert!(metrics.contains(&sample), "missing {sample}");
+    }
+}
+
+#[tokio::test]
+async fn excess_concurrency_is_shed_at_once_while_admitted_requests_complete() {
+    let b = backends(1).await;
+    let proxy = Proxy::start(&service("s", &endpoints(&b), "[services.circuit_breaker]\nmax_requests = 4\n")).await;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let url = proxy.url("/delay/600");
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let resp = get(&url).await.expect("request");
+            let shed = resp.headers().get("x-wasmesh-shed").map(|v| v.to_str().unwrap_or("").to_owned());
+            (resp.status().as_u16(), shed, started.elapsed())
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.expect("task"));
+    }
+    let admitted: Vec<_> = results.iter().filter(|r| r.0 == 200).collect();
+    let shed: Vec<_> = results.iter().filter(|r| r.0 == 503).collect();
+    assert_eq!(admitted.len(), 4, "{results:?}");
+    assert_eq!(shed.len(), 6, "{results:?}");
+    assert!(
+        shed.iter().all(|r| r.1.as_deref() == Some("max_requests") && r.2 < Duration::from_millis(400)),
+        "{results:?}"
+    );
+    assert!(admitted.iter().all(|r| r.2 >= Duration::from_millis(550)));
+}
+
+#[tokio::test]
+async fn the_retry_budget_bounds_upstream_attempts() {
+    let b = backends(2).await;
+    for x in &b {
+        x.set_status(Some(503));
+        // Slow enough that all 40 requests are in flight before the first one fails.
+        x.set_delay(Duration::from_millis(400));
+    }
+    let extra = r#"
+[services.retry]
+retry_on = ["gateway-error"]
+num_retries = 3
+backoff_base = "50ms"
+backoff_max = "50ms"
+budget_percent = 20
+min_retry_concurrency = 1
+"#;
+    let proxy = Proxy::start(&service("s", &endpoints(&b), extra)).await;
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let url = proxy.url("/");
+        tasks.push(tokio::spawn(async move { get(&url).await.expect("request").status().as_u16() }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), 503);
+    }
+    let attempts: u64 = b.iter().map(|x| x.hits()).sum();
+    assert!(attempts > 40, "some retries were sent: {attempts}");
+    // At most max_retries (3) retries run at once, each request holding one slot for its
+    // remaining tries: 40 + 3 x 3 = 49, where no budget would allow 160.
+    assert!(attempts <= 52, "without a budget 40 requests would make 160 attempts; made {attempts}");
+    let exhausted = proxy.metric("wasmesh_retry_budget_exhausted_total{service=\"s\"}").await.unwrap_or(0.0);
+    assert!(exhausted > 0.0);
+}
+
+#[tokio::test]
+async fn non_idempotent_requests_are_not_retried_once_they_reached_the_upstream() {
+    let b = backends(1).await;
+    b[0].set_status(Some(503));
+    let extra = "[services.retry]\nretry_on = [\"5xx\"]\nnum_retries = 2\nbackoff_base = \"1ms\"\n";
+    let proxy = Proxy::start(&service("s", &endpoints(&b), extra)).await;
+    let post = Request::post(proxy.url("/")).body(Full::new(Bytes::from_static(b"{}"))).expect("request");
+    assert_eq!(send(post).await.status(), 503);
+    assert_eq!(b[0].hits(), 1, "POST reached the upstream once and was not retried");
+    assert_eq!(get(&proxy.url("/")).await.expect("request").status(), 503);
+    assert_eq!(b[0].hits(), 1 + 3, "GET was retried twice");
+}
+
+#[tokio::test]
+async fn health_check_thresholds_are_exact_and_panic_mode_keeps_traffic_flowing() {
+    let b = backends(2).await;
+    let extra = r#"
+[services.health_check]
+path = "/health"
+interval = "100ms"
+interval_jitter = "20ms"
+healthy_threshold = 3
+unhealthy_threshold = 2
+"#;
+    let proxy = Proxy::start(&service("s", &endpoints(&b), extra)).await;
+    let target = b[0].addr;
+    wait_for(&proxy, target, Duration::from_secs(2), |e| e["health"] == "healthy").await;
+
+    b[0].set_health_status(503);
+    let before = b[0].hits();
+    wait_for(&proxy, target, Duration::from_secs(3), |e| e["health"] == "unhealthy").await;
+    assert_eq!(b[0].hits() - before, 2, "unhealthy after exactly unhealthy_threshold failed probes");
+
+    // Only b1 serves now.
+    let b1_before = b[1].hits();
+    for _ in 0..10 {
+        assert_eq!(get(&proxy.url("/")).await.expect("request").status(), 200);
+    }
+    assert!(b[1].hits() >= b1_before + 10);
+
+    b[0].set_health_status(200);
+    let before = b[0].hits();
+    wait_for(&proxy, target, Duration::from_secs(3), |e| e["health"] == "healthy").await;
+    assert_eq!(b[0].hits() - before, 3, "healthy after exactly healthy_threshold passing probes");
+
+    // Both failing: below the 50% panic threshold traffic goes to all endpoints anyway.
+    for x in &b {
+        x.set_health_status(503);
+    }
+    for x in &b {
+        wait_for(&proxy, x.addr, Duration::from_secs(3), |e| e["health"] == "unhealthy").await;
+    }
+    for _ in 0..4 {
+        assert_eq!(get(&proxy.url("/")).await.expect("request").status(), 200, "panic mode");
+    }
+}
+
+#[tokio::test]
+async fn without_panic_mode_no_healthy_endpoint_means_503_and_tcp_checks_see_closed_ports() {
+    let closed = free_port();
+    let extra = "healthy_panic_threshold = 0\n[services.health_check]\nkind = \"tcp\"\ninterval = \"100ms\"\n";
+    let eps = format!("[{{ address = \"127.0.0.1:{closed}\" }}]");
+    let proxy = Proxy::start(&service("s", &eps, extra)).await;
+    let addr: SocketAddr = format!("127.0.0.1:{closed}").parse().expect("addr");
+    wait_for(&proxy, addr, Duration::from_secs(2), |e| e["health"] == "unhealthy").await;
+    let resp = get(&proxy.url("/")).await.expect("request");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-wasmesh-error"], "no_endpoint");
+}
+
+#[tokio::test]
+async fn consecutive_5xx_eject_an_endpoint_and_traffic_moves_away() {
+    let b = backends(2).await;
+    b[0].set_status(Some(500));
+    let extra =
+        "[services.outlier_detection]\nconsecutive_5xx = 3\nbase_ejection_time = \"30s\"\nmax_ejection_percent = 50\n";
+    let proxy = Proxy::start(&service("s", &endpoints(&b), extra)).await;
+    for _ in 0..6 {
+        get(&proxy.url("/")).await.expect("request");
+    }
+    let status = endpoint_status(&proxy, b[0].addr).await;
+    assert_eq!(status["ejected"], true, "{status}");
+    let bad_hits = b[0].hits();
+    for _ in 0..10 {
+        assert_eq!(get(&proxy.url("/")).await.expect("request").status(), 200);
+    }
+    assert_eq!(b[0].hits(), bad_hits, "no traffic to the ejected endpoint");
+    let sample = format!("wasmesh_outlier_ejections_total{{service=\"s\",endpoint=\"{}\"}}", b[0].addr);
+    assert_eq!(proxy.metric(&sample).await, Some(1.0));
+}

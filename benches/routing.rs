@@ -21,7 +21,7 @@ fn config(routes: usize) -> String {
 
 fn bench(c: &mut Criterion) {
     let cfg = wasmesh::config::parse(Path::new("bench.toml"), &config(20)).expect("valid config");
-    let mesh = Mesh::new(cfg);
+    let mesh = Mesh::new(cfg).expect("no plugins to load");
     let snap = mesh.snapshot();
     let (_, table) = snap.listener("l").expect("listener");
     let mut headers = HeaderMap::new();

@@ -12,6 +12,7 @@ pub mod config;
 pub mod forward;
 pub mod listener;
 pub mod mesh;
+pub mod plugin;
 pub mod routing;
 pub mod server;
 pub mod snapshot;

@@ -26,6 +26,17 @@ const ADMIN_LIMITS: ConnLimits = ConnLimits {
 /// How often idle upstream connections are checked for expiry and remote closes.
 const POOL_SWEEP_PERIOD: std::time::Duration = std::time::Duration::from_millis(250);
 
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not bind.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    /// A plugin could not load.
+    #[error(transparent)]
+    Plugin(#[from] crate::plugin::PluginError),
+}
+
 /// A running proxy.
 #[derive(Debug)]
 pub struct Server {
@@ -39,7 +50,7 @@ pub struct Server {
 impl Server {
     /// Binds the admin and proxy listeners of `config` and starts serving. Must run inside a
     /// Tokio runtime.
-    pub fn start(config: Config) -> Result<Self, BindError> {
+    pub fn start(config: Config) -> Result<Self, StartError> {
         let admin_addr = config.admin.listen;
         let admin_token = config.admin.token.clone();
         let listeners = config.listeners.clone();
@@ -47,7 +58,7 @@ impl Server {
         let admin_tcp = listener::bind(admin_addr)?;
         let proxy_tcp = listeners.iter().map(|l| listener::bind(l.listen)).collect::<Result<Vec<_>, _>>()?;
 
-        let mesh = Mesh::new(config);
+        let mesh = Mesh::new(config)?;
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
 

@@ -5,6 +5,7 @@ mod harness;
 
 mod balancing;
 mod errors;
+mod plugins;
 mod protocols;
 mod resilience;
 mod shutdown;

@@ -32,6 +32,85 @@ pub struct Config {
     /// Upstream services.
     #[serde(default)]
     pub services: Vec<ServiceConfig>,
+    /// Wasm plugins that routes can use.
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+}
+
+/// Which world a plugin implements.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginKind {
+    /// Decides where a request goes (`router` world).
+    Router,
+    /// Changes or answers requests and responses (`filter` world).
+    Filter,
+}
+
+impl PluginKind {
+    /// The world's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Router => "router",
+            Self::Filter => "filter",
+        }
+    }
+}
+
+/// What a plugin failure (trap, deadline, memory) means for the request.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum FailMode {
+    /// Skip the plugin: the route's default service, or the request unchanged.
+    #[default]
+    Open,
+    /// Answer with `fail_status`.
+    Closed,
+}
+
+/// A Wasm plugin.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Unique name; routes refer to it, and its logs and metrics carry it.
+    pub name: String,
+    /// `router` or `filter`.
+    pub kind: PluginKind,
+    /// The `.wasm` component, relative to the working directory.
+    pub path: std::path::PathBuf,
+    /// Handed to the plugin's `init` as JSON.
+    #[serde(default = "PluginConfig::default_config")]
+    pub config: toml::Value,
+    /// Request headers the plugin reads (lower-case); all when empty. Fewer is faster.
+    #[serde(default)]
+    pub headers: Vec<String>,
+    /// Deadline of one call; a plugin still running is stopped.
+    #[serde(default = "PluginConfig::default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Linear memory an instance may grow to.
+    #[serde(default = "PluginConfig::default_memory")]
+    pub memory_limit_mib: usize,
+    /// `open` skips a failing plugin; `closed` answers with `fail_status`.
+    #[serde(default)]
+    pub fail: FailMode,
+    /// Status answered when failing closed.
+    #[serde(default = "PluginConfig::default_fail_status")]
+    pub fail_status: u16,
+}
+
+impl PluginConfig {
+    fn default_config() -> toml::Value {
+        toml::Value::Table(Default::default())
+    }
+    fn default_timeout() -> Duration {
+        Duration::from_millis(10)
+    }
+    fn default_memory() -> usize {
+        16
+    }
+    fn default_fail_status() -> u16 {
+        503
+    }
 }
 
 /// The admin HTTP listener.
@@ -177,6 +256,12 @@ pub struct RouteConfig {
     /// Overrides the service's total request timeout for this route.
     #[serde(default, with = "humantime_serde")]
     pub timeout: Option<Duration>,
+    /// A router plugin that may send the request elsewhere or answer it.
+    #[serde(default)]
+    pub router: Option<String>,
+    /// Filter plugins, run in this order on requests and in reverse on responses.
+    #[serde(default)]
+    pub filters: Vec<String>,
 }
 
 /// Conditions a request must meet for a route to match; all given conditions must hold.

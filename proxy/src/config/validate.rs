@@ -24,7 +24,29 @@ pub(crate) fn validate(config: &Config) -> Result<(), Violation> {
     }
     let listeners = validate_listeners(&config.listeners)?;
     let services = validate_services(&config.services)?;
-    validate_routes(&config.routes, &listeners, &services)
+    let plugins = validate_plugins(&config.plugins)?;
+    validate_routes(&config.routes, &listeners, &services, &plugins)
+}
+
+fn validate_plugins(plugins: &[PluginConfig]) -> Result<std::collections::HashMap<&str, PluginKind>, Violation> {
+    let mut names = HashSet::new();
+    for (i, p) in plugins.iter().enumerate() {
+        let at = |field| vec![Key("plugins"), Index(i), Key(field)];
+        unique(&mut names, &p.name, || at("name"), "plugin")?;
+        if p.timeout.is_zero() {
+            return Err(violation(at("timeout"), "must be greater than zero"));
+        }
+        if p.memory_limit_mib == 0 {
+            return Err(violation(at("memory_limit_mib"), "must be greater than zero"));
+        }
+        if http::StatusCode::from_u16(p.fail_status).is_err() {
+            return Err(violation(at("fail_status"), format!("{} is not an HTTP status", p.fail_status)));
+        }
+        if !p.config.is_table() {
+            return Err(violation(at("config"), "must be a table"));
+        }
+    }
+    Ok(plugins.iter().map(|p| (p.name.as_str(), p.kind)).collect())
 }
 
 fn validate_admin(admin: &AdminConfig) -> Result<(), Violation> {
@@ -126,6 +148,7 @@ fn validate_routes(
     routes: &[RouteConfig],
     listeners: &HashSet<&str>,
     services: &HashSet<&str>,
+    plugins: &std::collections::HashMap<&str, PluginKind>,
 ) -> Result<(), Violation> {
     let mut names = HashSet::new();
     for (i, r) in routes.iter().enumerate() {
@@ -167,6 +190,19 @@ fn validate_routes(
             if !prefix.starts_with('/') {
                 return Err(violation(at("rewrite"), format!("prefix `{prefix}` must start with `/`")));
             }
+        }
+        let plugin_ref = |field, name: &str, want: PluginKind| match plugins.get(name) {
+            None => Err(violation(at(field), format!("unknown plugin `{name}`"))),
+            Some(kind) if *kind != want => {
+                Err(violation(at(field), format!("plugin `{name}` is a {}, not a {}", kind.as_str(), want.as_str())))
+            }
+            Some(_) => Ok(()),
+        };
+        if let Some(router) = &r.router {
+            plugin_ref("router", router, PluginKind::Router)?;
+        }
+        for f in &r.filters {
+            plugin_ref("filters", f, PluginKind::Filter)?;
         }
         if r.timeout.is_some_and(|t| t.is_zero()) {
             return Err(violation(at("timeout"), "must be greater than zero"));

@@ -4,6 +4,7 @@
 //! request needs, and takes no lock.
 
 mod headers;
+mod plugins;
 pub mod response;
 mod upgrade;
 
@@ -20,9 +21,11 @@ pub use headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
 use response::{InFlight, ResponseBody, SHED_HEADER, local};
 
 use crate::body::Body;
+use crate::config::FailMode;
 use crate::mesh::Mesh;
+use crate::plugin::types::{FilterAction, RouteDecision};
 use crate::routing::{RequestView, host_without_port};
-use crate::snapshot::Service;
+use crate::snapshot::{Route, Service};
 use crate::telemetry::logging::ACCESS_LOG_TARGET;
 use crate::telemetry::metrics::ErrorKind;
 use crate::telemetry::metrics::{ServiceEndpointLabels, ServiceLabels, ServiceReasonLabels};
@@ -76,8 +79,71 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
         return local(ErrorKind::no_route);
     };
     let route = &table.routes[route_idx];
-    let service = &snap.services[route.service];
+    let mut service_idx = route.service;
+
+    let downstream_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip_hop_by_hop(&mut parts.headers, downstream_upgrade.is_some());
+    add_forwarded(&mut parts.headers, &parts.uri, &down.client_ip, down.proto);
+    // Kept for the access log only; cloning shares the buffers.
+    let logged = snap.access_log.then(|| (parts.method.clone(), parts.uri.clone()));
+    let path = match &route.rewrite {
+        Some(rw) => {
+            let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+            PathAndQuery::try_from(rw.apply(&route.matcher, original))
+        }
+        None => Ok(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))),
+    };
+    let Ok(mut path) = path else {
+        route.metrics.count_error(ErrorKind::bad_request);
+        return local(ErrorKind::bad_request);
+    };
+
+    // Plugins: the router may pick another service or answer; filters may change or answer.
+    if route.router.is_some() || !route.filters.is_empty() {
+        let authority =
+            parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_owned();
+        if let Some(router) = &route.router {
+            let head = plugins::request_head(&parts.method, &authority, &path, down.client, &parts.headers, |h| {
+                router.reads_header(h)
+            });
+            match router.route(&head) {
+                Ok(RouteDecision::Default) => {}
+                Ok(RouteDecision::Upstream(choice)) => {
+                    let Some((idx, _)) = snap.service(&choice.service) else {
+                        tracing::warn!(plugin = router.name(), service = %choice.service, "router chose an unknown service");
+                        return plugins::failed_closed(router.name(), 502);
+                    };
+                    service_idx = idx;
+                    if let Some(m) = &choice.mutations {
+                        plugins::apply(m, &mut parts.headers, Some(&mut path));
+                    }
+                }
+                Ok(RouteDecision::Respond(answer)) => return plugins::local_response(answer),
+                Err(_) if router.fail == FailMode::Closed => {
+                    return plugins::failed_closed(router.name(), router.fail_status);
+                }
+                Err(_) => {}
+            }
+        }
+        for filter in &route.filters {
+            let head = plugins::request_head(&parts.method, &authority, &path, down.client, &parts.headers, |h| {
+                filter.reads_header(h)
+            });
+            match filter.on_request(&head) {
+                Ok(FilterAction::Proceed) => {}
+                Ok(FilterAction::Mutate(m)) => plugins::apply(&m, &mut parts.headers, Some(&mut path)),
+                Ok(FilterAction::Respond(answer)) => return plugins::local_response(answer),
+                Err(_) if filter.fail == FailMode::Closed => {
+                    return plugins::failed_closed(filter.name(), filter.fail_status);
+                }
+                Err(_) => {}
+            }
+        }
+    }
+    let service = &snap.services[service_idx];
     let now_ms = now_millis();
+    let hash = service.hash_key.as_ref().and_then(|k| k.hash(&parts.headers, down.client.ip()));
 
     let admission = match service.state.admit(&service.policy.breaker, now_ms) {
         Ok((admission, transition)) => {
@@ -96,24 +162,6 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
         }
     };
 
-    let hash = service.hash_key.as_ref().and_then(|k| k.hash(req.headers(), down.client.ip()));
-    let downstream_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
-    strip_hop_by_hop(&mut parts.headers, downstream_upgrade.is_some());
-    add_forwarded(&mut parts.headers, &parts.uri, &down.client_ip, down.proto);
-    // Kept for the access log only; cloning shares the buffers.
-    let logged = snap.access_log.then(|| (parts.method.clone(), parts.uri.clone()));
-    let path = match &route.rewrite {
-        Some(rw) => {
-            let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
-            PathAndQuery::try_from(rw.apply(&route.matcher, original))
-        }
-        None => Ok(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))),
-    };
-    let Ok(path) = path else {
-        route.metrics.count_error(ErrorKind::bad_request);
-        return local(ErrorKind::bad_request);
-    };
     parts.version = match service.transport {
         Transport::Http1 => Version::HTTP_11,
         Transport::H2c(_) => Version::HTTP_2,
@@ -148,6 +196,12 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
     let ctx = PickContext { hash, now: started };
     let mut tried = 0u64;
     let mut attempt = 0;
+    let request_line = (!route.filters.is_empty()).then(|| RequestCopy {
+        method: parts.method.clone(),
+        authority: parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_owned(),
+        path: path.clone(),
+        headers: parts.headers.clone(),
+    });
     let mut parts = Some(parts);
     let mut retry_slot = None;
     let (endpoint_idx, result) = loop {
@@ -182,7 +236,7 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
             }
         };
         let method = request.method().clone();
-        let in_flight = InFlight::start(snap.clone(), listener_idx, route_idx, idx);
+        let in_flight = InFlight::start(snap.clone(), listener_idx, route_idx, service_idx, idx);
         let attempt_started = Instant::now();
         let try_deadline = match retry.and_then(|r| r.per_try_timeout) {
             Some(per_try) => deadline.min(Instant::now() + per_try),
@@ -280,6 +334,12 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
 
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgraded.is_some() && downstream_upgrade.is_some());
+    if !route.filters.is_empty()
+        && upgraded.is_none()
+        && let Some(answer) = response_filters(route, &request_line, down.client, &mut parts)
+    {
+        return answer;
+    }
     match (downstream_upgrade, upgraded) {
         (Some(down_up), Some(up_up)) => {
             upgrade::tunnel(down_up, up_up, in_flight, admission);
@@ -287,6 +347,44 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
         }
         _ => Response::from_parts(parts, ResponseBody::streamed(body, in_flight, admission, deadline)),
     }
+}
+
+/// What response filters see of the request, kept when a route has filters.
+struct RequestCopy {
+    method: http::Method,
+    authority: String,
+    path: PathAndQuery,
+    headers: http::HeaderMap,
+}
+
+/// Runs the route's filters on a response head, last filter first. Returns a replacement
+/// response when a filter answers (or fails closed).
+fn response_filters(
+    route: &Route,
+    req: &Option<RequestCopy>,
+    client: SocketAddr,
+    parts: &mut http::response::Parts,
+) -> Option<Response<ResponseBody>> {
+    let req = req.as_ref()?;
+    for filter in route.filters.iter().rev() {
+        let head = plugins::request_head(&req.method, &req.authority, &req.path, client, &req.headers, |h| {
+            filter.reads_header(h)
+        });
+        let resp = crate::plugin::types::ResponseHead {
+            status: parts.status.as_u16(),
+            headers: plugins::header_list(&parts.headers, |_| true),
+        };
+        match filter.on_response(&head, &resp) {
+            Ok(FilterAction::Proceed) => {}
+            Ok(FilterAction::Mutate(m)) => plugins::apply(&m, &mut parts.headers, None),
+            Ok(FilterAction::Respond(answer)) => return Some(plugins::local_response(answer)),
+            Err(_) if filter.fail == FailMode::Closed => {
+                return Some(plugins::failed_closed(filter.name(), filter.fail_status));
+            }
+            Err(_) => {}
+        }
+    }
+    None
 }
 
 /// Chooses an endpoint: routable ones (not failing active checks, not ejected) unless too few

@@ -31,29 +31,29 @@ pub struct InFlight {
     snapshot: Arc<Snapshot>,
     listener: usize,
     route: usize,
+    service: usize,
     endpoint: usize,
 }
 
 impl InFlight {
-    /// Counts the request as started.
-    pub fn start(snapshot: Arc<Snapshot>, listener: usize, route: usize, endpoint: usize) -> Self {
-        let me = Self { snapshot, listener, route, endpoint };
-        let route = me.route();
-        route.metrics.active.inc();
-        me.snapshot.services[route.service].endpoints[endpoint].stats.start_request();
+    /// Counts the request as started on route `route` of listener `listener`, and on endpoint
+    /// `endpoint` of service `service` (which a router plugin may have chosen).
+    pub fn start(snapshot: Arc<Snapshot>, listener: usize, route: usize, service: usize, endpoint: usize) -> Self {
+        let me = Self { snapshot, listener, route, service, endpoint };
+        me.snapshot.listeners[listener].routes[route].metrics.active.inc();
+        me.endpoint().stats.start_request();
         me
     }
 
-    fn route(&self) -> &crate::snapshot::Route {
-        &self.snapshot.listeners[self.listener].routes[self.route]
+    fn endpoint(&self) -> &crate::upstream::Endpoint {
+        &self.snapshot.services[self.service].endpoints[self.endpoint]
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let route = self.route();
-        route.metrics.active.dec();
-        self.snapshot.services[route.service].endpoints[self.endpoint].stats.finish_request();
+        self.snapshot.listeners[self.listener].routes[self.route].metrics.active.dec();
+        self.endpoint().stats.finish_request();
     }
 }
 

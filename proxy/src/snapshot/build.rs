@@ -7,9 +7,11 @@ use std::time::SystemTime;
 
 use super::{HashKey, ListenerRoutes, Route, Service, ServicePolicy, Snapshot};
 use crate::config::{Config, HashKeyConfig, ServiceConfig, UpstreamProtocol};
+use crate::plugin::{self, Plugin, PluginCounters, PluginError};
 use crate::routing::{Matcher, Rewrite};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::EndpointLabels;
+use crate::telemetry::metrics::PluginLabels;
 use crate::upstream::breaker::ServiceState;
 use crate::upstream::conn_pool::{ConnPool, ConnSettings};
 use crate::upstream::http2::Http2Client;
@@ -25,7 +27,39 @@ pub(crate) struct Carried {
 
 /// Builds snapshot `version` from `config`, reusing carried state for endpoints and pools
 /// that still exist and dropping it for those that left.
-pub(crate) fn build(config: Arc<Config>, version: u64, carried: &mut Carried, metrics: &Metrics) -> Snapshot {
+pub(crate) fn build(
+    config: Arc<Config>,
+    version: u64,
+    carried: &mut Carried,
+    metrics: &Metrics,
+) -> Result<Snapshot, PluginError> {
+    // Plugins first: a plugin that fails to load rejects the whole snapshot before any
+    // carried state is touched.
+    let mut plugins = Vec::new();
+    for p in &config.plugins {
+        let labels = PluginLabels { plugin: p.name.clone() };
+        let counters = PluginCounters {
+            failures: metrics.plugin_failures.get_or_create_owned(&labels),
+            instances: metrics.plugin_instances.get_or_create_owned(&labels),
+        };
+        plugins.push((p.name.clone(), plugin::load(p, &metrics.plugin_families, counters)?));
+    }
+    let router = |name: &Option<String>| {
+        name.as_ref().and_then(|n| plugins.iter().find(|(pn, _)| pn == n)).and_then(|(_, p)| match p {
+            Plugin::Router(r) => Some(r.clone()),
+            Plugin::Filter(_) => None,
+        })
+    };
+    let filters = |names: &[String]| {
+        names
+            .iter()
+            .filter_map(|n| plugins.iter().find(|(pn, _)| pn == n))
+            .filter_map(|(_, p)| match p {
+                Plugin::Filter(f) => Some(f.clone()),
+                Plugin::Router(_) => None,
+            })
+            .collect::<Vec<_>>()
+    };
     let mut next = Carried::default();
     let services: Vec<Service> =
         config.services.iter().map(|s| build_service(s, carried, &mut next, metrics)).collect();
@@ -49,13 +83,23 @@ pub(crate) fn build(config: Arc<Config>, version: u64, carried: &mut Carried, me
                         service,
                         timeout: r.timeout.unwrap_or(config.services[service].timeouts.request),
                         metrics: metrics.route(&r.name, &r.service),
+                        router: router(&r.router),
+                        filters: filters(&r.filters),
                     }
                 })
                 .collect(),
         })
         .collect();
 
-    Snapshot { version, loaded_at: SystemTime::now(), access_log: config.log.access_log, listeners, services, config }
+    Ok(Snapshot {
+        version,
+        loaded_at: SystemTime::now(),
+        access_log: config.log.access_log,
+        listeners,
+        services,
+        plugins,
+        config,
+    })
 }
 
 fn build_service(cfg: &ServiceConfig, old: &mut Carried, next: &mut Carried, metrics: &Metrics) -> Service {

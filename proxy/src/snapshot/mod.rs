@@ -16,6 +16,7 @@ use http::{HeaderMap, HeaderName};
 pub(crate) use build::{Carried, build};
 
 use crate::config::{CircuitBreakerConfig, Config, HealthCheckConfig, OutlierConfig, RetryConfig};
+use crate::plugin::{FilterPlugin, Plugin, RouterPlugin};
 use crate::routing::{Matcher, RequestView, Rewrite};
 use crate::telemetry::metrics::RouteMetrics;
 use crate::upstream::Endpoint;
@@ -38,6 +39,8 @@ pub struct Snapshot {
     pub services: Vec<Service>,
     /// Whether to emit access-log events.
     pub access_log: bool,
+    /// Loaded plugins, by name.
+    pub plugins: Vec<(String, Plugin)>,
 }
 
 impl Snapshot {
@@ -83,6 +86,10 @@ pub struct Route {
     pub timeout: Duration,
     /// Metric handles.
     pub metrics: RouteMetrics,
+    /// Router plugin.
+    pub router: Option<Arc<RouterPlugin>>,
+    /// Filter plugins, in order.
+    pub filters: Vec<Arc<FilterPlugin>>,
 }
 
 /// A compiled upstream service.

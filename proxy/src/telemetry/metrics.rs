@@ -106,6 +106,22 @@ pub struct ServiceReasonLabels {
     pub reason: &'static str,
 }
 
+/// Labels of metrics a plugin records itself.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginMetricLabels {
+    /// Plugin name.
+    pub plugin: String,
+    /// The name the plugin gave.
+    pub name: String,
+}
+
+/// Labels of per-plugin metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginLabels {
+    /// Plugin name.
+    pub plugin: String,
+}
+
 /// Labels of per-listener metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -147,6 +163,12 @@ pub struct Metrics {
     pub retries: Family<ServiceLabels, Counter>,
     /// Retries not sent because the retry budget was spent.
     pub retry_budget_exhausted: Family<ServiceLabels, Counter>,
+    /// Plugin calls that failed (trap, deadline, memory).
+    pub plugin_failures: Family<PluginLabels, Counter>,
+    /// Plugin instances created.
+    pub plugin_instances: Family<PluginLabels, Counter>,
+    /// Metrics plugins record through their `metrics` import.
+    pub plugin_families: crate::plugin::PluginMetricFamilies,
 }
 
 impl Default for Metrics {
@@ -174,6 +196,22 @@ impl Metrics {
         let shed = Family::default();
         let retries = Family::default();
         let retry_budget_exhausted = Family::default();
+        let plugin_failures = Family::default();
+        let plugin_instances = Family::default();
+        let plugin_families = crate::plugin::PluginMetricFamilies::default();
+        registry.register(
+            "plugin_failures",
+            "Plugin calls that failed (trap, deadline, memory)",
+            plugin_failures.clone(),
+        );
+        registry.register("plugin_instances", "Plugin instances created", plugin_instances.clone());
+        registry.register("plugin_counter", "Counters plugins record", plugin_families.counters.clone());
+        registry.register_with_unit(
+            "plugin_histogram",
+            "Histograms plugins record (recorded in microseconds)",
+            prometheus_client::registry::Unit::Seconds,
+            plugin_families.histograms.clone(),
+        );
         registry.register("health_checks", "Active health-check probes, by result", health_checks.clone());
         registry.register(
             "endpoint_health",
@@ -235,6 +273,9 @@ impl Metrics {
             shed,
             retries,
             retry_budget_exhausted,
+            plugin_failures,
+            plugin_instances,
+            plugin_families,
         }
     }
 

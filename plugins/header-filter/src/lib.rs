@@ -1,0 +1,94 @@
+//! Header filter: on requests, answers 401 when `api_keys` is set and `x-api-key` is not one
+//! of them, adds `x-request-id` when absent, and sets/removes the configured headers; on
+//! responses, sets/removes the configured response headers.
+//!
+//! Config: `{ request_set = { "x-env" = "prod" }, request_remove = ["x-debug"],
+//! response_set = { "x-served-by" = "wasmesh" }, response_remove = ["server"], api_keys = ["k1"] }`.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use wasmesh_plugin_sdk::filter::exports::wasmesh::plugin::lifecycle;
+use wasmesh_plugin_sdk::filter::wasmesh::plugin::types::{LocalResponse, Mutations};
+use wasmesh_plugin_sdk::filter::{FilterAction, Guest, RequestHead, ResponseHead};
+use wasmesh_plugin_sdk::header;
+
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    request_set: BTreeMap<String, String>,
+    #[serde(default)]
+    request_remove: Vec<String>,
+    #[serde(default)]
+    response_set: BTreeMap<String, String>,
+    #[serde(default)]
+    response_remove: Vec<String>,
+    #[serde(default)]
+    api_keys: Vec<String>,
+    #[serde(default = "yes")]
+    request_id: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+static CONFIG: OnceLock<Config> = OnceLock::new();
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn pairs(map: &BTreeMap<String, String>) -> Vec<(String, Vec<u8>)> {
+    map.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec())).collect()
+}
+
+struct HeaderFilter;
+
+impl lifecycle::Guest for HeaderFilter {
+    fn init(config_json: String) -> Result<(), String> {
+        wasmesh_plugin_sdk::init_panic_hook();
+        let config: Config = serde_json::from_str(&config_json).map_err(|e| format!("config: {e}"))?;
+        let _ = CONFIG.set(config);
+        Ok(())
+    }
+}
+
+impl Guest for HeaderFilter {
+    fn on_request(req: RequestHead) -> FilterAction {
+        let Some(cfg) = CONFIG.get() else { return FilterAction::Proceed };
+        if !cfg.api_keys.is_empty()
+            && !header(&req.headers, "x-api-key").is_some_and(|k| cfg.api_keys.iter().any(|a| a == k))
+        {
+            return FilterAction::Respond(LocalResponse {
+                status: 401,
+                headers: vec![
+                    ("content-type".into(), b"text/plain".to_vec()),
+                    ("www-authenticate".into(), b"ApiKey".to_vec()),
+                ],
+                body: b"missing or invalid API key\n".to_vec(),
+            });
+        }
+        let mut set = pairs(&cfg.request_set);
+        if cfg.request_id && header(&req.headers, "x-request-id").is_none() {
+            set.push(("x-request-id".into(), format!("wm-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)).into_bytes()));
+        }
+        if set.is_empty() && cfg.request_remove.is_empty() {
+            return FilterAction::Proceed;
+        }
+        FilterAction::Mutate(Mutations { set, remove: cfg.request_remove.clone(), path: None })
+    }
+
+    fn on_response(_req: RequestHead, _resp: ResponseHead) -> FilterAction {
+        let Some(cfg) = CONFIG.get() else { return FilterAction::Proceed };
+        if cfg.response_set.is_empty() && cfg.response_remove.is_empty() {
+            return FilterAction::Proceed;
+        }
+        FilterAction::Mutate(Mutations {
+            set: pairs(&cfg.response_set),
+            remove: cfg.response_remove.clone(),
+            path: None,
+        })
+    }
+}
+
+wasmesh_plugin_sdk::filter::export_filter!(HeaderFilter with_types_in wasmesh_plugin_sdk::filter);

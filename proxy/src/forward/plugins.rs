@@ -1,0 +1,76 @@
+//! Glue between the request path and Wasm plugins: what a plugin sees, and applying what it
+//! decides.
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+
+use super::response::{ERROR_HEADER, ResponseBody};
+use crate::body::Body;
+use crate::plugin::types;
+
+/// The request as a plugin sees it, with only the headers `reads` accepts.
+pub fn request_head(
+    method: &http::Method,
+    authority: &str,
+    path: &PathAndQuery,
+    client: std::net::SocketAddr,
+    headers: &HeaderMap,
+    reads: impl Fn(&str) -> bool,
+) -> types::RequestHead {
+    types::RequestHead {
+        method: method.as_str().to_owned(),
+        authority: authority.to_owned(),
+        path: path.as_str().to_owned(),
+        client_addr: client.to_string(),
+        headers: header_list(headers, reads),
+    }
+}
+
+/// Headers as a plugin sees them.
+pub fn header_list(headers: &HeaderMap, reads: impl Fn(&str) -> bool) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .filter(|(name, _)| reads(name.as_str()))
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect()
+}
+
+/// Applies header and path changes; invalid names or values are skipped with a debug log.
+pub fn apply(m: &types::Mutations, headers: &mut HeaderMap, path: Option<&mut PathAndQuery>) {
+    for name in &m.remove {
+        headers.remove(name.as_str());
+    }
+    for (name, value) in &m.set {
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value)) {
+            (Ok(n), Ok(v)) => {
+                headers.insert(n, v);
+            }
+            _ => tracing::debug!(header = %name, "plugin set an invalid header; skipped"),
+        }
+    }
+    if let (Some(new), Some(path)) = (&m.path, path) {
+        match PathAndQuery::try_from(new.as_str()) {
+            Ok(p) => *path = p,
+            Err(_) => tracing::debug!(path = %new, "plugin set an invalid path; skipped"),
+        }
+    }
+}
+
+/// A plugin's own answer.
+pub fn local_response(lr: types::LocalResponse) -> Response<ResponseBody> {
+    let mut resp = Response::new(ResponseBody::plain(Body::full(Bytes::from(lr.body))));
+    *resp.status_mut() = StatusCode::from_u16(lr.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    apply(&types::Mutations { set: lr.headers, remove: vec![], path: None }, resp.headers_mut(), None);
+    resp
+}
+
+/// The answer when a plugin failed and fails closed.
+pub fn failed_closed(plugin: &str, status: u16) -> Response<ResponseBody> {
+    let body = format!("plugin `{plugin}` failed\n");
+    let mut resp = Response::new(ResponseBody::plain(Body::full(body)));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(ERROR_HEADER, HeaderValue::from_static("plugin_failed"));
+    resp
+}

@@ -1,0 +1,325 @@
+//! Wasm plugins: components implementing a world of `wit/plugin.wit`, compiled once per load,
+//! kept warm in a pool of instances, and called under an epoch deadline and a memory cap.
+//!
+//! A plugin that traps, loops past its deadline or exceeds its memory is a failure of that
+//! call only: its instance is dropped (the next call gets a fresh one), the failure is counted
+//! and logged, and the request gets the plugin's failure mode (`fail = "open"` skips the
+//! plugin, `"closed"` answers with `fail_status`). The proxy never goes down with a plugin.
+
+mod bindings;
+mod host;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crossbeam_queue::ArrayQueue;
+use prometheus_client::metrics::counter::Counter;
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Engine, Store};
+
+pub use bindings::types;
+use bindings::{filter as filter_world, router as router_world};
+pub use host::{HostState, PluginMetricFamilies};
+
+use crate::config::{FailMode, PluginConfig, PluginKind};
+
+/// Epoch ticks per second: a plugin's deadline is counted in these.
+const TICKS_PER_SECOND: u64 = 1000;
+/// Warm instances kept per plugin.
+const POOL_SIZE: usize = 256;
+
+/// A plugin that could not be loaded; the message names the plugin, its kind and file.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin `{name}` ({kind}, {path}): {reason}")]
+pub struct PluginError {
+    /// Plugin name.
+    pub name: String,
+    /// Its kind.
+    pub kind: &'static str,
+    /// Its file.
+    pub path: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// The shared wasmtime engine, with epoch interruption driven by a background ticker.
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).expect("the wasmtime configuration is valid");
+        let ticker = engine.clone();
+        std::thread::Builder::new()
+            .name("wasmesh-epoch".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_micros(1_000_000 / TICKS_PER_SECOND));
+                    ticker.increment_epoch();
+                }
+            })
+            .expect("spawn the epoch ticker");
+        engine
+    })
+}
+
+/// What calling a plugin may cost it.
+#[derive(Debug, Clone)]
+struct Limits {
+    deadline_ticks: u64,
+    memory_bytes: usize,
+}
+
+/// Counters of one plugin.
+#[derive(Debug, Clone, Default)]
+pub struct PluginCounters {
+    /// Calls that failed (trap, deadline, memory).
+    pub failures: Counter,
+    /// Instances created.
+    pub instances: Counter,
+}
+
+/// A loaded plugin of any kind.
+#[derive(Debug)]
+pub enum Plugin {
+    /// A router.
+    Router(Arc<RouterPlugin>),
+    /// A filter.
+    Filter(Arc<FilterPlugin>),
+}
+
+/// Everything shared by plugins of every kind.
+pub struct Common<P, I> {
+    name: Arc<str>,
+    pre: P,
+    config_json: String,
+    limits: Limits,
+    idle: ArrayQueue<I>,
+    families: PluginMetricFamilies,
+    counters: PluginCounters,
+    /// Request headers the plugin reads; all when empty.
+    pub headers: Vec<String>,
+    /// What a failure means for the request.
+    pub fail: FailMode,
+    /// Status answered when failing closed.
+    pub fail_status: u16,
+    logged_failure: AtomicBool,
+}
+
+impl<P, I> std::fmt::Debug for Common<P, I> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin").field("name", &self.name).field("idle", &self.idle.len()).finish()
+    }
+}
+
+/// A call that failed.
+#[derive(Debug, thiserror::Error)]
+#[error("plugin `{plugin}` failed: {reason}")]
+pub struct CallError {
+    /// Plugin name.
+    pub plugin: Arc<str>,
+    /// Trap, deadline or limit message.
+    pub reason: String,
+}
+
+impl<P, I> Common<P, I> {
+    fn new_store(&self) -> Store<HostState> {
+        let mut store =
+            Store::new(engine(), HostState::new(self.name.clone(), self.limits.memory_bytes, self.families.clone()));
+        store.limiter(|s| &mut s.limits);
+        store
+    }
+
+    fn failed(&self, reason: String) -> CallError {
+        self.counters.failures.inc();
+        // One warning per plugin version is enough; later failures are counted and debug-logged.
+        if !self.logged_failure.swap(true, Ordering::Relaxed) {
+            tracing::warn!(plugin = %self.name, %reason, "plugin call failed; instance replaced");
+        } else {
+            tracing::debug!(plugin = %self.name, %reason, "plugin call failed; instance replaced");
+        }
+        CallError { plugin: self.name.clone(), reason }
+    }
+
+    /// Whether a request header should be passed to this plugin.
+    pub fn reads_header(&self, name: &str) -> bool {
+        self.headers.is_empty() || self.headers.iter().any(|h| h == name)
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A warm router instance.
+pub struct RouterInstance {
+    store: Store<HostState>,
+    bindings: router_world::Router,
+}
+
+/// A warm filter instance.
+pub struct FilterInstance {
+    store: Store<HostState>,
+    bindings: filter_world::Filter,
+}
+
+/// A router plugin.
+pub type RouterPlugin = Common<router_world::RouterPre<HostState>, RouterInstance>;
+/// A filter plugin.
+pub type FilterPlugin = Common<filter_world::FilterPre<HostState>, FilterInstance>;
+
+impl RouterPlugin {
+    fn instantiate(&self) -> Result<RouterInstance, String> {
+        let mut store = self.new_store();
+        store.set_epoch_deadline(self.limits.deadline_ticks.max(TICKS_PER_SECOND));
+        let bindings = contained(|| self.pre.instantiate(&mut store))?;
+        contained(|| bindings.wasmesh_plugin_lifecycle().call_init(&mut store, &self.config_json))
+            .map_err(|e| format!("init trapped: {e}"))?
+            .map_err(|msg| format!("init rejected the config: {msg}"))?;
+        self.counters.instances.inc();
+        Ok(RouterInstance { store, bindings })
+    }
+
+    /// Decides where `req` goes.
+    pub fn route(&self, req: &types::RequestHead) -> Result<types::RouteDecision, CallError> {
+        let mut inst = match self.idle.pop() {
+            Some(i) => i,
+            None => self.instantiate().map_err(|e| self.failed(e))?,
+        };
+        inst.store.set_epoch_deadline(self.limits.deadline_ticks);
+        match contained(|| inst.bindings.call_route(&mut inst.store, req)) {
+            Ok(decision) => {
+                let _ = self.idle.push(inst);
+                Ok(decision)
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+}
+
+impl FilterPlugin {
+    fn instantiate(&self) -> Result<FilterInstance, String> {
+        let mut store = self.new_store();
+        store.set_epoch_deadline(self.limits.deadline_ticks.max(TICKS_PER_SECOND));
+        let bindings = contained(|| self.pre.instantiate(&mut store))?;
+        contained(|| bindings.wasmesh_plugin_lifecycle().call_init(&mut store, &self.config_json))
+            .map_err(|e| format!("init trapped: {e}"))?
+            .map_err(|msg| format!("init rejected the config: {msg}"))?;
+        self.counters.instances.inc();
+        Ok(FilterInstance { store, bindings })
+    }
+
+    fn call<R>(
+        &self,
+        f: impl FnOnce(&filter_world::Filter, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let mut inst = match self.idle.pop() {
+            Some(i) => i,
+            None => self.instantiate().map_err(|e| self.failed(e))?,
+        };
+        inst.store.set_epoch_deadline(self.limits.deadline_ticks);
+        match contained(|| f(&inst.bindings, &mut inst.store)) {
+            Ok(r) => {
+                let _ = self.idle.push(inst);
+                Ok(r)
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// The filter's decision on a request.
+    pub fn on_request(&self, req: &types::RequestHead) -> Result<types::FilterAction, CallError> {
+        self.call(|b, store| b.call_on_request(store, req))
+    }
+
+    /// The filter's decision on a response.
+    pub fn on_response(
+        &self,
+        req: &types::RequestHead,
+        resp: &types::ResponseHead,
+    ) -> Result<types::FilterAction, CallError> {
+        self.call(|b, store| b.call_on_response(store, req, resp))
+    }
+}
+
+/// Runs a plugin call so that nothing it does can unwind into the proxy: a trap is an error,
+/// and so is a panic in a host function it called (for instance WASI stdio, which plugins are
+/// not granted: its blocking calls cannot run on a proxy worker thread).
+fn contained<R>(call: impl FnOnce() -> wasmtime::Result<R>) -> Result<R, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)) {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "host function panicked".into());
+            Err(format!("host call failed: {}", what.lines().next().unwrap_or_default()))
+        }
+    }
+}
+
+/// Loads, links and initialises the plugin `cfg` describes. Compiles the component: call it
+/// off the request path.
+pub fn load(
+    cfg: &PluginConfig,
+    families: &PluginMetricFamilies,
+    counters: PluginCounters,
+) -> Result<Plugin, PluginError> {
+    let kind = cfg.kind.as_str();
+    let err =
+        |reason: String| PluginError { name: cfg.name.clone(), kind, path: cfg.path.display().to_string(), reason };
+    let bytes = std::fs::read(&cfg.path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let component = Component::new(engine(), &bytes).map_err(|e| err(format!("not a valid component: {e:#}")))?;
+    let mut linker: Linker<HostState> = Linker::new(engine());
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| err(format!("{e:#}")))?;
+    let config_json = serde_json::to_string(&cfg.config).map_err(|e| err(format!("config: {e}")))?;
+    let limits = Limits {
+        deadline_ticks: (cfg.timeout.as_micros() as u64 * TICKS_PER_SECOND).div_ceil(1_000_000).max(1) + 1,
+        memory_bytes: cfg.memory_limit_mib * 1024 * 1024,
+    };
+    let world_err = |e: wasmtime::Error| err(format!("does not implement the `{kind}` world: {e:#}"));
+    macro_rules! common {
+        ($pre:expr) => {
+            Common {
+                name: Arc::from(cfg.name.as_str()),
+                pre: $pre,
+                config_json,
+                limits,
+                idle: ArrayQueue::new(POOL_SIZE),
+                families: families.clone(),
+                counters,
+                headers: cfg.headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                fail: cfg.fail,
+                fail_status: cfg.fail_status,
+                logged_failure: AtomicBool::new(false),
+            }
+        };
+    }
+    match cfg.kind {
+        PluginKind::Router => {
+            router_world::Router::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+                .map_err(|e| err(format!("{e:#}")))?;
+            let pre = linker.instantiate_pre(&component).map_err(world_err)?;
+            let pre = router_world::RouterPre::new(pre).map_err(world_err)?;
+            let plugin = common!(pre);
+            // One instance now: it proves the component links, and `init` accepts the config.
+            let first = plugin.instantiate().map_err(err)?;
+            let _ = plugin.idle.push(first);
+            Ok(Plugin::Router(Arc::new(plugin)))
+        }
+        PluginKind::Filter => {
+            filter_world::Filter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+                .map_err(|e| err(format!("{e:#}")))?;
+            let pre = linker.instantiate_pre(&component).map_err(world_err)?;
+            let pre = filter_world::FilterPre::new(pre).map_err(world_err)?;
+            let plugin = common!(pre);
+            let first = plugin.instantiate().map_err(err)?;
+            let _ = plugin.idle.push(first);
+            Ok(Plugin::Filter(Arc::new(plugin)))
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Wasm plugins built from `plugins/` (run `plugins/build.sh` first) deciding routes, changing
+//! and answering requests, and failing without taking the proxy down.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+
+use crate::harness::{Proxy, backends, free_port, get, json, send, text, wasmesh_bin};
+
+fn wasm(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins/target/wasm32-wasip2/release").join(name);
+    assert!(path.exists(), "{} missing: run plugins/build.sh", path.display());
+    path.display().to_string()
+}
+
+fn plugin(name: &str, kind: &str, file: &str, config: &str, extra: &str) -> String {
+    format!(
+        "[[plugins]]\nname = \"{name}\"\nkind = \"{kind}\"\npath = \"{}\"\nconfig = {config}\n{extra}\n",
+        wasm(file)
+    )
+}
+
+fn empty() -> Full<Bytes> {
+    Full::new(Bytes::new())
+}
+
+#[tokio::test]
+async fn a_router_plugin_decides_the_service() {
+    let b = backends(2).await;
+    let config = format!(
+        "{}\n[[routes]]\nname = \"r\"\nservice = \"stable\"\nrouter = \"canary\"\n\n[[services]]\nname = \"stable\"\nendpoints = [{{ address = \"{}\" }}]\n[[services]]\nname = \"canary\"\nendpoints = [{{ address = \"{}\" }}]\n",
+        plugin(
+            "canary",
+            "router",
+            "canary_router.wasm",
+            "{ canary = \"canary\", header = \"x-canary\", value = \"1\" }",
+            ""
+        ),
+        b[0].addr,
+        b[1].addr
+    );
+    let proxy = Proxy::start(&config).await;
+    for _ in 0..5 {
+        let seen = json(send(Request::get(proxy.url("/echo")).body(empty()).expect("req")).await).await;
+        assert_eq!(seen["backend"], "b0");
+        let seen =
+            json(send(Request::get(proxy.url("/echo")).header("x-canary", "1").body(empty()).expect("req")).await)
+                .await;
+        assert_eq!(seen["backend"], "b1");
+        assert_eq!(seen["headers"]["x-canary-routed"], "1", "the router's header mutation reached the backend");
+    }
+}
+
+#[tokio::test]
+async fn filters_change_headers_both_ways_and_answer_401_locally() {
+    let b = backends(1).await;
+    let filter_cfg = r#"{ request_set = { "x-env" = "prod" }, request_remove = ["x-debug"], response_set = { "x-served-by" = "wasmesh" }, response_remove = ["x-backend"] }"#;
+    let auth_cfg = r#"{ api_keys = ["k1"], request_id = false }"#;
+    let config = format!(
+        "{}{}\n[[routes]]\nname = \"open\"\nservice = \"s\"\nfilters = [\"headers\"]\nmatch = {{ path_prefix = \"/echo\" }}\n[[routes]]\nname = \"locked\"\nservice = \"s\"\nfilters = [\"auth\"]\nmatch = {{ path_prefix = \"/locked\" }}\n\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}]\n",
+        plugin("headers", "filter", "header_filter.wasm", filter_cfg, ""),
+        plugin("auth", "filter", "header_filter.wasm", auth_cfg, ""),
+        b[0].addr
+    );
+    let proxy = Proxy::start(&config).await;
+    let resp = send(Request::get(proxy.url("/echo")).header("x-debug", "1").body(empty()).expect("req")).await;
+    assert_eq!(resp.headers()["x-served-by"], "wasmesh");
+    assert!(resp.headers().get("x-backend").is_none(), "response header removed by the filter");
+    let seen = json(resp).await;
+    let headers = seen["headers"].as_object().expect("headers");
+    assert_eq!(headers["x-env"], "prod");
+    assert!(!headers.contains_key("x-debug"));
+    assert!(headers["x-request-id"].as_str().is_some_and(|id| id.starts_with("wm-")));
+
+    let hits = b[0].hits();
+    let resp = get(&proxy.url("/locked")).await.expect("request");
+    assert_eq!(resp.status(), 401);
+    assert_eq!(text(resp).await, "missing or invalid API key\n");
+    assert_eq!(b[0].hits(), hits, "a local 401 never reaches the upstream");
+    let resp = send(Request::get(proxy.url("/locked")).header("x-api-key", "k1").body(empty()).expect("req")).await;
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn misbehaving_plugins_fail_in_their_mode_within_the_deadline_and_the_proxy_keeps_serving() {
+    let b = backends(1).await;
+    let fault = |name: &str, mode: &str, fail: &str| {
+        plugin(
+            name,
+            "filter",
+            "fault_filter.wasm",
+            &format!("{{ mode = \"{mode}\", every = 2 }}"),
+            &format!("fail = \"{fail}\"\ntimeout = \"20ms\"\nmemory_limit_mib = 32\n"),
+        )
+    };
+    let mut config = String::new();
+    for (name, mode, fail) in
+        [("trap", "trap", "open"), ("loop", "loop", "closed"), ("alloc", "alloc", "open"), ("stdout", "stdout", "open")]
+    {
+        config.push_str(&fault(name, mode, fail));
+        config.push_str(&format!(
+            "[[routes]]\nname = \"{name}\"\nservice = \"s\"\nfilters = [\"{name}\"]\nmatch = {{ path_prefix = \"/{name}\" }}\n"
+        ));
+    }
+    config.push_str(&format!("[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}]\n", b[0].addr));
+    let proxy = Proxy::start(&config).await;
+
+    for name in ["trap", "loop", "alloc", "stdout"] {
+        let mut statuses = Vec::new();
+        for _ in 0..6 {
+            let started = Instant::now();
+            let resp = match get(&proxy.url(&format!("/{name}/echo"))).await {
+                Ok(r) => r,
+                Err(e) => panic!("{name}: {e:?}\n{}", proxy.log()),
+            };
+            assert!(started.elapsed() < Duration::from_secs(2), "{name}: took {:?}", started.elapsed());
+            statuses.push(resp.status().as_u16());
+            text(resp).await;
+        }
+        // Every other call misbehaves; the ones between run on a fresh instance and pass.
+        let want: Vec<u16> = match name {
+            "loop" => vec![200, 503, 200, 503, 200, 503],
+            _ => vec![200; 6],
+        };
+        assert_eq!(statuses, want, "{name}");
+        let failures = proxy.metric(&format!("wasmesh_plugin_failures_total{{plugin=\"{name}\"}}")).await;
+        assert_eq!(failures, Some(3.0), "{name}");
+    }
+    assert_eq!(get(&proxy.url("/trap/")).await.expect("still serving").status(), 200);
+}
+
+fn start_fails(config: &str) -> String {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("wasmesh.toml");
+    let admin = free_port();
+    std::fs::write(&path, format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n{config}")).expect("write");
+    let out = std::process::Command::new(wasmesh_bin()).args(["run", "--config"]).arg(&path).output().expect("run");
+    assert!(!out.status.success(), "wasmesh started with a broken plugin");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn broken_plugins_are_refused_at_load_with_the_reason() {
+    let dir = tempfile::tempdir().expect("dir");
+    let corrupt = dir.path().join("corrupt.wasm");
+    std::fs::write(&corrupt, b"\0asm garbage").expect("write");
+    let cases = [
+        (
+            format!("[[plugins]]\nname = \"bad\"\nkind = \"filter\"\npath = \"{}\"\n", corrupt.display()),
+            "plugin `bad` (filter,",
+            "not a valid component",
+        ),
+        (
+            plugin("wrong", "router", "header_filter.wasm", "{}", ""),
+            "plugin `wrong` (router,",
+            "does not implement the `router` world",
+        ),
+        (
+            plugin("canary", "router", "canary_router.wasm", "{ percent = 5 }", ""),
+            "plugin `canary` (router,",
+            "init rejected the config: config: missing field `canary`",
+        ),
+    ];
+    for (config, who, why) in cases {
+        let stderr = start_fails(&config);
+        assert!(stderr.contains(who) && stderr.contains(why), "want {who:?} and {why:?} in:\n{stderr}");
+    }
+}

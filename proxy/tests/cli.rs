@@ -16,7 +16,7 @@ fn check(text: &str) -> (i32, String, String) {
 #[test]
 fn shipped_examples_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    for file in ["examples/quickstart/wasmesh.toml", "benches/peers.toml"] {
+    for file in ["examples/quickstart/wasmesh.toml", "benches/peers.toml", "benches/peers-plugins.toml"] {
         let out = Command::new(env!("CARGO_BIN_EXE_wasmesh")).arg("check").arg(root.join(file)).output().expect("run");
         assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
         assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));

@@ -7,7 +7,7 @@ use http::Request;
 use http_body_util::Full;
 use tokio::io::AsyncReadExt;
 
-use crate::harness::{Proxy, backends, free_port, get, json, send, text};
+use crate::harness::{Proxy, backends, free_port, get, json, one_route, send, text};
 
 #[tokio::test]
 async fn each_error_has_its_status_reason_and_metric() {
@@ -88,10 +88,7 @@ endpoints = [{{ address = "{}" }}]
 #[tokio::test]
 async fn hop_by_hop_headers_are_stripped_and_forwarded_headers_added() {
     let b = backends(1).await;
-    let config = format!(
-        "[[routes]]\nname = \"r\"\nservice = \"s\"\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}]\n",
-        b[0].addr
-    );
+    let config = one_route(b[0].addr);
     let proxy = Proxy::start(&config).await;
 
     let req = Request::get(proxy.url("/echo"))
@@ -182,10 +179,7 @@ endpoints = [{{ address = "{}" }}]
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_status_class() {
     let b = backends(1).await;
-    let config = format!(
-        "[[routes]]\nname = \"r\"\nservice = \"s\"\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}]\n",
-        b[0].addr
-    );
+    let config = one_route(b[0].addr);
     let proxy = Proxy::start(&config).await;
     for _ in 0..5 {
         text(get(&proxy.url("/")).await.expect("request")).await;

@@ -43,6 +43,13 @@ pub fn endpoints(backends: &[Backend]) -> String {
     format!("[{}]", list.join(", "))
 }
 
+/// A route `r` sending everything to service `s` with the one endpoint `addr`.
+pub fn one_route(addr: SocketAddr) -> String {
+    format!(
+        "[[routes]]\nname = \"r\"\nservice = \"s\"\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{addr}\" }}]\n"
+    )
+}
+
 /// A running `wasmesh run` process, killed on drop.
 pub struct Proxy {
     child: Child,

@@ -11,7 +11,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{Proxy, backends, client, h2c_client, json, text};
+use crate::harness::{Proxy, backends, client, h2c_client, json, one_route, text};
 
 #[tokio::test]
 async fn h1_and_h2c_on_both_sides() {
@@ -54,10 +54,7 @@ endpoints = [{{ address = "{}" }}]
 async fn a_100_mb_body_streams_both_ways_with_flat_memory() {
     const SIZE: u64 = 100 * 1024 * 1024;
     let b = backends(1).await;
-    let config = format!(
-        "[[routes]]\nname = \"r\"\nservice = \"s\"\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}]\n",
-        b[0].addr
-    );
+    let config = one_route(b[0].addr);
     let proxy = Proxy::start(&config).await;
     text(client().get(proxy.url("/").parse().expect("url")).await.expect("warm-up")).await;
     let rss_before = proxy.rss_kib();
@@ -94,10 +91,7 @@ async fn a_100_mb_body_streams_both_ways_with_flat_memory() {
 #[tokio::test]
 async fn websocket_upgrade_is_passed_through() {
     let b = backends(1).await;
-    let config = format!(
-        "[[routes]]\nname = \"r\"\nservice = \"s\"\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}]\n",
-        b[0].addr
-    );
+    let config = one_route(b[0].addr);
     let proxy = Proxy::start(&config).await;
     let (mut ws, resp) =
         tokio_tungstenite::connect_async(format!("ws://{}/ws", proxy.listen)).await.expect("handshake");
@@ -114,10 +108,7 @@ async fn websocket_upgrade_is_passed_through() {
 #[tokio::test]
 async fn chunked_upstream_bodies_are_relayed_whole() {
     let b = backends(1).await;
-    let config = format!(
-        "[[routes]]\nname = \"r\"\nservice = \"s\"\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}]\n",
-        b[0].addr
-    );
+    let config = one_route(b[0].addr);
     let proxy = Proxy::start(&config).await;
     let c = client();
     for size in [0usize, 1, 65_536, 300_001] {
@@ -159,9 +150,7 @@ async fn closing_backend() -> (std::net::SocketAddr, std::sync::Arc<std::sync::a
 #[tokio::test]
 async fn a_pooled_connection_closed_by_the_upstream_is_replaced_transparently() {
     let (addr, connections) = closing_backend().await;
-    let config = format!(
-        "[[routes]]\nname = \"r\"\nservice = \"s\"\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{addr}\" }}]\n"
-    );
+    let config = one_route(addr);
     let proxy = Proxy::start(&config).await;
     let c = client();
     for i in 0..20 {

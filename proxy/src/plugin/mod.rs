@@ -89,13 +89,61 @@ pub enum Plugin {
     Filter(Arc<FilterPlugin>),
 }
 
+/// A plugin world as the host drives it: how to instantiate it and call its `init`.
+pub trait World {
+    /// The pre-linked component.
+    type Pre;
+    /// The instantiated bindings.
+    type Bindings;
+    /// Instantiates `pre` in `store`.
+    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings>;
+    /// Calls the instance's `init` with its configuration.
+    fn init(b: &Self::Bindings, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<(), String>>;
+}
+
+/// The `router` world.
+#[derive(Debug)]
+pub struct RouterWorld;
+
+impl World for RouterWorld {
+    type Pre = router_world::RouterPre<HostState>;
+    type Bindings = router_world::Router;
+    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
+        pre.instantiate(store)
+    }
+    fn init(b: &Self::Bindings, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<(), String>> {
+        b.wasmesh_plugin_lifecycle().call_init(store, config)
+    }
+}
+
+/// The `filter` world.
+#[derive(Debug)]
+pub struct FilterWorld;
+
+impl World for FilterWorld {
+    type Pre = filter_world::FilterPre<HostState>;
+    type Bindings = filter_world::Filter;
+    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
+        pre.instantiate(store)
+    }
+    fn init(b: &Self::Bindings, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<(), String>> {
+        b.wasmesh_plugin_lifecycle().call_init(store, config)
+    }
+}
+
+/// A warm instance of world `W`.
+pub struct Instance<W: World> {
+    store: Store<HostState>,
+    bindings: W::Bindings,
+}
+
 /// Everything shared by plugins of every kind.
-pub struct Common<P, I> {
+pub struct Common<W: World> {
     name: Arc<str>,
-    pre: P,
+    pre: W::Pre,
     config_json: String,
     limits: Limits,
-    idle: ArrayQueue<I>,
+    idle: ArrayQueue<Instance<W>>,
     families: PluginMetricFamilies,
     counters: PluginCounters,
     /// Request headers the plugin reads; all when empty.
@@ -107,7 +155,7 @@ pub struct Common<P, I> {
     logged_failure: AtomicBool,
 }
 
-impl<P, I> std::fmt::Debug for Common<P, I> {
+impl<W: World> std::fmt::Debug for Common<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plugin").field("name", &self.name).field("idle", &self.idle.len()).finish()
     }
@@ -123,12 +171,38 @@ pub struct CallError {
     pub reason: String,
 }
 
-impl<P, I> Common<P, I> {
-    fn new_store(&self) -> Store<HostState> {
+impl<W: World> Common<W> {
+    /// A fresh instance with `init` already run on the plugin's configuration.
+    fn instantiate(&self) -> Result<Instance<W>, String> {
         let mut store =
             Store::new(engine(), HostState::new(self.name.clone(), self.limits.memory_bytes, self.families.clone()));
         store.limiter(|s| &mut s.limits);
-        store
+        store.set_epoch_deadline(self.limits.deadline_ticks.max(TICKS_PER_SECOND));
+        let bindings = contained(|| W::instantiate(&self.pre, &mut store))?;
+        contained(|| W::init(&bindings, &mut store, &self.config_json))
+            .map_err(|e| format!("init trapped: {e}"))?
+            .map_err(|msg| format!("init rejected the config: {msg}"))?;
+        self.counters.instances.inc();
+        Ok(Instance { store, bindings })
+    }
+
+    /// Runs `f` on a warm instance under the call deadline; a failed instance is dropped.
+    fn call<R>(
+        &self,
+        f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let mut inst = match self.idle.pop() {
+            Some(i) => i,
+            None => self.instantiate().map_err(|e| self.failed(e))?,
+        };
+        inst.store.set_epoch_deadline(self.limits.deadline_ticks);
+        match contained(|| f(&inst.bindings, &mut inst.store)) {
+            Ok(r) => {
+                let _ = self.idle.push(inst);
+                Ok(r)
+            }
+            Err(e) => Err(self.failed(e)),
+        }
     }
 
     fn failed(&self, reason: String) -> CallError {
@@ -153,82 +227,19 @@ impl<P, I> Common<P, I> {
     }
 }
 
-/// A warm router instance.
-pub struct RouterInstance {
-    store: Store<HostState>,
-    bindings: router_world::Router,
-}
-
-/// A warm filter instance.
-pub struct FilterInstance {
-    store: Store<HostState>,
-    bindings: filter_world::Filter,
-}
-
 /// A router plugin.
-pub type RouterPlugin = Common<router_world::RouterPre<HostState>, RouterInstance>;
+pub type RouterPlugin = Common<RouterWorld>;
 /// A filter plugin.
-pub type FilterPlugin = Common<filter_world::FilterPre<HostState>, FilterInstance>;
+pub type FilterPlugin = Common<FilterWorld>;
 
 impl RouterPlugin {
-    fn instantiate(&self) -> Result<RouterInstance, String> {
-        let mut store = self.new_store();
-        store.set_epoch_deadline(self.limits.deadline_ticks.max(TICKS_PER_SECOND));
-        let bindings = contained(|| self.pre.instantiate(&mut store))?;
-        contained(|| bindings.wasmesh_plugin_lifecycle().call_init(&mut store, &self.config_json))
-            .map_err(|e| format!("init trapped: {e}"))?
-            .map_err(|msg| format!("init rejected the config: {msg}"))?;
-        self.counters.instances.inc();
-        Ok(RouterInstance { store, bindings })
-    }
-
     /// Decides where `req` goes.
     pub fn route(&self, req: &types::RequestHead) -> Result<types::RouteDecision, CallError> {
-        let mut inst = match self.idle.pop() {
-            Some(i) => i,
-            None => self.instantiate().map_err(|e| self.failed(e))?,
-        };
-        inst.store.set_epoch_deadline(self.limits.deadline_ticks);
-        match contained(|| inst.bindings.call_route(&mut inst.store, req)) {
-            Ok(decision) => {
-                let _ = self.idle.push(inst);
-                Ok(decision)
-            }
-            Err(e) => Err(self.failed(e)),
-        }
+        self.call(|b, store| b.call_route(store, req))
     }
 }
 
 impl FilterPlugin {
-    fn instantiate(&self) -> Result<FilterInstance, String> {
-        let mut store = self.new_store();
-        store.set_epoch_deadline(self.limits.deadline_ticks.max(TICKS_PER_SECOND));
-        let bindings = contained(|| self.pre.instantiate(&mut store))?;
-        contained(|| bindings.wasmesh_plugin_lifecycle().call_init(&mut store, &self.config_json))
-            .map_err(|e| format!("init trapped: {e}"))?
-            .map_err(|msg| format!("init rejected the config: {msg}"))?;
-        self.counters.instances.inc();
-        Ok(FilterInstance { store, bindings })
-    }
-
-    fn call<R>(
-        &self,
-        f: impl FnOnce(&filter_world::Filter, &mut Store<HostState>) -> wasmtime::Result<R>,
-    ) -> Result<R, CallError> {
-        let mut inst = match self.idle.pop() {
-            Some(i) => i,
-            None => self.instantiate().map_err(|e| self.failed(e))?,
-        };
-        inst.store.set_epoch_deadline(self.limits.deadline_ticks);
-        match contained(|| f(&inst.bindings, &mut inst.store)) {
-            Ok(r) => {
-                let _ = self.idle.push(inst);
-                Ok(r)
-            }
-            Err(e) => Err(self.failed(e)),
-        }
-    }
-
     /// The filter's decision on a request.
     pub fn on_request(&self, req: &types::RequestHead) -> Result<types::FilterAction, CallError> {
         self.call(|b, store| b.call_on_request(store, req))

@@ -43,16 +43,12 @@ pub fn encode_head(method: &Method, path: &str, headers: &HeaderMap, framing: Re
         RequestFraming::None => {}
         RequestFraming::Length(n) => {
             out.put_slice(b"content-length: ");
-            out.put_slice(itoa_u64(n).as_bytes());
+            out.put_slice(n.to_string().as_bytes());
             out.put_slice(b"\r\n");
         }
         RequestFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.put_slice(b"\r\n");
-}
-
-fn itoa_u64(n: u64) -> String {
-    n.to_string()
 }
 
 /// A parsed response head.
@@ -100,7 +96,7 @@ fn head_end(buf: &[u8]) -> Option<usize> {
         let lf = i + pos;
         match buf.get(lf + 1..lf + 3) {
             Some([b'\r', b'\n']) => return Some(lf + 3),
-            Some([b'\n', _]) | Some([b'\n']) => return Some(lf + 2),
+            Some([b'\n', _]) => return Some(lf + 2),
             None if buf.get(lf + 1) == Some(&b'\n') => return Some(lf + 2),
             _ => {}
         }

@@ -13,7 +13,13 @@ fn load(name: &str, kind: &str, file: &str, config: &str) -> Plugin {
     assert!(path.exists(), "{} missing: run plugins/build.sh", path.display());
     let toml = format!("name = \"{name}\"\nkind = \"{kind}\"\npath = \"{}\"\nconfig = {config}\n", path.display());
     let cfg: PluginConfig = toml::from_str(&toml).expect("plugin config");
-    plugin::load(&cfg, &PluginMetricFamilies::default(), PluginCounters::default()).expect("plugin loads")
+    plugin::load(
+        &cfg,
+        &std::fs::read(&cfg.path).expect("plugin file"),
+        &PluginMetricFamilies::default(),
+        PluginCounters::default(),
+    )
+    .expect("plugin loads")
 }
 
 fn head(headers: usize) -> types::RequestHead {

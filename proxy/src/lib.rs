@@ -13,6 +13,8 @@ pub mod forward;
 pub mod listener;
 pub mod mesh;
 pub mod plugin;
+pub mod registry;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod snapshot;

@@ -73,7 +73,7 @@ fn run(path: PathBuf, log_format: Option<LogFormat>) -> anyhow::Result<()> {
     .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let drain = cfg.runtime.drain_timeout;
-        let server = Server::start(cfg)?;
+        let server = Server::start(cfg, Some(path.clone())).await?;
         tracing::info!(config = %path.display(), "wasmesh started");
         termination_signal().await.context("cannot install signal handlers")?;
         if server.shutdown(drain).await {

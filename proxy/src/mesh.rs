@@ -1,31 +1,72 @@
-//! The mesh: the current snapshot behind an `ArcSwap`, and the state beside it.
+//! The mesh: the current snapshot behind an `ArcSwap`, the inputs it was built from, and the
+//! state that outlives snapshots.
+//!
+//! A snapshot is a function of three inputs: the configuration, the loaded plugins and the
+//! registered instances. Changing any one rebuilds the snapshot off the request path and
+//! swaps it in one store; requests in flight finish on the one they loaded.
 
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
-use crate::config::Config;
-use crate::plugin::PluginError;
+use crate::config::{Config, PluginConfig};
+use crate::plugin::{self, Plugin, PluginCounters, PluginError};
+use crate::registry::InstanceSet;
 use crate::snapshot::{self, Carried, Snapshot};
 use crate::telemetry::Metrics;
+use crate::telemetry::metrics::PluginLabels;
+use crate::upstream::health::HealthSupervisor;
+
+/// A plugin loaded from a file, kept so that a reload which changes neither its settings nor
+/// its file reuses it instead of compiling it again.
+#[derive(Debug, Clone)]
+pub struct LoadedPlugin {
+    /// Its settings.
+    pub config: PluginConfig,
+    /// Hash of the component file it was loaded from.
+    pub hash: u64,
+    /// The plugin.
+    pub plugin: Plugin,
+}
 
 /// Shared by every listener, the admin API and the reloader.
 #[derive(Debug)]
 pub struct Mesh {
     current: ArcSwap<Snapshot>,
     /// Only touched while a snapshot is built; the request path never locks it.
-    carried: Mutex<(u64, Carried)>,
+    inputs: Mutex<Inputs>,
+    health: HealthSupervisor,
     /// Metric families.
     pub metrics: Metrics,
 }
 
+#[derive(Debug)]
+struct Inputs {
+    version: u64,
+    carried: Carried,
+    config: Arc<Config>,
+    plugins: Arc<[LoadedPlugin]>,
+    instances: Arc<InstanceSet>,
+}
+
 impl Mesh {
-    /// Builds the first snapshot from `config`.
+    /// Builds the first snapshot from `config`, with no registered instances yet.
     pub fn new(config: Config) -> Result<Arc<Self>, PluginError> {
         let metrics = Metrics::new();
+        let plugins: Arc<[LoadedPlugin]> = load_plugins(&config, &[], &metrics)?.into();
+        let config = Arc::new(config);
+        let instances = Arc::new(InstanceSet::new());
         let mut carried = Carried::default();
-        let first = snapshot::build(Arc::new(config), 1, &mut carried, &metrics)?;
-        Ok(Arc::new(Self { current: ArcSwap::from_pointee(first), carried: Mutex::new((1, carried)), metrics }))
+        let first = snapshot::build(config.clone(), &plugins, &instances, 1, &mut carried, &metrics);
+        let inputs = Inputs { version: 1, carried, config, plugins, instances };
+        let mesh = Arc::new(Self {
+            current: ArcSwap::from_pointee(first),
+            inputs: Mutex::new(inputs),
+            health: HealthSupervisor::default(),
+            metrics,
+        });
+        mesh.start_checks();
+        Ok(mesh)
     }
 
     /// The snapshot in force, for a request to hold until it finishes.
@@ -33,15 +74,82 @@ impl Mesh {
         self.current.load_full()
     }
 
-    /// Builds a snapshot from `config` and makes it current in one store. Returns its version;
-    /// on error the current snapshot stays.
-    pub fn apply(&self, config: Config) -> Result<u64, PluginError> {
-        // A poisoned lock only means an earlier build panicked; the carried maps are still whole.
-        let mut guard = self.carried.lock().unwrap_or_else(|e| e.into_inner());
-        let (version, carried) = &mut *guard;
-        let next = snapshot::build(Arc::new(config), *version + 1, carried, &self.metrics)?;
-        *version += 1;
-        self.current.store(Arc::new(next));
-        Ok(*version)
+    /// The plugins in force.
+    pub fn plugins(&self) -> Arc<[LoadedPlugin]> {
+        self.lock().plugins.clone()
     }
+
+    /// Loads `config`'s plugins (reusing unchanged ones), builds a snapshot from it and makes
+    /// it current in one store. Returns its version; on error the current snapshot stays.
+    /// Compiles plugins: call it on a blocking thread.
+    pub fn apply(&self, config: Config) -> Result<u64, PluginError> {
+        let previous = self.plugins();
+        let plugins: Arc<[LoadedPlugin]> = load_plugins(&config, &previous, &self.metrics)?.into();
+        Ok(self.rebuild(|inputs| {
+            inputs.config = Arc::new(config);
+            inputs.plugins = plugins;
+        }))
+    }
+
+    /// Rebuilds the snapshot with a new set of registered instances.
+    pub fn set_instances(&self, instances: Arc<InstanceSet>) -> u64 {
+        self.rebuild(|inputs| inputs.instances = instances)
+    }
+
+    /// Stops every active health check (on shutdown).
+    pub fn stop_checks(&self) {
+        self.health.stop_all();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inputs> {
+        // A poisoned lock only means an earlier build panicked; the inputs are still whole.
+        self.inputs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rebuild(&self, change: impl FnOnce(&mut Inputs)) -> u64 {
+        let mut inputs = self.lock();
+        change(&mut inputs);
+        let Inputs { version, carried, config, plugins, instances } = &mut *inputs;
+        *version += 1;
+        let next = snapshot::build(config.clone(), plugins, instances, *version, carried, &self.metrics);
+        self.current.store(Arc::new(next));
+        drop(inputs);
+        self.start_checks();
+        self.snapshot().version
+    }
+
+    /// Matches the running health checks to the current snapshot (outside a runtime, as in
+    /// benchmarks, there is nothing to run them on).
+    fn start_checks(&self) {
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.health.reconcile(&self.snapshot(), &self.metrics);
+        }
+    }
+}
+
+/// Loads every plugin `config` lists, reusing a `previous` one when its settings and file are
+/// unchanged. Fails whole on the first plugin that cannot load.
+fn load_plugins(
+    config: &Config,
+    previous: &[LoadedPlugin],
+    metrics: &Metrics,
+) -> Result<Vec<LoadedPlugin>, PluginError> {
+    config
+        .plugins
+        .iter()
+        .map(|cfg| {
+            let bytes = std::fs::read(&cfg.path).map_err(|e| PluginError::new(cfg, format!("cannot read: {e}")))?;
+            let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
+            if let Some(same) = previous.iter().find(|p| p.hash == hash && p.config == *cfg) {
+                return Ok(same.clone());
+            }
+            let labels = PluginLabels { plugin: cfg.name.clone() };
+            let counters = PluginCounters {
+                failures: metrics.plugin_failures.get_or_create_owned(&labels),
+                instances: metrics.plugin_instances.get_or_create_owned(&labels),
+            };
+            let plugin = plugin::load(cfg, &bytes, &metrics.plugin_families, counters)?;
+            Ok(LoadedPlugin { config: cfg.clone(), hash, plugin })
+        })
+        .collect()
 }

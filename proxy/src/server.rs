@@ -1,20 +1,25 @@
-//! Running the proxy: bind every listener, serve until a signal, then drain.
+//! Running the proxy: bind every listener, serve until a signal, then drain; follow the
+//! registry; and, when started from a file, reload on change, SIGHUP or `POST /reload`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use hyper::service::service_fn;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::Admin;
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig};
 use crate::forward::{Downstream, forward};
 use crate::listener::{self, BindError, ConnLimits, ListenerMetrics};
 use crate::mesh::Mesh;
+use crate::registry::{self, InstanceSet};
+use crate::reload::Reloader;
 use crate::telemetry::metrics::ListenerLabels;
 use crate::upstream::conn_pool;
-use crate::upstream::health::HealthSupervisor;
 
 /// Limits of the admin listener, which serves few, short requests.
 const ADMIN_LIMITS: ConnLimits = ConnLimits {
@@ -35,6 +40,12 @@ pub enum StartError {
     /// A plugin could not load.
     #[error(transparent)]
     Plugin(#[from] crate::plugin::PluginError),
+    /// The registry could not be opened.
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
+    /// The configuration file could not be watched.
+    #[error("cannot watch the configuration: {0}")]
+    Watch(#[from] notify::Error),
 }
 
 /// A running proxy.
@@ -42,52 +53,28 @@ pub enum StartError {
 pub struct Server {
     /// Shared state.
     pub mesh: Arc<Mesh>,
-    health: Arc<HealthSupervisor>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl Server {
-    /// Binds the admin and proxy listeners of `config` and starts serving. Must run inside a
-    /// Tokio runtime.
-    pub fn start(config: Config) -> Result<Self, StartError> {
+    /// Binds the admin and proxy listeners of `config`, opens the registry and starts serving.
+    /// With `source` (the file `config` was read from), also reloads when that file or a
+    /// plugin it names changes, on SIGHUP and on `POST /reload`.
+    pub async fn start(config: Config, source: Option<PathBuf>) -> Result<Self, StartError> {
         let admin_addr = config.admin.listen;
         let admin_token = config.admin.token.clone();
-        let listeners = config.listeners.clone();
         // Bind everything before serving anything, so a taken port fails the start cleanly.
         let admin_tcp = listener::bind(admin_addr)?;
-        let proxy_tcp = listeners.iter().map(|l| listener::bind(l.listen)).collect::<Result<Vec<_>, _>>()?;
-
-        let mesh = Mesh::new(config)?;
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
+        let listeners = ListenerSet::new(shutdown.clone(), tracker.clone());
+        let bound = listeners.prepare(&config.listeners)?;
 
-        for (cfg, tcp) in listeners.into_iter().zip(proxy_tcp) {
-            let labels = ListenerLabels { listener: cfg.name.clone() };
-            let metrics = ListenerMetrics {
-                open: mesh.metrics.downstream_connections.get_or_create_owned(&labels),
-                rejected: mesh.metrics.downstream_rejected.get_or_create_owned(&labels),
-            };
-            let limits = ConnLimits {
-                header_read_timeout: cfg.header_read_timeout,
-                idle_timeout: cfg.idle_timeout,
-                max_connections: cfg.max_connections,
-            };
-            let mesh = mesh.clone();
-            let name = cfg.name.clone();
-            tracing::info!(listener = %cfg.name, addr = %cfg.listen, "proxy listening");
-            tracker.spawn(listener::serve(tcp, limits, metrics, shutdown.clone(), tracker.clone(), move |peer| {
-                let mesh = mesh.clone();
-                let down = Arc::new(Downstream::new(&name, peer, "http"));
-                service_fn(move |req| {
-                    let (mesh, down) = (mesh.clone(), down.clone());
-                    async move { Ok::<_, Infallible>(forward(mesh, down, req).await) }
-                })
-            }));
-        }
-
-        let health = Arc::new(HealthSupervisor::default());
-        health.reconcile(&mesh.snapshot(), &mesh.metrics);
+        let registry = registry::open(&config.registry).await?;
+        let mesh = Mesh::new(config)?;
+        listeners.commit(&mesh, bound);
+        tokio::spawn(follow_registry(mesh.clone(), registry.watch(), shutdown.clone()));
 
         let sweep_mesh = mesh.clone();
         conn_pool::spawn_sweeper(
@@ -98,32 +85,181 @@ impl Server {
             POOL_SWEEP_PERIOD,
         );
 
-        let admin = Arc::new(Admin::new(mesh.clone(), admin_token));
+        let reloader = match source {
+            Some(path) => {
+                let reloader = Arc::new(Reloader::new(path, mesh.clone(), listeners));
+                crate::reload::watch(reloader.clone(), shutdown.clone())?;
+                tokio::spawn(reload_on_sighup(reloader.clone(), shutdown.clone()));
+                Some(reloader)
+            }
+            None => None,
+        };
+
+        let admin = Arc::new(Admin::new(mesh.clone(), registry, reloader, admin_token));
         tracing::info!(addr = %admin_addr, "admin listening");
         tracker.spawn(listener::serve(
-            admin_tcp,
+            Arc::new(admin_tcp),
             ADMIN_LIMITS,
             ListenerMetrics::default(),
             shutdown.clone(),
             tracker.clone(),
-            move |_peer| {
+            move |peer| {
                 let admin = admin.clone();
                 service_fn(move |req| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(req).await) }
+                    async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
                 })
             },
         ));
-        Ok(Self { mesh, health, shutdown, tracker })
+        Ok(Self { mesh, shutdown, tracker })
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `drain`, then returns.
     /// Returns `false` when connections were still open at the deadline.
     pub async fn shutdown(self, drain: std::time::Duration) -> bool {
         self.shutdown.cancel();
-        self.health.stop_all();
+        self.mesh.stop_checks();
         self.tracker.close();
         tokio::time::timeout(drain, self.tracker.wait()).await.is_ok()
+    }
+}
+
+/// The proxy listeners, which a reload adds, restarts and removes by name.
+#[derive(Debug)]
+pub struct ListenerSet {
+    running: Mutex<HashMap<String, Running>>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+#[derive(Debug)]
+struct Running {
+    config: ListenerConfig,
+    tcp: Arc<TcpListener>,
+    /// Stops this listener's accept loop and drains its connections.
+    stop: CancellationToken,
+}
+
+/// Sockets bound for a listener change that is not yet serving: dropped, they close.
+#[derive(Debug)]
+pub struct BoundListeners {
+    wanted: Vec<(ListenerConfig, Arc<TcpListener>)>,
+}
+
+impl ListenerSet {
+    fn new(shutdown: CancellationToken, tracker: TaskTracker) -> Arc<Self> {
+        Arc::new(Self { running: Mutex::new(HashMap::new()), shutdown, tracker })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Running>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Binds the sockets `wanted` needs that are not open yet; a listener at an address
+    /// already served keeps its socket. Nothing changes until [`ListenerSet::commit`].
+    pub fn prepare(&self, wanted: &[ListenerConfig]) -> Result<BoundListeners, BindError> {
+        let running = self.lock();
+        let wanted = wanted
+            .iter()
+            .map(|cfg| {
+                let open = running.values().find(|r| r.config.listen == cfg.listen).map(|r| r.tcp.clone());
+                let tcp = match open {
+                    Some(tcp) => tcp,
+                    None => Arc::new(listener::bind(cfg.listen)?),
+                };
+                Ok((cfg.clone(), tcp))
+            })
+            .collect::<Result<_, BindError>>()?;
+        Ok(BoundListeners { wanted })
+    }
+
+    /// Serves `bound`: unchanged listeners keep running with their connections, changed ones
+    /// restart their accept loop on the same socket, new ones start, and those no longer
+    /// wanted stop accepting and drain.
+    pub fn commit(&self, mesh: &Arc<Mesh>, bound: BoundListeners) {
+        let mut running = self.lock();
+        let mut next = HashMap::new();
+        for (cfg, tcp) in bound.wanted {
+            match running.remove(&cfg.name) {
+                Some(current) if current.config == cfg => {
+                    next.insert(cfg.name.clone(), current);
+                    continue;
+                }
+                Some(changed) => changed.stop.cancel(),
+                None => {}
+            }
+            // A listener renamed at the same address hands its socket over.
+            let moved = running.iter().find(|(_, r)| Arc::ptr_eq(&r.tcp, &tcp)).map(|(n, _)| n.clone());
+            if let Some(previous) = moved.and_then(|n| running.remove(&n)) {
+                previous.stop.cancel();
+            }
+            let stop = self.shutdown.child_token();
+            self.spawn(mesh, &cfg, tcp.clone(), stop.clone());
+            next.insert(cfg.name.clone(), Running { config: cfg, tcp, stop });
+        }
+        for (name, gone) in running.drain() {
+            tracing::info!(listener = %name, "listener removed; draining its connections");
+            gone.stop.cancel();
+        }
+        *running = next;
+    }
+
+    fn spawn(&self, mesh: &Arc<Mesh>, cfg: &ListenerConfig, tcp: Arc<TcpListener>, stop: CancellationToken) {
+        let labels = ListenerLabels { listener: cfg.name.clone() };
+        let metrics = ListenerMetrics {
+            open: mesh.metrics.downstream_connections.get_or_create_owned(&labels),
+            rejected: mesh.metrics.downstream_rejected.get_or_create_owned(&labels),
+        };
+        let limits = ConnLimits {
+            header_read_timeout: cfg.header_read_timeout,
+            idle_timeout: cfg.idle_timeout,
+            max_connections: cfg.max_connections,
+        };
+        let mesh = mesh.clone();
+        let name = cfg.name.clone();
+        tracing::info!(listener = %cfg.name, addr = %cfg.listen, "proxy listening");
+        self.tracker.spawn(listener::serve(tcp, limits, metrics, stop, self.tracker.clone(), move |peer| {
+            let mesh = mesh.clone();
+            let down = Arc::new(Downstream::new(&name, peer, "http"));
+            service_fn(move |req| {
+                let (mesh, down) = (mesh.clone(), down.clone());
+                async move { Ok::<_, Infallible>(forward(mesh, down, req).await) }
+            })
+        }));
+    }
+}
+
+/// Rebuilds the snapshot whenever the registry's view changes, until shutdown.
+async fn follow_registry(
+    mesh: Arc<Mesh>,
+    mut view: tokio::sync::watch::Receiver<Arc<InstanceSet>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let instances = view.borrow_and_update().clone();
+        if *instances != *mesh.snapshot().instances {
+            let version = mesh.set_instances(instances.clone());
+            tracing::debug!(version, instances = instances.len(), "registry change applied");
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = view.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Reloads on every SIGHUP until shutdown.
+async fn reload_on_sighup(reloader: Arc<Reloader>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler; reload on change and POST /reload still work");
+        return;
+    };
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = hup.recv() => { reloader.reload("sighup").await; }
+        }
     }
 }
 

@@ -62,6 +62,10 @@ pub struct Proxy {
     #[allow(dead_code)]
     pub config_path: PathBuf,
     log_path: PathBuf,
+    token: Option<String>,
+    /// The generated start of the configuration (admin, log, the `main` listener).
+    #[allow(dead_code)]
+    pub header: String,
 }
 
 impl Proxy {
@@ -73,26 +77,36 @@ impl Proxy {
 
     /// Like [`Proxy::start`], with extra keys for the `[[listeners]]` table.
     pub async fn start_with(body: &str, listener_extra: &str) -> Self {
+        Self::start_full(body, listener_extra, None).await
+    }
+
+    /// Like [`Proxy::start_with`], with an admin token that every admin request then carries.
+    pub async fn start_full(body: &str, listener_extra: &str, token: Option<&str>) -> Self {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let config = format!(
-            "[admin]\nlisten = \"{admin}\"\n[log]\nlevel = \"info\"\n\n[[listeners]]\nname = \"main\"\nlisten = \"{listen}\"\n{listener_extra}\n\n{body}\n"
+        let token_line = token.map(|t| format!("token = \"{t}\"\n")).unwrap_or_default();
+        let header = format!(
+            "[admin]\nlisten = \"{admin}\"\n{token_line}[log]\nlevel = \"info\"\n\n[[listeners]]\nname = \"main\"\nlisten = \"{listen}\"\n{listener_extra}\n\n"
         );
+        let config = format!("{header}{body}\n");
         let dir = tempfile::tempdir().expect("temp dir");
         let config_path = dir.path().join("wasmesh.toml");
         std::fs::write(&config_path, config).expect("write config");
         let log_path = dir.path().join("wasmesh.log");
-        let log = std::fs::File::create(&log_path).expect("log file");
-        let child = Command::new(wasmesh_bin())
-            .args(["run", "--config"])
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn wasmesh");
-        let mut proxy = Self { child, admin, listen, _dir: dir, config_path, log_path };
+        let child = spawn(&config_path, &log_path);
+        let token = token.map(str::to_owned);
+        let mut proxy = Self { child, admin, listen, _dir: dir, config_path, log_path, token, header };
         proxy.wait_ready().await;
         proxy
+    }
+
+    /// Kills the process with SIGKILL (no drain, no flush) and starts it again on the same
+    /// configuration and working directory.
+    pub async fn kill9_and_restart(&mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait();
+        self.child = spawn(&self.config_path, &self.log_path);
+        self.wait_ready().await;
     }
 
     async fn wait_ready(&mut self) {
@@ -101,9 +115,12 @@ impl Proxy {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!("wasmesh exited with {status}:\n{}", self.log());
             }
-            if let Ok(r) = get(&format!("http://{}/ready", self.admin)).await
-                && r.status() == 200
-            {
+            let mut req = Request::get(self.admin_url("/ready"));
+            if let Some(t) = &self.token {
+                req = req.header("authorization", format!("Bearer {t}"));
+            }
+            let ready = client().request(req.body(Full::default()).expect("request")).await;
+            if ready.is_ok_and(|r| r.status() == 200) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -170,6 +187,55 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Runs `wasmesh run` on `config` in the config's folder (where relative data paths such as
+/// the embedded registry land), appending its stderr to `log`.
+fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("log file");
+    Command::new(wasmesh_bin())
+        .args(["run", "--config"])
+        .arg(config)
+        .current_dir(config.parent().expect("config folder"))
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn wasmesh")
+}
+
+/// Sends `method url` with a JSON body (or none) and an optional bearer token; returns the
+/// status and the body parsed as JSON (`null` when it is not JSON).
+pub async fn call_json(
+    method: &str,
+    url: &str,
+    body: Option<&serde_json::Value>,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req = Request::builder().method(method).uri(url).header("content-type", "application/json");
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let resp = send(req.body(Full::new(body)).expect("request")).await;
+    let status = resp.status().as_u16();
+    let text = text(resp).await;
+    (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

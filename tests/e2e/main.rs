@@ -5,8 +5,10 @@ mod harness;
 
 mod balancing;
 mod errors;
+mod mesh_api;
 mod plugins;
 mod protocols;
+mod reload;
 mod resilience;
 mod shutdown;
 mod timeouts;

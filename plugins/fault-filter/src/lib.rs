@@ -1,6 +1,7 @@
 //! A filter that misbehaves on purpose, to prove the host contains it. Config:
 //! `{ mode = "trap" | "loop" | "alloc" | "stdout" | "ok", every = N }`: misbehave on every N-th request
-//! (1 = always); otherwise answer `proceed` with an `x-fault-filter: ok` header.
+//! (1 = always); otherwise answer `proceed` with an `x-fault-filter: ok` header. The default
+//! mode is `ok`, so an empty config makes a well-behaved filter (the reload tests swap it in).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,9 +13,14 @@ use wasmesh_plugin_sdk::filter::{FilterAction, Guest, RequestHead, ResponseHead}
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
+    #[serde(default = "ok")]
     mode: String,
     #[serde(default = "one")]
     every: u64,
+}
+
+fn ok() -> String {
+    "ok".to_owned()
 }
 
 fn one() -> u64 {

@@ -1,8 +1,13 @@
-//! The admin API: metrics, readiness and the configuration in force.
+//! The admin API: metrics, readiness, the configuration in force, and the mesh API
+//! ([`mesh_api`]) for registration, discovery, invocation, health and topology.
 //!
 //! It binds to loopback unless configured otherwise, and when a token is configured every
 //! request must carry it as `Authorization: Bearer <token>`.
 
+mod mesh_api;
+mod openapi;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,7 +17,15 @@ use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::mesh::Mesh;
+use crate::registry::Registry;
+use crate::reload::{Outcome, Reloader};
 use crate::upstream::endpoint::now_millis;
+
+/// Largest request body the admin API reads.
+const MAX_BODY: usize = 1024 * 1024;
+
+/// A response of the admin API.
+type JsonResponse = Response<Body>;
 
 /// Content type of the metrics exposition (prometheus-client writes OpenMetrics text).
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -21,21 +34,32 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 #[derive(Debug)]
 pub struct Admin {
     mesh: Arc<Mesh>,
+    registry: Arc<dyn Registry>,
+    /// Present when the proxy was started from a file.
+    reloader: Option<Arc<Reloader>>,
     token: Option<String>,
 }
 
 impl Admin {
-    /// An admin API over `mesh`, requiring `token` when given.
-    pub fn new(mesh: Arc<Mesh>, token: Option<String>) -> Self {
-        Self { mesh, token }
+    /// An admin API over `mesh`, `registry` and `reloader`, requiring `token` when given.
+    pub fn new(
+        mesh: Arc<Mesh>,
+        registry: Arc<dyn Registry>,
+        reloader: Option<Arc<Reloader>>,
+        token: Option<String>,
+    ) -> Self {
+        Self { mesh, registry, reloader, token }
     }
 
-    /// Answers one admin request.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Body> {
+    /// Answers one admin request from `peer`.
+    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
         if !self.authorized(&req) {
             let mut resp = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
             resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return resp;
+        }
+        if req.uri().path().starts_with(mesh_api::PREFIX) {
+            return self.mesh_api(req, peer).await;
         }
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/metrics") => {
@@ -46,7 +70,8 @@ impl Admin {
             (&Method::GET, "/ready") => text(StatusCode::OK, "ready\n"),
             (&Method::GET, "/config") => self.config(),
             (&Method::GET, "/upstreams") => json(StatusCode::OK, &self.upstreams()),
-            (_, "/metrics" | "/ready" | "/config" | "/upstreams") => {
+            (&Method::POST, "/reload") => self.reload().await,
+            (_, "/metrics" | "/ready" | "/config" | "/upstreams" | "/reload") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -63,15 +88,40 @@ impl Admin {
 
     fn config(&self) -> Response<Body> {
         let snap = self.mesh.snapshot();
-        let loaded = snap.loaded_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let body = serde_json::json!({
+        let loaded = snap.loaded_at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let mut body = serde_json::json!({
             "version": snap.version,
-            "loaded_at_unix": loaded,
+            "snapshot_built_at_ms": loaded,
             "listeners": snap.config.listeners.iter().map(|l| &l.name).collect::<Vec<_>>(),
             "routes": snap.config.routes.iter().map(|r| &r.name).collect::<Vec<_>>(),
-            "services": snap.config.services.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            "services": snap.services.iter().map(|s| &s.name).collect::<Vec<_>>(),
+            "plugins": self.mesh.plugins().iter().map(|p| serde_json::json!({
+                "name": p.config.name,
+                "kind": p.config.kind.as_str(),
+                "path": p.config.path,
+                "hash": format!("{:016x}", p.hash),
+            })).collect::<Vec<_>>(),
         });
+        if let Some(r) = &self.reloader {
+            let status = r.status();
+            body["path"] = serde_json::json!(status.path);
+            body["sources"] = serde_json::json!(status.sources);
+            body["loaded_at_ms"] = serde_json::json!(status.loaded_at_ms);
+            body["last_error"] = serde_json::json!(status.last_error);
+        }
         json(StatusCode::OK, &body)
+    }
+
+    async fn reload(&self) -> Response<Body> {
+        let Some(r) = &self.reloader else {
+            return error(StatusCode::CONFLICT, "started without a configuration file: nothing to reload".to_owned());
+        };
+        let outcome = r.reload("api").await;
+        let status = match outcome {
+            Outcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::OK,
+        };
+        json(status, &serde_json::to_value(&outcome).unwrap_or_default())
     }
 }
 
@@ -126,6 +176,11 @@ fn text(status: StatusCode, body: &'static str) -> Response<Body> {
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
+}
+
+/// A JSON error: `{"status": "error", "message": ...}`.
+fn error(status: StatusCode, message: String) -> Response<Body> {
+    json(status, &serde_json::json!({ "status": "error", "message": message }))
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {

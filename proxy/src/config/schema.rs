@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// The whole deployment, as read from one TOML file.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -35,6 +35,142 @@ pub struct Config {
     /// Wasm plugins that routes can use.
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
+    /// Where registered service instances are stored and discovered.
+    #[serde(default)]
+    pub registry: RegistryConfig,
+}
+
+/// Which store holds registered instances.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RegistryBackend {
+    /// A local file, written with fsync and atomic rename: one machine, no server needed.
+    #[default]
+    Embedded,
+    /// An etcd cluster shared by several proxies.
+    Etcd,
+    /// A Consul agent.
+    Consul,
+}
+
+/// The service registry behind the mesh API.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// `embedded`, `etcd` or `consul`.
+    #[serde(default)]
+    pub backend: RegistryBackend,
+    /// Embedded: the data file, relative to the working directory.
+    #[serde(default = "RegistryConfig::default_path")]
+    pub path: std::path::PathBuf,
+    /// etcd settings.
+    #[serde(default)]
+    pub etcd: EtcdConfig,
+    /// Consul settings.
+    #[serde(default)]
+    pub consul: ConsulConfig,
+}
+
+impl RegistryConfig {
+    fn default_path() -> std::path::PathBuf {
+        "wasmesh-registry.json".into()
+    }
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            backend: RegistryBackend::default(),
+            path: Self::default_path(),
+            etcd: EtcdConfig::default(),
+            consul: ConsulConfig::default(),
+        }
+    }
+}
+
+/// The etcd registry: one key per instance under `prefix`, held by a lease.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Client URLs of the cluster.
+    #[serde(default = "EtcdConfig::default_endpoints")]
+    pub endpoints: Vec<String>,
+    /// Key prefix of instance records.
+    #[serde(default = "EtcdConfig::default_prefix")]
+    pub prefix: String,
+    /// Lease of instances registered without `ttl_seconds`, kept alive while this proxy runs.
+    #[serde(default = "EtcdConfig::default_lease", with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// Connect and request timeout.
+    #[serde(default = "EtcdConfig::default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl EtcdConfig {
+    fn default_endpoints() -> Vec<String> {
+        vec!["http://127.0.0.1:2379".to_owned()]
+    }
+    fn default_prefix() -> String {
+        "/wasmesh/instances/".to_owned()
+    }
+    fn default_lease() -> Duration {
+        Duration::from_secs(10)
+    }
+    fn default_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: Self::default_endpoints(),
+            prefix: Self::default_prefix(),
+            lease_ttl: Self::default_lease(),
+            timeout: Self::default_timeout(),
+        }
+    }
+}
+
+/// The Consul registry: the local agent's service API and blocking health queries.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsulConfig {
+    /// The agent's HTTP address, `host:port`.
+    #[serde(default = "ConsulConfig::default_address")]
+    pub address: SocketAddr,
+    /// ACL token sent as `X-Consul-Token`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Longest wait of one blocking query.
+    #[serde(default = "ConsulConfig::default_wait", with = "humantime_serde")]
+    pub wait: Duration,
+    /// Timeout of non-blocking requests.
+    #[serde(default = "ConsulConfig::default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+impl ConsulConfig {
+    fn default_address() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 8500))
+    }
+    fn default_wait() -> Duration {
+        Duration::from_secs(30)
+    }
+    fn default_timeout() -> Duration {
+        Duration::from_secs(2)
+    }
+}
+
+impl Default for ConsulConfig {
+    fn default() -> Self {
+        Self {
+            address: Self::default_address(),
+            token: None,
+            wait: Self::default_wait(),
+            timeout: Self::default_timeout(),
+        }
+    }
 }
 
 /// Which world a plugin implements.
@@ -204,7 +340,7 @@ fn default_true() -> bool {
 }
 
 /// A downstream listener.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// Unique name; routes may restrict themselves to named listeners.
@@ -348,6 +484,12 @@ pub struct ServiceConfig {
 }
 
 impl ServiceConfig {
+    /// A service with every setting at its default: how a service that exists only in the
+    /// registry is run.
+    pub fn named(name: &str) -> Self {
+        serde_json::from_value(serde_json::json!({ "name": name })).expect("every other field has a default")
+    }
+
     fn default_max_idle() -> usize {
         1024
     }
@@ -357,7 +499,7 @@ impl ServiceConfig {
 }
 
 /// How an active health check probes an endpoint.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthCheckKind {
     /// An HTTP request; healthy when the status is expected.
@@ -368,7 +510,7 @@ pub enum HealthCheckKind {
 }
 
 /// Active health checking (Envoy's `health_checks` fields).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     /// `http` or `tcp`.

@@ -60,7 +60,7 @@ impl Downstream {
 }
 
 /// Forwards one downstream request and returns the response to send back.
-pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, req: Request<Incoming>) -> Response<ResponseBody> {
     let started = Instant::now();
     let snap = mesh.snapshot();
     let Some((listener_idx, table)) = snap.listener(&down.listener) else {
@@ -78,7 +78,35 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
         mesh.metrics.unrouted_error(ErrorKind::no_route);
         return local(ErrorKind::no_route);
     };
-    let route = &table.routes[route_idx];
+    dispatch(&mesh, snap, &down, (listener_idx, route_idx), req.map(Body::Incoming), started).await
+}
+
+/// Sends `req` to the service named `service` on the mesh API's route to it: balancing,
+/// breaker, retries, timeouts and the route's filters, as for proxied traffic. `None` when no
+/// such service exists.
+pub async fn call(
+    mesh: &Arc<Mesh>,
+    down: &Downstream,
+    service: &str,
+    req: Request<Body>,
+) -> Option<Response<ResponseBody>> {
+    let started = Instant::now();
+    let snap = mesh.snapshot();
+    let (service_idx, _) = snap.service(service)?;
+    let target = snap.call_route(service_idx)?;
+    Some(dispatch(mesh, snap, down, target, req, started).await)
+}
+
+/// Forwards `req` on route `target` (listener index, route index) of `snap`.
+async fn dispatch(
+    mesh: &Arc<Mesh>,
+    snap: Arc<crate::snapshot::Snapshot>,
+    down: &Downstream,
+    (listener_idx, route_idx): (usize, usize),
+    mut req: Request<Body>,
+    started: Instant,
+) -> Response<ResponseBody> {
+    let route = &snap.listeners[listener_idx].routes[route_idx];
     let mut service_idx = route.service;
 
     let downstream_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
@@ -148,7 +176,7 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
     let admission = match service.state.admit(&service.policy.breaker, now_ms) {
         Ok((admission, transition)) => {
             if let Some(t) = transition {
-                note_transition(&mesh, service, t);
+                note_transition(mesh, service, t);
             }
             admission
         }
@@ -158,6 +186,7 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
             let kind = if shed == Shed::Open { ErrorKind::circuit_open } else { ErrorKind::overflow };
             route.metrics.count_error(kind);
             route.metrics.count_status(StatusCode::SERVICE_UNAVAILABLE);
+            route.edge(service_idx).record(true, started.elapsed());
             return with_shed_reason(local(kind), shed);
         }
     };
@@ -167,7 +196,7 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
         Transport::H2c(_) => Version::HTTP_2,
     };
     let deadline = started + route.timeout;
-    let mut body = Body::Incoming(body);
+    let mut body = body;
 
     // Retries need the request body again: keep it when it is small and announced.
     let retry = service.policy.retry.as_ref().filter(|_| downstream_upgrade.is_none());
@@ -208,6 +237,7 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
         attempt += 1;
         let Some(idx) = pick(service, &ctx, now_millis(), tried) else {
             route.metrics.count_error(ErrorKind::no_endpoint);
+            route.edge(service_idx).record(true, started.elapsed());
             return local(ErrorKind::no_endpoint);
         };
         let endpoint = &service.endpoints[idx];
@@ -305,7 +335,7 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
     let now = Instant::now();
     let success = matches!(&result, Ok((e, _)) if !e.response.status().is_server_error());
     if let Some(t) = service.state.record(&service.policy.breaker, success, admission.probe, now_millis()) {
-        note_transition(&mesh, service, t);
+        note_transition(mesh, service, t);
     }
 
     let (Exchange { response: resp, upgraded }, in_flight) = match result {
@@ -319,6 +349,7 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
             };
             route.metrics.count_status(resp.status());
             route.metrics.duration.observe(now - started);
+            route.edge(service_idx).record(true, now - started);
             if let Some((method, uri)) = &logged {
                 access_log(method, uri, resp.status(), &route.name, &endpoint.authority, now - started);
             }
@@ -328,6 +359,7 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Request<In
     let status = resp.status();
     route.metrics.count_status(status);
     route.metrics.duration.observe(now - started);
+    route.edge(service_idx).record(status.is_server_error(), now - started);
     if let Some((method, uri)) = &logged {
         access_log(method, uri, status, &route.name, &endpoint.authority, now - started);
     }

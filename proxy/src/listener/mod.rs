@@ -69,9 +69,10 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
 
 /// Accepts connections on `tcp` until `shutdown` fires, serving each with the service
 /// `make_service` returns for the client address. On shutdown every connection is asked to
-/// finish its in-flight requests and close; the tasks are tracked by `tracker`.
+/// finish its in-flight requests and close; the tasks are tracked by `tracker`. The socket is
+/// shared so that a reload can restart the loop with new limits without closing it.
 pub async fn serve<F, S, B>(
-    tcp: TcpListener,
+    tcp: Arc<TcpListener>,
     limits: ConnLimits,
     metrics: ListenerMetrics,
     shutdown: CancellationToken,

@@ -80,8 +80,8 @@ pub struct PluginCounters {
     pub instances: Counter,
 }
 
-/// A loaded plugin of any kind.
-#[derive(Debug)]
+/// A loaded plugin of any kind; cloning shares it.
+#[derive(Debug, Clone)]
 pub enum Plugin {
     /// A router.
     Router(Arc<RouterPlugin>),
@@ -273,18 +273,24 @@ fn contained<R>(call: impl FnOnce() -> wasmtime::Result<R>) -> Result<R, String>
     }
 }
 
-/// Loads, links and initialises the plugin `cfg` describes. Compiles the component: call it
-/// off the request path.
+impl PluginError {
+    /// An error about the plugin `cfg` describes.
+    pub fn new(cfg: &PluginConfig, reason: String) -> Self {
+        Self { name: cfg.name.clone(), kind: cfg.kind.as_str(), path: cfg.path.display().to_string(), reason }
+    }
+}
+
+/// Links and initialises the plugin `cfg` describes from the component `bytes` (the contents
+/// of `cfg.path`). Compiles the component: call it off the request path.
 pub fn load(
     cfg: &PluginConfig,
+    bytes: &[u8],
     families: &PluginMetricFamilies,
     counters: PluginCounters,
 ) -> Result<Plugin, PluginError> {
     let kind = cfg.kind.as_str();
-    let err =
-        |reason: String| PluginError { name: cfg.name.clone(), kind, path: cfg.path.display().to_string(), reason };
-    let bytes = std::fs::read(&cfg.path).map_err(|e| err(format!("cannot read: {e}")))?;
-    let component = Component::new(engine(), &bytes).map_err(|e| err(format!("not a valid component: {e:#}")))?;
+    let err = |reason: String| PluginError::new(cfg, reason);
+    let component = Component::new(engine(), bytes).map_err(|e| err(format!("not a valid component: {e:#}")))?;
     let mut linker: Linker<HostState> = Linker::new(engine());
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| err(format!("{e:#}")))?;
     let config_json = serde_json::to_string(&cfg.config).map_err(|e| err(format!("config: {e}")))?;

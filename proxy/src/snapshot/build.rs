@@ -1,19 +1,22 @@
 //! Building a snapshot from a validated configuration.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
-use super::{HashKey, ListenerRoutes, Route, Service, ServicePolicy, Snapshot};
+use super::{CALL_LISTENER, HashKey, ListenerRoutes, Route, Service, ServicePolicy, Snapshot};
 use crate::config::{Config, HashKeyConfig, ServiceConfig, UpstreamProtocol};
-use crate::plugin::{self, Plugin, PluginCounters, PluginError};
+use crate::mesh::LoadedPlugin;
+use crate::plugin::Plugin;
+use crate::registry::{Instance, InstanceSet};
 use crate::routing::{Matcher, Rewrite};
 use crate::telemetry::Metrics;
+use crate::telemetry::edges::EdgeStats;
 use crate::telemetry::metrics::EndpointLabels;
-use crate::telemetry::metrics::PluginLabels;
 use crate::upstream::breaker::ServiceState;
 use crate::upstream::conn_pool::{ConnPool, ConnSettings};
+use crate::upstream::endpoint::now_millis;
 use crate::upstream::http2::Http2Client;
 use crate::upstream::{Endpoint, EndpointStats, Transport, balance};
 
@@ -23,49 +26,68 @@ pub(crate) struct Carried {
     endpoints: HashMap<(String, SocketAddr), (Arc<EndpointStats>, Arc<ConnPool>)>,
     h2_clients: HashMap<String, (ConnSettings, Http2Client)>,
     services: HashMap<String, Arc<ServiceState>>,
+    edges: HashMap<(String, String), Arc<EdgeStats>>,
 }
 
-/// Builds snapshot `version` from `config`, reusing carried state for endpoints and pools
-/// that still exist and dropping it for those that left.
+/// Builds snapshot `version` from `config`, its loaded `plugins` and the registered
+/// `instances`, reusing carried state for endpoints, pools and edges that still exist and
+/// dropping it for those that left.
 pub(crate) fn build(
     config: Arc<Config>,
+    plugins: &[LoadedPlugin],
+    instances: &Arc<InstanceSet>,
     version: u64,
     carried: &mut Carried,
     metrics: &Metrics,
-) -> Result<Snapshot, PluginError> {
-    // Plugins first: a plugin that fails to load rejects the whole snapshot before any
-    // carried state is touched.
-    let mut plugins = Vec::new();
-    for p in &config.plugins {
-        let labels = PluginLabels { plugin: p.name.clone() };
-        let counters = PluginCounters {
-            failures: metrics.plugin_failures.get_or_create_owned(&labels),
-            instances: metrics.plugin_instances.get_or_create_owned(&labels),
-        };
-        plugins.push((p.name.clone(), plugin::load(p, &metrics.plugin_families, counters)?));
-    }
-    let router = |name: &Option<String>| {
-        name.as_ref().and_then(|n| plugins.iter().find(|(pn, _)| pn == n)).and_then(|(_, p)| match p {
-            Plugin::Router(r) => Some(r.clone()),
-            Plugin::Filter(_) => None,
-        })
+) -> Snapshot {
+    let plugin = |name: &str| plugins.iter().find(|p| p.config.name == name).map(|p| &p.plugin);
+    let router = |name: &Option<String>| match name.as_deref().and_then(plugin) {
+        Some(Plugin::Router(r)) => Some(r.clone()),
+        _ => None,
     };
     let filters = |names: &[String]| {
         names
             .iter()
-            .filter_map(|n| plugins.iter().find(|(pn, _)| pn == n))
-            .filter_map(|(_, p)| match p {
-                Plugin::Filter(f) => Some(f.clone()),
-                Plugin::Router(_) => None,
+            .filter_map(|n| match plugin(n) {
+                Some(Plugin::Filter(f)) => Some(f.clone()),
+                _ => None,
             })
             .collect::<Vec<_>>()
     };
-    let mut next = Carried::default();
-    let services: Vec<Service> =
-        config.services.iter().map(|s| build_service(s, carried, &mut next, metrics)).collect();
-    *carried = next;
 
-    let listeners = config
+    // Services: those configured, then those that exist only in the registry, by name.
+    let mut registered: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
+    for i in instances.values() {
+        registered.entry(i.service_name.as_str()).or_default().push(i);
+    }
+    let implicit: Vec<ServiceConfig> = registered
+        .keys()
+        .filter(|name| !config.services.iter().any(|s| s.name == **name))
+        .map(|name| ServiceConfig::named(name))
+        .collect();
+    let mut next = Carried::default();
+    let services: Vec<Service> = config
+        .services
+        .iter()
+        .chain(&implicit)
+        .map(|s| {
+            let members = registered.get(s.name.as_str()).map_or(&[][..], Vec::as_slice);
+            build_service(s, members, carried, &mut next, metrics)
+        })
+        .collect();
+    let timeouts: Vec<Duration> = config.services.iter().chain(&implicit).map(|s| s.timeouts.request).collect();
+
+    let mut edges = |route: &str, targets: &mut dyn Iterator<Item = &str>| -> Box<[Arc<EdgeStats>]> {
+        targets
+            .map(|service| {
+                let key = (route.to_owned(), service.to_owned());
+                let edge = carried.edges.remove(&key).unwrap_or_default();
+                next.edges.insert(key, edge.clone());
+                edge
+            })
+            .collect()
+    };
+    let mut listeners: Vec<ListenerRoutes> = config
         .listeners
         .iter()
         .map(|l| ListenerRoutes {
@@ -76,33 +98,71 @@ pub(crate) fn build(
                 .filter(|r| r.listeners.is_empty() || r.listeners.contains(&l.name))
                 .map(|r| {
                     let service = services.iter().position(|s| s.name == r.service).expect("validated reference");
+                    let router = router(&r.router);
+                    let mut targets: Box<dyn Iterator<Item = &str>> = if router.is_some() {
+                        Box::new(services.iter().map(|s| s.name.as_str()))
+                    } else {
+                        Box::new(std::iter::once(r.service.as_str()))
+                    };
                     Route {
                         name: r.name.clone(),
                         matcher: Matcher::new(&r.matcher),
                         rewrite: r.rewrite.as_ref().and_then(Rewrite::new),
                         service,
-                        timeout: r.timeout.unwrap_or(config.services[service].timeouts.request),
+                        timeout: r.timeout.unwrap_or(timeouts[service]),
                         metrics: metrics.route(&r.name, &r.service),
-                        router: router(&r.router),
+                        router,
                         filters: filters(&r.filters),
+                        edges: edges(&r.name, &mut targets),
                     }
                 })
                 .collect(),
         })
         .collect();
 
-    Ok(Snapshot {
+    // The mesh API's routes: one per service, with the filters of the first configured route
+    // to that service, so a call is treated like traffic arriving through the mesh.
+    let calls = services
+        .iter()
+        .enumerate()
+        .map(|(idx, s)| {
+            let name = format!("call:{}", s.name);
+            let like = config.routes.iter().find(|r| r.service == s.name);
+            Route {
+                matcher: Matcher::new(&Default::default()),
+                rewrite: None,
+                service: idx,
+                timeout: timeouts[idx],
+                metrics: metrics.route(&name, &s.name),
+                router: None,
+                filters: like.map(|r| filters(&r.filters)).unwrap_or_default(),
+                edges: edges(&name, &mut std::iter::once(s.name.as_str())),
+                name,
+            }
+        })
+        .collect();
+    listeners.push(ListenerRoutes { name: CALL_LISTENER.to_owned(), routes: calls });
+    *carried = next;
+
+    Snapshot {
         version,
         loaded_at: SystemTime::now(),
         access_log: config.log.access_log,
         listeners,
         services,
-        plugins,
+        plugins: plugins.iter().map(|p| (p.config.name.clone(), p.plugin.clone())).collect(),
+        instances: instances.clone(),
         config,
-    })
+    }
 }
 
-fn build_service(cfg: &ServiceConfig, old: &mut Carried, next: &mut Carried, metrics: &Metrics) -> Service {
+fn build_service(
+    cfg: &ServiceConfig,
+    registered: &[&Instance],
+    old: &mut Carried,
+    next: &mut Carried,
+    metrics: &Metrics,
+) -> Service {
     let state = old.services.remove(&cfg.name).unwrap_or_default();
     next.services.insert(cfg.name.clone(), state.clone());
     let settings = ConnSettings {
@@ -110,20 +170,31 @@ fn build_service(cfg: &ServiceConfig, old: &mut Carried, next: &mut Carried, met
         idle_timeout: cfg.timeouts.idle,
         max_idle: cfg.max_idle_per_endpoint,
     };
-    let endpoints: Vec<Endpoint> = cfg
-        .endpoints
+    // Static endpoints, then registered instances at other addresses (a static one wins).
+    let now_ms = now_millis();
+    let static_eps = cfg.endpoints.iter().map(|e| (e.address, e.weight, e.metadata.clone(), None));
+    let dynamic = registered
         .iter()
-        .map(|e| {
-            let key = (cfg.name.clone(), e.address);
+        .filter(|i| !i.expired(now_ms) && !cfg.endpoints.iter().any(|e| e.address == i.endpoint))
+        .map(|i| (i.endpoint, i.weight, i.metadata.clone(), i.health_check.clone().map(Arc::new)));
+    let endpoints: Vec<Endpoint> = static_eps
+        .chain(dynamic)
+        .map(|(address, weight, metadata, health_check)| {
+            let key = (cfg.name.clone(), address);
             let (stats, conns) = match old.endpoints.remove(&key) {
                 Some((stats, conns)) if *conns.settings() == settings => (stats, conns),
-                Some((stats, _)) => (stats, new_conn_pool(e.address, &settings, &state, metrics)),
-                None => (Arc::default(), new_conn_pool(e.address, &settings, &state, metrics)),
+                Some((stats, _)) => (stats, new_conn_pool(address, &settings, &state, metrics)),
+                None => (Arc::default(), new_conn_pool(address, &settings, &state, metrics)),
             };
             next.endpoints.insert(key, (stats.clone(), conns.clone()));
-            Endpoint::new(e.address, e.weight, e.metadata.clone(), stats, conns)
+            let mut endpoint = Endpoint::new(address, weight, metadata, stats, conns);
+            endpoint.health_check = health_check;
+            endpoint
         })
         .collect();
+    let filters_endpoints = cfg.health_check.is_some()
+        || cfg.outlier_detection.is_some()
+        || endpoints.iter().any(|e| e.health_check.is_some());
     let transport = match cfg.protocol {
         UpstreamProtocol::Http1 => Transport::Http1,
         UpstreamProtocol::H2c => {
@@ -156,6 +227,7 @@ fn build_service(cfg: &ServiceConfig, old: &mut Carried, next: &mut Carried, met
             retry: cfg.retry.clone(),
         },
         state,
+        filters_endpoints,
     }
 }
 

@@ -17,7 +17,9 @@ pub(crate) use build::{Carried, build};
 
 use crate::config::{CircuitBreakerConfig, Config, HealthCheckConfig, OutlierConfig, RetryConfig};
 use crate::plugin::{FilterPlugin, Plugin, RouterPlugin};
+use crate::registry::InstanceSet;
 use crate::routing::{Matcher, RequestView, Rewrite};
+use crate::telemetry::edges::EdgeStats;
 use crate::telemetry::metrics::RouteMetrics;
 use crate::upstream::Endpoint;
 use crate::upstream::Transport;
@@ -41,7 +43,12 @@ pub struct Snapshot {
     pub access_log: bool,
     /// Loaded plugins, by name.
     pub plugins: Vec<(String, Plugin)>,
+    /// The registered instances whose endpoints it includes.
+    pub instances: Arc<InstanceSet>,
 }
+
+/// Name of the hidden route table that holds one route per service for `POST call`.
+pub const CALL_LISTENER: &str = "@call";
 
 impl Snapshot {
     /// The route table of the listener named `name`.
@@ -52,6 +59,13 @@ impl Snapshot {
     /// The service named `name`.
     pub fn service(&self, name: &str) -> Option<(usize, &Service)> {
         self.services.iter().enumerate().find(|(_, s)| s.name == name)
+    }
+
+    /// The mesh API's route to service `service` (an index into `services`): its listener
+    /// index and route index.
+    pub fn call_route(&self, service: usize) -> Option<(usize, usize)> {
+        let (listener, table) = self.listener(CALL_LISTENER)?;
+        table.routes.iter().position(|r| r.service == service).map(|route| (listener, route))
     }
 }
 
@@ -90,6 +104,16 @@ pub struct Route {
     pub router: Option<Arc<RouterPlugin>>,
     /// Filter plugins, in order.
     pub filters: Vec<Arc<FilterPlugin>>,
+    /// Call edges to services: one per service when a router plugin may choose any, else
+    /// only the route's own.
+    pub edges: Box<[Arc<EdgeStats>]>,
+}
+
+impl Route {
+    /// The edge to service `service` (an index into the snapshot's services).
+    pub fn edge(&self, service: usize) -> &EdgeStats {
+        if self.edges.len() == 1 { &self.edges[0] } else { &self.edges[service] }
+    }
 }
 
 /// A compiled upstream service.
@@ -109,6 +133,8 @@ pub struct Service {
     pub policy: ServicePolicy,
     /// Live limits and breaker state, carried across snapshots.
     pub state: Arc<ServiceState>,
+    /// Whether endpoint health or ejection can exclude endpoints at all.
+    filters_endpoints: bool,
 }
 
 /// A service's resilience policies, as configured.
@@ -129,7 +155,7 @@ pub struct ServicePolicy {
 impl Service {
     /// Whether endpoint health or ejection can exclude endpoints at all.
     pub fn filters_endpoints(&self) -> bool {
-        self.policy.health_check.is_some() || self.policy.outlier.is_some()
+        self.filters_endpoints
     }
 }
 

@@ -122,6 +122,13 @@ pub struct PluginLabels {
     pub plugin: String,
 }
 
+/// Labels of the reload counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `applied`, `unchanged` or `rejected`.
+    pub outcome: &'static str,
+}
+
 /// Labels of per-listener metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -169,6 +176,10 @@ pub struct Metrics {
     pub plugin_instances: Family<PluginLabels, Counter>,
     /// Metrics plugins record through their `metrics` import.
     pub plugin_families: crate::plugin::PluginMetricFamilies,
+    /// Configuration reloads, by outcome.
+    pub reloads: Family<ReloadLabels, Counter>,
+    /// Time a reload took, from reading the files to the new snapshot serving.
+    pub reload_duration: prometheus_client::metrics::histogram::Histogram,
 }
 
 impl Default for Metrics {
@@ -199,6 +210,17 @@ impl Metrics {
         let plugin_failures = Family::default();
         let plugin_instances = Family::default();
         let plugin_families = crate::plugin::PluginMetricFamilies::default();
+        let reloads = Family::default();
+        let reload_duration = prometheus_client::metrics::histogram::Histogram::new(
+            prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16),
+        );
+        registry.register("reloads", "Configuration reloads, by outcome", reloads.clone());
+        registry.register_with_unit(
+            "reload_duration",
+            "Time a reload took, from reading the files to the new snapshot serving",
+            prometheus_client::registry::Unit::Seconds,
+            reload_duration.clone(),
+        );
         registry.register(
             "plugin_failures",
             "Plugin calls that failed (trap, deadline, memory)",
@@ -276,6 +298,8 @@ impl Metrics {
             plugin_failures,
             plugin_instances,
             plugin_families,
+            reloads,
+            reload_duration,
         }
     }
 

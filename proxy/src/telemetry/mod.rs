@@ -1,5 +1,6 @@
 //! Telemetry: Prometheus metrics and logs.
 
+pub mod edges;
 pub mod histogram;
 pub mod logging;
 pub mod metrics;

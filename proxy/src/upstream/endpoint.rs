@@ -25,6 +25,9 @@ pub struct Endpoint {
     pub stats: Arc<EndpointStats>,
     /// Idle HTTP/1.1 connections, carried over across reloads like `stats`.
     pub conns: Arc<ConnPool>,
+    /// The endpoint's own active health check (a registered instance's), used instead of its
+    /// service's.
+    pub health_check: Option<Arc<crate::config::HealthCheckConfig>>,
 }
 
 impl Endpoint {
@@ -38,7 +41,7 @@ impl Endpoint {
     ) -> Self {
         let authority =
             Authority::try_from(address.to_string().as_str()).expect("a socket address is always a valid authority");
-        Self { address, authority, weight, metadata, stats, conns }
+        Self { address, authority, weight, metadata, stats, conns, health_check: None }
     }
 
     /// An endpoint with fresh statistics and an empty, uncounted pool: for tools and benches.

@@ -51,10 +51,11 @@ impl HealthSupervisor {
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let mut wanted = HashMap::new();
         for service in &snapshot.services {
-            let Some(config) = &service.policy.health_check else { continue };
             let uneject =
                 service.policy.outlier.as_ref().is_some_and(|o| o.successful_active_health_check_uneject_host);
             for endpoint in &service.endpoints {
+                let own = endpoint.health_check.as_deref();
+                let Some(config) = own.or(service.policy.health_check.as_ref()) else { continue };
                 let spec = CheckSpec { config: config.clone(), uneject };
                 wanted.insert((service.name.clone(), endpoint.address), (spec, endpoint.stats.clone()));
             }
@@ -89,8 +90,8 @@ impl HealthSupervisor {
         }
         // Endpoints of services whose checks were removed go back to `unknown`.
         for service in &snapshot.services {
-            if service.policy.health_check.is_none() {
-                for e in &service.endpoints {
+            for e in &service.endpoints {
+                if e.health_check.is_none() && service.policy.health_check.is_none() {
                     e.stats.set_health(Health::Unknown);
                 }
             }

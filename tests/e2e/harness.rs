@@ -269,3 +269,77 @@ pub async fn text(resp: Response<hyper::body::Incoming>) -> String {
 pub async fn json(resp: Response<hyper::body::Incoming>) -> serde_json::Value {
     serde_json::from_str(&text(resp).await).expect("JSON body")
 }
+
+/// A real etcd server (Debian's `etcd-server`) on free loopback ports with a temporary data
+/// folder, killed on drop.
+pub struct Etcd {
+    child: Option<Child>,
+    /// Client URL.
+    pub url: String,
+    peer_port: u16,
+    client_port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    /// Starts etcd and waits until it answers.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (client_port, peer_port) = (free_port(), free_port());
+        let mut etcd =
+            Self { child: None, url: format!("http://127.0.0.1:{client_port}"), peer_port, client_port, dir };
+        etcd.spawn().await;
+        etcd
+    }
+
+    async fn spawn(&mut self) {
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("etcd.log"))
+            .expect("etcd log");
+        let child = Command::new("etcd")
+            .args(["--name", "test", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &self.url, "--advertise-client-urls", &self.url])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("test={peer}")])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd (Debian package etcd-server)");
+        self.child = Some(child);
+        let health = format!("{}/health", self.url);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(r) = get(&health).await
+                && r.status() == 200
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("etcd did not start on port {}", self.client_port);
+    }
+
+    /// Kills etcd (SIGKILL), as an outage.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same ports and data.
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -8,6 +8,7 @@ mod errors;
 mod mesh_api;
 mod plugins;
 mod protocols;
+mod registries;
 mod reload;
 mod resilience;
 mod shutdown;

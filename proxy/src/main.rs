@@ -32,6 +32,25 @@ enum Command {
         /// The TOML configuration file.
         file: PathBuf,
     },
+    /// Work with Wasm plugins offline.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Run a plugin against request fixtures and print each decision; exits 1 when an
+    /// expectation fails.
+    Test {
+        /// The `.wasm` component.
+        #[arg(long)]
+        plugin: PathBuf,
+        /// The fixture file (TOML: kind, config, cases).
+        #[arg(long)]
+        fixture: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,6 +71,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Plugin { command: PluginCommand::Test { plugin, fixture } } => plugin_test(&plugin, &fixture),
         Command::Run { config, log_format } => match run(config, log_format) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -60,6 +80,26 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+fn plugin_test(plugin: &std::path::Path, fixture: &std::path::Path) -> ExitCode {
+    let results = match wasmesh::plugin::fixture::run(plugin, fixture) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let failed = results.iter().filter(|r| !r.passed).count();
+    for r in &results {
+        let verdict = if r.passed { "ok  " } else { "FAIL" };
+        match &r.response_decision {
+            Some(resp) => println!("{verdict} {}: {} | response: {resp}", r.name, r.decision),
+            None => println!("{verdict} {}: {}", r.name, r.decision),
+        }
+    }
+    println!("{} cases, {failed} failed", results.len());
+    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn run(path: PathBuf, log_format: Option<LogFormat>) -> anyhow::Result<()> {

@@ -55,3 +55,47 @@ fn errors_name_the_file_line_and_field() {
         assert!(stderr.contains(want), "want {want:?} in:\n{stderr}");
     }
 }
+
+#[test]
+fn every_example_plugin_passes_its_fixtures() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let built = root.join("plugins/target/wasm32-wasip2/release");
+    for (plugin, wasm) in
+        [("canary-router", "canary_router"), ("header-filter", "header_filter"), ("fault-filter", "fault_filter")]
+    {
+        let wasm = built.join(format!("{wasm}.wasm"));
+        assert!(wasm.exists(), "{} missing: run ./plugins/build.sh first", wasm.display());
+        let out = Command::new(env!("CARGO_BIN_EXE_wasmesh"))
+            .args(["plugin", "test", "--plugin"])
+            .arg(&wasm)
+            .arg("--fixture")
+            .arg(root.join("plugins").join(plugin).join("fixtures.toml"))
+            .output()
+            .expect("run wasmesh plugin test");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{plugin}:\n{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(", 0 failed"), "{plugin}:\n{stdout}");
+        assert!(!stdout.contains("FAIL"), "{plugin}:\n{stdout}");
+    }
+}
+
+#[test]
+fn a_failed_expectation_fails_the_command() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fixture = dir.path().join("wrong.toml");
+    std::fs::write(
+        &fixture,
+        "kind = \"router\"\nconfig = { canary = \"v2\", header = \"x-canary\" }\n[[cases]]\nname = \"wrong\"\nexpect = \"upstream v2\"\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_wasmesh"))
+        .args(["plugin", "test", "--plugin"])
+        .arg(root.join("plugins/target/wasm32-wasip2/release/canary_router.wasm"))
+        .arg("--fixture")
+        .arg(&fixture)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAIL wrong: default"));
+}

@@ -7,6 +7,7 @@
 //! plugin, `"closed"` answers with `fail_status`). The proxy never goes down with a plugin.
 
 mod bindings;
+pub mod fixture;
 mod host;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -95,6 +95,7 @@ fn persist(path: &Path, list: &[Instance]) -> Result<(), RegistryError> {
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
     let bytes = serde_json::to_vec_pretty(list).map_err(|e| err(std::io::Error::other(e)))?;
+    std::fs::create_dir_all(&dir).map_err(err)?;
     let mut file = std::fs::File::create(&tmp).map_err(err)?;
     file.write_all(&bytes).map_err(err)?;
     file.sync_all().map_err(err)?;
@@ -128,7 +129,8 @@ mod tests {
     #[tokio::test]
     async fn registrations_survive_reopening_and_deregistration_is_durable_too() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("registry.json");
+        // The folder is created on first write.
+        let path = dir.path().join("state").join("registry.json");
         let reg = EmbeddedRegistry::open(&path).await.expect("open");
         reg.register(instance(1)).await.expect("register");
         reg.register(instance(2)).await.expect("register");

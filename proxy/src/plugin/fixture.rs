@@ -1,0 +1,226 @@
+//! `wasmesh plugin test`: runs a plugin offline against request fixtures and reports each
+//! decision, so a plugin author sees what it does before it serves traffic.
+//!
+//! A fixture file is TOML:
+//!
+//! ```toml
+//! kind = "router"                      # or "filter"
+//! config = { canary = "api-v2", header = "x-canary" }   # the plugin's config table
+//!
+//! [[cases]]
+//! name = "opt-in header goes to the canary"
+//! method = "GET"                       # default GET
+//! path = "/users"                      # default /
+//! headers = { "x-canary" = "1" }
+//! expect = "upstream api-v2"           # optional: the decision must start with this
+//! # response = { status = 200, headers = { server = "x" } }   # filters: also run on-response
+//! # expect_response = "mutate"
+//! ```
+//!
+//! Decisions print as `default`, `upstream <service> [set k=v …] [remove k …] [path p]`,
+//! `respond <status>`, `proceed`, `mutate [set …] [remove …] [path …]`, or `error: <why>`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{Plugin, PluginCounters, PluginError, load, types};
+use crate::config::{FailMode, PluginConfig, PluginKind};
+use crate::telemetry::metrics::Metrics;
+
+/// A fixture file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fixture {
+    kind: PluginKind,
+    #[serde(default = "empty_table")]
+    config: toml::Value,
+    cases: Vec<Case>,
+}
+
+fn empty_table() -> toml::Value {
+    toml::Value::Table(Default::default())
+}
+
+/// One request to run the plugin on.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    #[serde(default = "Case::default_method")]
+    method: String,
+    #[serde(default = "Case::default_path")]
+    path: String,
+    #[serde(default)]
+    authority: String,
+    #[serde(default = "Case::default_client")]
+    client: SocketAddr,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    response: Option<ResponseFixture>,
+    #[serde(default)]
+    expect: Option<String>,
+    #[serde(default)]
+    expect_response: Option<String>,
+}
+
+impl Case {
+    fn default_method() -> String {
+        "GET".into()
+    }
+    fn default_path() -> String {
+        "/".into()
+    }
+    fn default_client() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 40000))
+    }
+}
+
+/// A response head for a filter's `on-response`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResponseFixture {
+    #[serde(default = "ResponseFixture::default_status")]
+    status: u16,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+impl ResponseFixture {
+    fn default_status() -> u16 {
+        200
+    }
+}
+
+/// What one case did.
+#[derive(Debug)]
+pub struct CaseResult {
+    /// The case's name.
+    pub name: String,
+    /// The decision on the request.
+    pub decision: String,
+    /// The decision on the response, for filters given one.
+    pub response_decision: Option<String>,
+    /// Whether every expectation held.
+    pub passed: bool,
+}
+
+/// Why fixtures could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum FixtureError {
+    /// The fixture file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The fixture file is not valid.
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The plugin did not load.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// Loads the component at `plugin` with the fixture's kind and config and runs every case.
+pub fn run(plugin: &Path, fixture: &Path) -> Result<Vec<CaseResult>, FixtureError> {
+    let read = |path: &Path| std::fs::read(path).map_err(|source| FixtureError::Read { path: path.into(), source });
+    let text = String::from_utf8(read(fixture)?)
+        .map_err(|_| FixtureError::Invalid { path: fixture.into(), message: "not UTF-8".into() })?;
+    let fx: Fixture =
+        toml::from_str(&text).map_err(|e| FixtureError::Invalid { path: fixture.into(), message: e.to_string() })?;
+    let cfg = PluginConfig {
+        name: plugin.file_stem().map_or_else(|| "plugin".into(), |s| s.to_string_lossy().into_owned()),
+        kind: fx.kind,
+        path: plugin.to_path_buf(),
+        config: fx.config,
+        headers: Vec::new(),
+        timeout: std::time::Duration::from_millis(100),
+        memory_limit_mib: 64,
+        fail: FailMode::Open,
+        fail_status: 503,
+    };
+    let metrics = Metrics::new();
+    let loaded = load(&cfg, &read(plugin)?, &metrics.plugin_families, PluginCounters::default())?;
+    Ok(fx.cases.iter().map(|case| run_case(&loaded, case)).collect())
+}
+
+fn run_case(plugin: &Plugin, case: &Case) -> CaseResult {
+    let head = types::RequestHead {
+        method: case.method.clone(),
+        authority: case.authority.clone(),
+        path: case.path.clone(),
+        client_addr: case.client.to_string(),
+        headers: pairs(&case.headers),
+    };
+    let (decision, response_decision) = match plugin {
+        Plugin::Router(r) => {
+            (r.route(&head).map_or_else(|e| format!("error: {}", e.reason), |d| describe_route(&d)), None)
+        }
+        Plugin::Filter(f) => {
+            let decision = f.on_request(&head).map_or_else(|e| format!("error: {}", e.reason), |a| describe_action(&a));
+            let response = case.response.as_ref().map(|r| {
+                let resp = types::ResponseHead { status: r.status, headers: pairs(&r.headers) };
+                f.on_response(&head, &resp).map_or_else(|e| format!("error: {}", e.reason), |a| describe_action(&a))
+            });
+            (decision, response)
+        }
+    };
+    let holds = |want: &Option<String>, got: Option<&String>| match (want, got) {
+        (None, _) => true,
+        (Some(w), Some(g)) => g.starts_with(w.as_str()),
+        (Some(_), None) => false,
+    };
+    let passed = holds(&case.expect, Some(&decision)) && holds(&case.expect_response, response_decision.as_ref());
+    CaseResult { name: case.name.clone(), decision, response_decision, passed }
+}
+
+fn pairs(map: &BTreeMap<String, String>) -> Vec<(String, Vec<u8>)> {
+    map.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec())).collect()
+}
+
+fn describe_route(d: &types::RouteDecision) -> String {
+    match d {
+        types::RouteDecision::Default => "default".into(),
+        types::RouteDecision::Upstream(choice) => {
+            let mut out = format!("upstream {}", choice.service);
+            if let Some(m) = &choice.mutations {
+                out.push_str(&describe_mutations(m));
+            }
+            out
+        }
+        types::RouteDecision::Respond(r) => format!("respond {}", r.status),
+    }
+}
+
+fn describe_action(a: &types::FilterAction) -> String {
+    match a {
+        types::FilterAction::Proceed => "proceed".into(),
+        types::FilterAction::Mutate(m) => format!("mutate{}", describe_mutations(m)),
+        types::FilterAction::Respond(r) => format!("respond {}", r.status),
+    }
+}
+
+fn describe_mutations(m: &types::Mutations) -> String {
+    let mut out = String::new();
+    for (k, v) in &m.set {
+        out.push_str(&format!(" set {k}={}", String::from_utf8_lossy(v)));
+    }
+    for k in &m.remove {
+        out.push_str(&format!(" remove {k}"));
+    }
+    if let Some(p) = &m.path {
+        out.push_str(&format!(" path {p}"));
+    }
+    out
+}

@@ -46,6 +46,11 @@ fn errors_name_the_file_line_and_field() {
             "[[services]]\nname = \"s\"\nendpoints = [{ address = \"127.0.0.1:1\", weight = 0 }]\n",
             "FILE:3: services[0].endpoints[0].weight: 0 is out of range",
         ),
+        // A name reserved for the proxy's own route tables.
+        (
+            "[[listeners]]\nname = \"@call\"\nlisten = \"127.0.0.1:1\"\n",
+            "FILE:2: listeners[0].name: listener name `@call`",
+        ),
         // An exposed admin API without a token.
         ("[admin]\nlisten = \"0.0.0.0:10010\"\n", "FILE:2: admin.listen: 0.0.0.0:10010 is not a loopback address"),
     ];

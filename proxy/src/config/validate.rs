@@ -85,6 +85,10 @@ fn validate_listeners(listeners: &[ListenerConfig]) -> Result<HashSet<&str>, Vio
     for (i, l) in listeners.iter().enumerate() {
         let at = |field| vec![Key("listeners"), Index(i), Key(field)];
         unique(&mut names, &l.name, || at("name"), "listener")?;
+        if l.name.starts_with('@') {
+            // `@`-names are the proxy's own route tables (`@call` for the mesh API).
+            return Err(violation(at("name"), format!("listener name `{}` must not start with `@`", l.name)));
+        }
         if !addrs.insert(l.listen) {
             return Err(violation(at("listen"), format!("address {} is used by another listener", l.listen)));
         }

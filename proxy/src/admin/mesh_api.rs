@@ -191,7 +191,7 @@ impl Admin {
                 json!({
                     "name": s.name,
                     "instances": s.endpoints.len(),
-                    "routable": s.endpoints.iter().filter(|e| !s.filters_endpoints() || e.stats.is_routable(now)).count(),
+                    "routable": s.routable_count(now),
                     "configured": snap.config.services.iter().any(|c| c.name == s.name),
                 })
             })
@@ -265,7 +265,7 @@ impl Admin {
             .iter()
             .map(|s| {
                 let instances: Vec<Value> = s.endpoints.iter().map(|e| endpoint_view(&snap, s, e)).collect();
-                let routable = s.endpoints.iter().filter(|e| !s.filters_endpoints() || e.stats.is_routable(now)).count();
+                let routable = s.routable_count(now);
                 json!({
                     "name": s.name,
                     "status": if s.endpoints.is_empty() || routable == 0 { "down" } else if routable < s.endpoints.len() { "degraded" } else { "up" },
@@ -349,7 +349,7 @@ fn endpoint_view(snap: &Snapshot, service: &Service, e: &crate::upstream::Endpoi
         "source": if registered.is_some() { "registry" } else { "config" },
         "health": if checked { e.stats.health().as_str() } else { "unchecked" },
         "ejected": e.stats.is_ejected(now),
-        "routable": !service.filters_endpoints() || e.stats.is_routable(now),
+        "routable": service.routable(e, now),
         "in_flight": e.stats.in_flight(),
     });
     if let Some(i) = registered {

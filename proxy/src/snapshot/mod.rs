@@ -157,6 +157,16 @@ impl Service {
     pub fn filters_endpoints(&self) -> bool {
         self.filters_endpoints
     }
+
+    /// Whether `endpoint` may receive traffic at `now_ms` (panic mode aside).
+    pub fn routable(&self, endpoint: &Endpoint, now_ms: u64) -> bool {
+        !self.filters_endpoints || endpoint.stats.is_routable(now_ms)
+    }
+
+    /// How many endpoints may receive traffic at `now_ms`.
+    pub fn routable_count(&self, now_ms: u64) -> usize {
+        self.endpoints.iter().filter(|e| self.routable(e, now_ms)).count()
+    }
 }
 
 /// Where a request's consistent-hash key comes from.

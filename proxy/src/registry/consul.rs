@@ -169,9 +169,11 @@ impl Registry for ConsulRegistry {
 
     fn deregister<'a>(&'a self, service_id: &'a str) -> BoxFuture<'a, Result<bool, RegistryError>> {
         Box::pin(async move {
+            // Read before the call: the blocking query may drop it from the view as soon as
+            // the agent has removed it.
+            let known = self.shared.tx.borrow().contains_key(service_id);
             let path = format!("/v1/agent/service/deregister/{service_id}");
             let (status, _, _) = self.shared.call(Method::PUT, &path, None, self.shared.config.timeout).await?;
-            let known = self.shared.tx.borrow().contains_key(service_id);
             self.shared.tx.send_if_modified(|set| Arc::make_mut(set).remove(service_id).is_some());
             Ok(status.is_success() && known)
         })

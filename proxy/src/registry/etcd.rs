@@ -147,13 +147,14 @@ impl Registry for EtcdRegistry {
             let Some(instance) = self.shared.tx.borrow().get(service_id).cloned() else { return Ok(false) };
             let mut client = self.shared.client().await?;
             match client.delete(self.shared.key(&instance), None).await {
-                Ok(r) => {
-                    // Remove it from the view now rather than when the watch echoes it, so the
-                    // caller's next read sees the change.
+                Ok(_) => {
+                    // The key may already be gone: cancelling the keep-alive revokes its lease.
+                    // It was registered, and now it is not. Remove it from the view now rather
+                    // than when the watch echoes it, so the caller's next read sees the change.
                     self.shared.tx.send_modify(|set| {
                         Arc::make_mut(set).remove(service_id);
                     });
-                    Ok(r.deleted() > 0)
+                    Ok(true)
                 }
                 Err(e) => Err(self.shared.failed(e).await),
             }

@@ -6,6 +6,6 @@ cd "$(dirname "$0")"
 # Always here, whatever CARGO_TARGET_DIR the caller uses: the tests and configs look here.
 export CARGO_TARGET_DIR="$PWD/target"
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
-for p in canary-router header-filter fault-filter; do
+for p in canary-router header-filter fault-filter json-health zone-balancer; do
   cargo build --release -p "$p"
 done

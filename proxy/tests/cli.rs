@@ -65,9 +65,13 @@ fn errors_name_the_file_line_and_field() {
 fn every_example_plugin_passes_its_fixtures() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let built = root.join("plugins/target/wasm32-wasip2/release");
-    for (plugin, wasm) in
-        [("canary-router", "canary_router"), ("header-filter", "header_filter"), ("fault-filter", "fault_filter")]
-    {
+    for (plugin, wasm) in [
+        ("canary-router", "canary_router"),
+        ("header-filter", "header_filter"),
+        ("fault-filter", "fault_filter"),
+        ("json-health", "json_health"),
+        ("zone-balancer", "zone_balancer"),
+    ] {
         let wasm = built.join(format!("{wasm}.wasm"));
         assert!(wasm.exists(), "{} missing: run ./plugins/build.sh first", wasm.display());
         let out = Command::new(env!("CARGO_BIN_EXE_wasmesh"))

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 
-use crate::harness::{Proxy, backends, free_port, get, json, send, text, wasmesh_bin};
+use crate::harness::{Proxy, backends, call_json, eventually, free_port, get, json, send, text, wasmesh_bin};
 
 fn wasm(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins/target/wasm32-wasip2/release").join(name);
@@ -163,9 +163,126 @@ async fn broken_plugins_are_refused_at_load_with_the_reason() {
             "plugin `canary` (router,",
             "init rejected the config: config: missing field `canary`",
         ),
+        (
+            plugin("zones", "balancer", "json_health.wasm", "{}", ""),
+            "plugin `zones` (balancer,",
+            "does not implement the `balancer` world",
+        ),
+        (
+            plugin("zones", "balancer", "zone_balancer.wasm", "{ min_local = 1 }", ""),
+            "plugin `zones` (balancer,",
+            "init rejected the config: config: set `zone`, `zone_header`, or both",
+        ),
+        (
+            plugin("health", "health_check", "json_health.wasm", "{ field = \"a..b\" }", ""),
+            "plugin `health` (health_check,",
+            "init rejected the config: config.field: `a..b` is not a dotted path",
+        ),
     ];
     for (config, who, why) in cases {
         let stderr = start_fails(&config);
         assert!(stderr.contains(who) && stderr.contains(why), "want {who:?} and {why:?} in:\n{stderr}");
     }
+}
+
+/// The backend (`b0`, `b1`, …) that answered each of `n` requests to `path` with `headers`.
+async fn answered_by(proxy: &Proxy, path: &str, headers: &[(&str, &str)], n: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    for _ in 0..n {
+        let mut req = Request::get(proxy.url(path));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = json(send(req.body(empty()).expect("req")).await).await;
+        seen.push(body["backend"].as_str().expect("backend name").to_owned());
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_balancer_plugin_keeps_requests_in_their_zone() {
+    let b = backends(4).await;
+    let zoned: Vec<String> = b
+        .iter()
+        .zip(["eu", "eu", "us", "us"])
+        .map(|(b, zone)| format!("{{ address = \"{}\", metadata = {{ zone = \"{zone}\" }} }}", b.addr))
+        .collect();
+    let config = format!(
+        "{}\n[[routes]]\nname = \"r\"\nservice = \"s\"\n\n[[services]]\nname = \"s\"\nbalancer = \"zones\"\nendpoints = [{}]\n",
+        plugin("zones", "balancer", "zone_balancer.wasm", "{ zone = \"eu\", zone_header = \"x-zone\" }", ""),
+        zoned.join(", ")
+    );
+    let proxy = Proxy::start(&config).await;
+    let home = answered_by(&proxy, "/echo", &[], 20).await;
+    assert!(home.iter().all(|b| b == "b0" || b == "b1"), "the proxy's zone (eu): {home:?}");
+    let us = answered_by(&proxy, "/echo", &[("x-zone", "us")], 20).await;
+    assert!(us.iter().all(|b| b == "b2" || b == "b3"), "the caller's zone (us): {us:?}");
+
+    // The plugin sees live latency: when the endpoint taking the zone's traffic slows down,
+    // the traffic moves to the other one in the zone (a slow sample counts at once).
+    let (busy, other) = if us.iter().filter(|b| *b == "b2").count() * 2 > us.len() { (2, 3) } else { (3, 2) };
+    b[busy].set_delay(Duration::from_millis(100));
+    let _ = answered_by(&proxy, "/echo", &[("x-zone", "us")], 2).await;
+    let after = answered_by(&proxy, "/echo", &[("x-zone", "us")], 10).await;
+    let name = format!("b{other}");
+    assert!(after.iter().all(|b| *b == name), "traffic left the slow b{busy} for {name}: {after:?}");
+    assert_eq!(proxy.metric("wasmesh_plugin_failures_total{plugin=\"zones\"}").await.unwrap_or(0.0), 0.0);
+}
+
+#[tokio::test]
+async fn a_health_check_plugin_takes_endpoints_out_degrades_them_and_brings_them_back() {
+    let b = backends(2).await;
+    for backend in &b {
+        backend.set_health_body(Some(r#"{"status":"UP"}"#));
+    }
+    let config = format!(
+        "{}\n[[routes]]\nname = \"r\"\nservice = \"s\"\n\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}, {{ address = \"{}\" }}]\nhealth_check = {{ path = \"/health\", interval = \"50ms\", interval_jitter = \"10ms\", healthy_threshold = 1, unhealthy_threshold = 1, plugin = \"json\" }}\n",
+        plugin("json", "health_check", "json_health.wasm", "{ field = \"status\" }", ""),
+        b[0].addr,
+        b[1].addr
+    );
+    let proxy = Proxy::start(&config).await;
+    let health_of = |addr: std::net::SocketAddr| {
+        let url = proxy.admin_url("/api/v1/mesh/v2/health");
+        async move {
+            let (_, view) = call_json("GET", &url, None, None).await;
+            let endpoint = view["services"]
+                .as_array()?
+                .iter()
+                .flat_map(|s| s["instances"].as_array().cloned().unwrap_or_default())
+                .find(|i| i["endpoint"] == addr.to_string())?;
+            Some((endpoint["health"].as_str()?.to_owned(), endpoint["health_detail"].as_str().map(str::to_owned)))
+        }
+    };
+    let wait_for = |addr, want: &'static str| {
+        let health_of = &health_of;
+        async move {
+            eventually(Duration::from_secs(5), want, || async move { health_of(addr).await.filter(|(h, _)| h == want) })
+                .await
+        }
+    };
+    wait_for(b[1].addr, "healthy").await;
+
+    // The body says DOWN (with a 200): the plugin takes b1 out.
+    b[1].set_health_body(Some(r#"{"status":"DOWN"}"#));
+    let (_, detail) = wait_for(b[1].addr, "unhealthy").await;
+    assert_eq!(detail.as_deref(), Some("status is \"DOWN\""));
+    assert!(answered_by(&proxy, "/echo", &[], 10).await.iter().all(|b| b == "b0"));
+
+    // Degraded: it serves only while no healthy endpoint is left.
+    b[1].set_health_body(Some(r#"{"status":"degraded"}"#));
+    wait_for(b[1].addr, "degraded").await;
+    assert!(answered_by(&proxy, "/echo", &[], 10).await.iter().all(|b| b == "b0"), "a healthy endpoint is preferred");
+    b[0].set_health_body(Some("not json"));
+    let (_, detail) = wait_for(b[0].addr, "unhealthy").await;
+    assert!(detail.is_some_and(|d| d.contains("body is not JSON")));
+    assert!(answered_by(&proxy, "/echo", &[], 10).await.iter().all(|b| b == "b1"), "the degraded one serves");
+
+    // Both back.
+    b[0].set_health_body(Some(r#"{"status":"UP"}"#));
+    b[1].set_health_body(Some(r#"{"status":"ok"}"#));
+    wait_for(b[0].addr, "healthy").await;
+    wait_for(b[1].addr, "healthy").await;
+    let both = answered_by(&proxy, "/echo", &[], 10).await;
+    assert!(both.contains(&"b0".into()) && both.contains(&"b1".into()), "{both:?}");
 }

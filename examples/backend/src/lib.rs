@@ -12,15 +12,16 @@
 //! - `/respond-headers?name=value&…`: answers with those response headers;
 //! - anything else: `backend {name}` and an `x-backend` header.
 //!
-//! - `/health`: 200, or the status set with [`Backend::set_health_status`].
+//! - `/health`: 200, or the status set with [`Backend::set_health_status`]; the body is
+//!   plain text, or the JSON set with [`Backend::set_health_body`].
 //!
 //! [`Backend::set_status`] makes every answer a fixed status instead, to simulate a failing
 //! service. Every request is counted, so tests can check what reached the backend.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -50,6 +51,7 @@ pub struct Backend {
     delay_ms: Arc<AtomicU64>,
     status: Arc<AtomicU64>,
     health_status: Arc<AtomicU64>,
+    health_body: Arc<Mutex<Option<String>>>,
     stop: CancellationToken,
 }
 
@@ -62,6 +64,7 @@ impl Backend {
         let delay_ms = Arc::new(AtomicU64::new(0));
         let status = Arc::new(AtomicU64::new(0));
         let health_status = Arc::new(AtomicU64::new(200));
+        let health_body = Arc::new(Mutex::new(None));
         let stop = CancellationToken::new();
         let state = Arc::new(State {
             name: name.to_owned(),
@@ -69,9 +72,10 @@ impl Backend {
             delay_ms: delay_ms.clone(),
             status: status.clone(),
             health_status: health_status.clone(),
+            health_body: health_body.clone(),
         });
         tokio::spawn(accept_loop(listener, state, stop.clone()));
-        Ok(Self { addr, name: name.to_owned(), hits, delay_ms, status, health_status, stop })
+        Ok(Self { addr, name: name.to_owned(), hits, delay_ms, status, health_status, health_body, stop })
     }
 
     /// Answers every later request with `status` (`None` restores normal answers).
@@ -82,6 +86,11 @@ impl Backend {
     /// Answers later `/health` requests with `status`.
     pub fn set_health_status(&self, status: u16) {
         self.health_status.store(u64::from(status), Ordering::Relaxed);
+    }
+
+    /// Answers later `/health` requests with this JSON body (`None`: plain text).
+    pub fn set_health_body(&self, json: Option<&str>) {
+        *self.health_body.lock().unwrap_or_else(|e| e.into_inner()) = json.map(str::to_owned);
     }
 
     /// Delays every later answer by `delay`, to make this backend slow.
@@ -112,6 +121,7 @@ struct State {
     delay_ms: Arc<AtomicU64>,
     status: Arc<AtomicU64>,
     health_status: Arc<AtomicU64>,
+    health_body: Arc<Mutex<Option<String>>>,
 }
 
 async fn accept_loop(listener: TcpListener, state: Arc<State>, stop: CancellationToken) {
@@ -227,7 +237,16 @@ async fn handle(state: Arc<State>, mut req: Request<Incoming>) -> Response<Body>
         "health" => {
             let code =
                 StatusCode::from_u16(state.health_status.load(Ordering::Relaxed) as u16).unwrap_or(StatusCode::OK);
-            error(code, format!("health {code}\n"))
+            let json = state.health_body.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            match json {
+                Some(body) => {
+                    let mut r = Response::new(full(body));
+                    *r.status_mut() = code;
+                    r.headers_mut().insert("content-type", HeaderValue::from_static("application/json"));
+                    r
+                }
+                None => error(code, format!("health {code}\n")),
+            }
         }
         "respond-headers" => {
             let mut r = Response::new(full(format!("backend {}\n", state.name)));

@@ -39,6 +39,32 @@ pub mod filter {
     });
 }
 
+/// Bindings of the `balancer` world (feature `balancer`).
+#[cfg(feature = "balancer")]
+#[allow(clippy::too_many_arguments)]
+pub mod balancer {
+    wit_bindgen::generate!({
+        world: "balancer",
+        path: "../../wit",
+        default_bindings_module: "wasmesh_plugin_sdk::balancer",
+        pub_export_macro: true,
+        export_macro_name: "export_balancer",
+    });
+}
+
+/// Bindings of the `health-check` world (feature `health-check`).
+#[cfg(feature = "health-check")]
+#[allow(clippy::too_many_arguments)]
+pub mod health_check {
+    wit_bindgen::generate!({
+        world: "health-check",
+        path: "../../wit",
+        default_bindings_module: "wasmesh_plugin_sdk::health_check",
+        pub_export_macro: true,
+        export_macro_name: "export_health_check",
+    });
+}
+
 /// Sends panic messages to the host's log (plugins have no stdio) instead of stderr. Call it
 /// first thing in `init`.
 pub fn init_panic_hook() {
@@ -48,6 +74,10 @@ pub fn init_panic_hook() {
         router::wasmesh::plugin::log::log(router::wasmesh::plugin::log::Level::Error, &message);
         #[cfg(feature = "filter")]
         filter::wasmesh::plugin::log::log(filter::wasmesh::plugin::log::Level::Error, &message);
+        #[cfg(feature = "balancer")]
+        balancer::wasmesh::plugin::log::log(balancer::wasmesh::plugin::log::Level::Error, &message);
+        #[cfg(feature = "health-check")]
+        health_check::wasmesh::plugin::log::log(health_check::wasmesh::plugin::log::Level::Error, &message);
         let _ = message;
     }));
 }

@@ -16,9 +16,10 @@ use super::{Admin, JsonResponse, error, json};
 use crate::body::Body;
 use crate::config::{HealthCheckConfig, HealthCheckKind};
 use crate::forward::{Downstream, call};
+use crate::plugin::Plugin;
 use crate::registry::Instance;
 use crate::snapshot::{CALL_LISTENER, Service, Snapshot};
-use crate::upstream::endpoint::now_millis;
+use crate::upstream::endpoint::{Health, now_millis};
 
 /// Path prefix of the mesh API.
 pub const PREFIX: &str = "/api/v1/mesh/v2/";
@@ -132,6 +133,15 @@ impl Admin {
             Ok(i) => i,
             Err(message) => return error(StatusCode::BAD_REQUEST, message),
         };
+        if let Some(name) = instance.health_check.as_ref().and_then(|h| h.plugin.as_deref()) {
+            let snap = self.mesh.snapshot();
+            if !snap.plugins.iter().any(|(n, p)| n == name && matches!(p, Plugin::HealthCheck(_))) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("health_check.plugin: no health_check plugin `{name}` is loaded"),
+                );
+            }
+        }
         let (id, name) = (instance.service_id.clone(), instance.service_name.clone());
         match self.registry.register(instance).await {
             Ok(()) => {
@@ -266,9 +276,17 @@ impl Admin {
             .map(|s| {
                 let instances: Vec<Value> = s.endpoints.iter().map(|e| endpoint_view(&snap, s, e)).collect();
                 let routable = s.routable_count(now);
+                let degraded = s.endpoints.iter().any(|e| e.stats.health() == Health::Degraded);
+                let status = if s.endpoints.is_empty() || routable == 0 {
+                    "down"
+                } else if routable < s.endpoints.len() || degraded {
+                    "degraded"
+                } else {
+                    "up"
+                };
                 json!({
                     "name": s.name,
-                    "status": if s.endpoints.is_empty() || routable == 0 { "down" } else if routable < s.endpoints.len() { "degraded" } else { "up" },
+                    "status": status,
                     "breaker": s.state.breaker_state().as_str(),
                     "in_flight": s.state.in_flight(),
                     "instances": instances,
@@ -348,6 +366,7 @@ fn endpoint_view(snap: &Snapshot, service: &Service, e: &crate::upstream::Endpoi
         "metadata": e.metadata,
         "source": if registered.is_some() { "registry" } else { "config" },
         "health": if checked { e.stats.health().as_str() } else { "unchecked" },
+        "health_detail": e.stats.health_detail().as_deref(),
         "ejected": e.stats.is_ejected(now),
         "routable": service.routable(e, now),
         "in_flight": e.stats.in_flight(),

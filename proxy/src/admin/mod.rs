@@ -143,6 +143,7 @@ impl Admin {
                             "weight": e.weight,
                             "metadata": e.metadata,
                             "health": e.stats.health().as_str(),
+                            "health_detail": e.stats.health_detail().as_deref(),
                             "ejected": e.stats.is_ejected(now_ms),
                             "times_ejected": e.stats.times_ejected(),
                             "routable": e.stats.is_routable(now_ms),

@@ -181,6 +181,10 @@ pub enum PluginKind {
     Router,
     /// Changes or answers requests and responses (`filter` world).
     Filter,
+    /// Picks a service's endpoint for each request (`balancer` world).
+    Balancer,
+    /// Judges an endpoint's health from its probe response (`health-check` world).
+    HealthCheck,
 }
 
 impl PluginKind {
@@ -189,6 +193,16 @@ impl PluginKind {
         match self {
             Self::Router => "router",
             Self::Filter => "filter",
+            Self::Balancer => "balancer",
+            Self::HealthCheck => "health_check",
+        }
+    }
+
+    /// The WIT world a component of this kind implements.
+    pub fn world(self) -> &'static str {
+        match self {
+            Self::HealthCheck => "health-check",
+            other => other.as_str(),
         }
     }
 }
@@ -210,7 +224,7 @@ pub enum FailMode {
 pub struct PluginConfig {
     /// Unique name; routes refer to it, and its logs and metrics carry it.
     pub name: String,
-    /// `router` or `filter`.
+    /// `router`, `filter`, `balancer` or `health_check`.
     pub kind: PluginKind,
     /// The `.wasm` component, relative to the working directory.
     pub path: std::path::PathBuf,
@@ -450,9 +464,12 @@ pub struct ServiceConfig {
     /// Static endpoints.
     #[serde(default)]
     pub endpoints: Vec<EndpointConfig>,
-    /// Load-balancing policy.
+    /// Load-balancing policy; with `balancer`, the fallback when the plugin fails open.
     #[serde(default)]
     pub balance: BalancePolicy,
+    /// A `balancer` plugin that picks the endpoint for each request.
+    #[serde(default)]
+    pub balancer: Option<String>,
     /// Consistent-hash key, for `balance = "ring_hash"`.
     #[serde(default)]
     pub hash_key: Option<HashKeyConfig>,
@@ -543,6 +560,16 @@ pub struct HealthCheckConfig {
     /// Consecutive failures that make a healthy endpoint unhealthy.
     #[serde(default = "HealthCheckConfig::default_threshold")]
     pub unhealthy_threshold: u32,
+    /// A `health_check` plugin that judges each HTTP probe's response (status, headers and
+    /// the first `max_body_bytes` of the body) instead of `expected_statuses`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// Body bytes read from a probe response and handed to `plugin`.
+    #[serde(
+        default = "HealthCheckConfig::default_max_body",
+        skip_serializing_if = "HealthCheckConfig::is_default_max_body"
+    )]
+    pub max_body_bytes: usize,
 }
 
 impl HealthCheckConfig {
@@ -566,6 +593,12 @@ impl HealthCheckConfig {
     }
     fn default_threshold() -> u32 {
         2
+    }
+    fn default_max_body() -> usize {
+        4096
+    }
+    fn is_default_max_body(n: &usize) -> bool {
+        *n == Self::default_max_body()
     }
 }
 

@@ -1,6 +1,6 @@
 //! Semantic checks that serde cannot express: references between sections, ranges, exclusivity.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::error::Segment::{self, Index, Key};
 use super::schema::*;
@@ -23,12 +23,12 @@ pub(crate) fn validate(config: &Config) -> Result<(), Violation> {
         return Err(violation(vec![Key("runtime"), Key("workers")], "must be at most 1024"));
     }
     let listeners = validate_listeners(&config.listeners)?;
-    let services = validate_services(&config.services)?;
     let plugins = validate_plugins(&config.plugins)?;
+    let services = validate_services(&config.services, &plugins)?;
     validate_routes(&config.routes, &listeners, &services, &plugins)
 }
 
-fn validate_plugins(plugins: &[PluginConfig]) -> Result<std::collections::HashMap<&str, PluginKind>, Violation> {
+fn validate_plugins(plugins: &[PluginConfig]) -> Result<HashMap<&str, PluginKind>, Violation> {
     let mut names = HashSet::new();
     for (i, p) in plugins.iter().enumerate() {
         let at = |field| vec![Key("plugins"), Index(i), Key(field)];
@@ -105,11 +105,45 @@ fn validate_listeners(listeners: &[ListenerConfig]) -> Result<HashSet<&str>, Vio
     Ok(names)
 }
 
-fn validate_services(services: &[ServiceConfig]) -> Result<HashSet<&str>, Violation> {
+/// A plugin reference must name a plugin of kind `want`.
+fn plugin_ref(
+    plugins: &HashMap<&str, PluginKind>,
+    path: Vec<Segment>,
+    name: &str,
+    want: PluginKind,
+) -> Result<(), Violation> {
+    match plugins.get(name) {
+        None => Err(violation(path, format!("unknown plugin `{name}`"))),
+        Some(&kind) if kind != want => {
+            Err(violation(path, format!("plugin `{name}` is a {}, not a {}", kind.as_str(), want.as_str())))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+fn validate_services<'a>(
+    services: &'a [ServiceConfig],
+    plugins: &HashMap<&str, PluginKind>,
+) -> Result<HashSet<&'a str>, Violation> {
     let mut names = HashSet::new();
     for (i, s) in services.iter().enumerate() {
         let at = |field| vec![Key("services"), Index(i), Key(field)];
         unique(&mut names, &s.name, || at("name"), "service")?;
+        if let Some(balancer) = &s.balancer {
+            plugin_ref(plugins, at("balancer"), balancer, PluginKind::Balancer)?;
+        }
+        if let Some(check) = &s.health_check {
+            let at = |field| vec![Key("services"), Index(i), Key("health_check"), Key(field)];
+            if let Some(plugin) = &check.plugin {
+                plugin_ref(plugins, at("plugin"), plugin, PluginKind::HealthCheck)?;
+                if check.kind != HealthCheckKind::Http {
+                    return Err(violation(
+                        at("plugin"),
+                        "a health-check plugin judges HTTP probes: needs kind = \"http\"",
+                    ));
+                }
+            }
+        }
         let mut addrs = HashSet::new();
         for (j, e) in s.endpoints.iter().enumerate() {
             let at = |field| vec![Key("services"), Index(i), Key("endpoints"), Index(j), Key(field)];
@@ -152,7 +186,7 @@ fn validate_routes(
     routes: &[RouteConfig],
     listeners: &HashSet<&str>,
     services: &HashSet<&str>,
-    plugins: &std::collections::HashMap<&str, PluginKind>,
+    plugins: &HashMap<&str, PluginKind>,
 ) -> Result<(), Violation> {
     let mut names = HashSet::new();
     for (i, r) in routes.iter().enumerate() {
@@ -195,18 +229,11 @@ fn validate_routes(
                 return Err(violation(at("rewrite"), format!("prefix `{prefix}` must start with `/`")));
             }
         }
-        let plugin_ref = |field, name: &str, want: PluginKind| match plugins.get(name) {
-            None => Err(violation(at(field), format!("unknown plugin `{name}`"))),
-            Some(kind) if *kind != want => {
-                Err(violation(at(field), format!("plugin `{name}` is a {}, not a {}", kind.as_str(), want.as_str())))
-            }
-            Some(_) => Ok(()),
-        };
         if let Some(router) = &r.router {
-            plugin_ref("router", router, PluginKind::Router)?;
+            plugin_ref(plugins, at("router"), router, PluginKind::Router)?;
         }
         for f in &r.filters {
-            plugin_ref("filters", f, PluginKind::Filter)?;
+            plugin_ref(plugins, at("filters"), f, PluginKind::Filter)?;
         }
         if r.timeout.is_some_and(|t| t.is_zero()) {
             return Err(violation(at("timeout"), "must be greater than zero"));

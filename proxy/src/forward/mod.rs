@@ -23,6 +23,7 @@ use response::{InFlight, ResponseBody, SHED_HEADER, local};
 use crate::body::Body;
 use crate::config::FailMode;
 use crate::mesh::Mesh;
+use crate::plugin::BalancerPlugin;
 use crate::plugin::types::{FilterAction, RouteDecision};
 use crate::routing::{RequestView, host_without_port};
 use crate::snapshot::{Route, Service};
@@ -32,7 +33,7 @@ use crate::telemetry::metrics::{ServiceEndpointLabels, ServiceLabels, ServiceRea
 use crate::upstream::balance::PickContext;
 use crate::upstream::breaker::{Shed, Transition};
 use crate::upstream::conn_pool::ConnectError;
-use crate::upstream::endpoint::now_millis;
+use crate::upstream::endpoint::{Health, now_millis};
 use crate::upstream::http1::{Exchange, Http1Error};
 use crate::upstream::outlier::{self, Outcome};
 use crate::upstream::retry::{Attempt as RetryAttempt, backoff, should_retry};
@@ -223,6 +224,10 @@ async fn dispatch(
     };
 
     let ctx = PickContext { hash, now: started };
+    let balancer_head = service.balancer_plugin.as_ref().map(|plugin| {
+        let authority = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        plugins::request_head(&parts.method, authority, &path, down.client, &parts.headers, |h| plugin.reads_header(h))
+    });
     let mut tried = 0u64;
     let mut attempt = 0;
     let request_line = (!route.filters.is_empty()).then(|| RequestCopy {
@@ -235,10 +240,17 @@ async fn dispatch(
     let mut retry_slot = None;
     let (endpoint_idx, result) = loop {
         attempt += 1;
-        let Some(idx) = pick(service, &ctx, now_millis(), tried) else {
-            route.metrics.count_error(ErrorKind::no_endpoint);
-            route.edge(service_idx).record(true, started.elapsed());
-            return local(ErrorKind::no_endpoint);
+        let idx = match pick(service, &ctx, now_millis(), tried, balancer_head.as_ref()) {
+            Ok(Some(idx)) => idx,
+            Ok(None) => {
+                route.metrics.count_error(ErrorKind::no_endpoint);
+                route.edge(service_idx).record(true, started.elapsed());
+                return local(ErrorKind::no_endpoint);
+            }
+            Err(plugin) => {
+                route.edge(service_idx).record(true, started.elapsed());
+                return plugins::failed_closed(plugin.name(), plugin.fail_status);
+            }
         };
         let endpoint = &service.endpoints[idx];
         let request = match (&replay, attempt < max_attempts) {
@@ -404,7 +416,7 @@ fn response_filters(
         });
         let resp = crate::plugin::types::ResponseHead {
             status: parts.status.as_u16(),
-            headers: plugins::header_list(&parts.headers, |_| true),
+            headers: crate::plugin::header_list(&parts.headers, |_| true),
         };
         match filter.on_response(&head, &resp) {
             Ok(FilterAction::Proceed) => {}
@@ -419,23 +431,61 @@ fn response_filters(
     None
 }
 
-/// Chooses an endpoint: routable ones (not failing active checks, not ejected) unless too few
-/// are, in which case all (panic mode, as Envoy); endpoints already tried are avoided while
-/// others remain.
-fn pick(service: &Service, ctx: &PickContext, now_ms: u64, tried: u64) -> Option<usize> {
+/// Chooses an endpoint: routable ones (not failing active checks, not ejected; degraded ones
+/// only while no healthy one is routable) unless too few are, in which case all (panic mode,
+/// as Envoy); endpoints already tried are avoided while others remain. A balancer plugin,
+/// when the service has one, chooses among the same candidates; `Err` is its failed-closed
+/// plugin that failed closed.
+fn pick<'s>(
+    service: &'s Service,
+    ctx: &PickContext,
+    now_ms: u64,
+    tried: u64,
+    head: Option<&crate::plugin::types::RequestHead>,
+) -> Result<Option<usize>, &'s BalancerPlugin> {
     let endpoints = &service.endpoints;
     let filter = service.filters_endpoints();
     let routable = |i: usize| !filter || endpoints[i].stats.is_routable(now_ms);
-    let panic = filter && {
-        let up = (0..endpoints.len()).filter(|&i| routable(i)).count();
-        up * 100 < endpoints.len() * usize::from(service.policy.panic_threshold)
-    };
-    let allowed = |i: usize| panic || routable(i);
+    let degraded = |i: usize| filter && endpoints[i].stats.health() == Health::Degraded;
+    let (mut up, mut preferred) = (0, 0);
+    if filter {
+        for i in (0..endpoints.len()).filter(|&i| routable(i)) {
+            up += 1;
+            preferred += usize::from(!degraded(i));
+        }
+    }
+    let panic = filter && up * 100 < endpoints.len() * usize::from(service.policy.panic_threshold);
+    let avoid_degraded = preferred > 0 && preferred < up;
+    let allowed = |i: usize| panic || (routable(i) && !(avoid_degraded && degraded(i)));
     let untried = |i: usize| i >= 64 || tried & (1 << i) == 0;
-    service
+    if let (Some(plugin), Some(head)) = (&service.balancer_plugin, head) {
+        let mut ids: Vec<usize> = (0..endpoints.len()).filter(|&i| allowed(i) && untried(i)).collect();
+        if ids.is_empty() && tried != 0 {
+            ids = (0..endpoints.len()).filter(|&i| allowed(i)).collect();
+        }
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let candidates: Vec<_> =
+            ids.iter().map(|&i| crate::plugin::endpoint_view(i as u32, &endpoints[i], ctx.now, now_ms)).collect();
+        match plugin.pick(head, &candidates) {
+            Ok(Some(choice)) if (choice as usize) < ids.len() => return Ok(Some(ids[choice as usize])),
+            // Declined: the service's own policy picks.
+            Ok(None) => {}
+            Ok(Some(choice)) => {
+                tracing::debug!(plugin = plugin.name(), choice, candidates = ids.len(), "balancer chose no candidate");
+                if plugin.fail == FailMode::Closed {
+                    return Err(plugin);
+                }
+            }
+            Err(_) if plugin.fail == FailMode::Closed => return Err(plugin),
+            Err(_) => {}
+        }
+    }
+    Ok(service
         .balancer
         .pick(ctx, endpoints, &|i| allowed(i) && untried(i))
-        .or_else(|| if tried != 0 { service.balancer.pick(ctx, endpoints, &allowed) } else { None })
+        .or_else(|| if tried != 0 { service.balancer.pick(ctx, endpoints, &allowed) } else { None }))
 }
 
 fn upstream_request(

@@ -7,7 +7,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use super::response::{ERROR_HEADER, ResponseBody};
 use crate::body::Body;
-use crate::plugin::types;
+use crate::plugin::{header_list, types};
 
 /// The request as a plugin sees it, with only the headers `reads` accepts.
 pub fn request_head(
@@ -25,15 +25,6 @@ pub fn request_head(
         client_addr: client.to_string(),
         headers: header_list(headers, reads),
     }
-}
-
-/// Headers as a plugin sees them.
-pub fn header_list(headers: &HeaderMap, reads: impl Fn(&str) -> bool) -> Vec<(String, Vec<u8>)> {
-    headers
-        .iter()
-        .filter(|(name, _)| reads(name.as_str()))
-        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-        .collect()
 }
 
 /// Applies header and path changes; invalid names or values are skipped with a debug log.

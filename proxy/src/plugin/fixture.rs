@@ -4,7 +4,7 @@
 //! A fixture file is TOML:
 //!
 //! ```toml
-//! kind = "router"                      # or "filter"
+//! kind = "router"                      # or "filter", "balancer", "health_check"
 //! config = { canary = "api-v2", header = "x-canary" }   # the plugin's config table
 //!
 //! [[cases]]
@@ -15,10 +15,13 @@
 //! expect = "upstream api-v2"           # optional: the decision must start with this
 //! # response = { status = 200, headers = { server = "x" } }   # filters: also run on-response
 //! # expect_response = "mutate"
+//! # candidates = [{ address = "10.0.0.1:80", metadata = { zone = "eu" } }]   # balancers
+//! # probe = { status = 200, body = '{"status":"ok"}' }                       # health checks
 //! ```
 //!
 //! Decisions print as `default`, `upstream <service> [set k=v …] [remove k …] [path p]`,
-//! `respond <status>`, `proceed`, `mutate [set …] [remove …] [path …]`, or `error: <why>`.
+//! `respond <status>`, `proceed`, `mutate [set …] [remove …] [path …]`, `pick <index>`,
+//! `none`, `healthy`, `degraded: <reason>`, `unhealthy: <reason>`, or `error: <why>`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -61,6 +64,15 @@ struct Case {
     headers: BTreeMap<String, String>,
     #[serde(default)]
     response: Option<ResponseFixture>,
+    /// A balancer's candidate endpoints.
+    #[serde(default)]
+    candidates: Vec<EndpointFixture>,
+    /// The endpoint a health check judges.
+    #[serde(default)]
+    endpoint: Option<EndpointFixture>,
+    /// The probe response a health check judges.
+    #[serde(default)]
+    probe: Option<ProbeFixture>,
     #[serde(default)]
     expect: Option<String>,
     #[serde(default)]
@@ -93,6 +105,56 @@ impl ResponseFixture {
     fn default_status() -> u16 {
         200
     }
+}
+
+/// An endpoint as a balancer or health check sees it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointFixture {
+    address: SocketAddr,
+    #[serde(default = "EndpointFixture::default_weight")]
+    weight: u32,
+    #[serde(default)]
+    in_flight: u32,
+    #[serde(default)]
+    ewma_latency_us: u32,
+    #[serde(default = "EndpointFixture::default_healthy")]
+    healthy: bool,
+    #[serde(default)]
+    metadata: BTreeMap<String, String>,
+}
+
+impl EndpointFixture {
+    fn default_weight() -> u32 {
+        1
+    }
+    fn default_healthy() -> bool {
+        true
+    }
+
+    fn to_wit(&self, id: u32) -> types::Endpoint {
+        types::Endpoint {
+            id,
+            address: self.address.to_string(),
+            weight: self.weight,
+            in_flight: self.in_flight,
+            ewma_latency_us: self.ewma_latency_us,
+            healthy: self.healthy,
+            metadata: self.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
+}
+
+/// A health probe's response.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProbeFixture {
+    #[serde(default = "ResponseFixture::default_status")]
+    status: u16,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    body: String,
 }
 
 /// What one case did.
@@ -175,6 +237,41 @@ fn run_case(plugin: &Plugin, case: &Case) -> CaseResult {
             });
             (decision, response)
         }
+        Plugin::Balancer(b) => {
+            let candidates: Vec<types::Endpoint> =
+                case.candidates.iter().zip(0..).map(|(c, id)| c.to_wit(id)).collect();
+            let decision = match b.pick(&head, &candidates) {
+                Ok(Some(i)) => format!("pick {i}"),
+                Ok(None) => "none".into(),
+                Err(e) => format!("error: {}", e.reason),
+            };
+            (decision, None)
+        }
+        Plugin::HealthCheck(h) => {
+            let endpoint = case.endpoint.as_ref().map_or_else(
+                || {
+                    EndpointFixture {
+                        address: SocketAddr::from(([127, 0, 0, 1], 8080)),
+                        weight: 1,
+                        in_flight: 0,
+                        ewma_latency_us: 0,
+                        healthy: true,
+                        metadata: BTreeMap::new(),
+                    }
+                    .to_wit(0)
+                },
+                |e| e.to_wit(0),
+            );
+            let probe = case.probe.as_ref().map_or_else(
+                || types::ProbeResponse { status: 200, headers: vec![], body: vec![] },
+                |p| types::ProbeResponse {
+                    status: p.status,
+                    headers: pairs(&p.headers),
+                    body: p.body.as_bytes().to_vec(),
+                },
+            );
+            (h.judge(&endpoint, &probe).map_or_else(|e| format!("error: {}", e.reason), |v| describe_health(&v)), None)
+        }
     };
     let holds = |want: &Option<String>, got: Option<&String>| match (want, got) {
         (None, _) => true,
@@ -208,6 +305,14 @@ fn describe_action(a: &types::FilterAction) -> String {
         types::FilterAction::Proceed => "proceed".into(),
         types::FilterAction::Mutate(m) => format!("mutate{}", describe_mutations(m)),
         types::FilterAction::Respond(r) => format!("respond {}", r.status),
+    }
+}
+
+fn describe_health(h: &types::Health) -> String {
+    match h {
+        types::Health::Healthy => "healthy".into(),
+        types::Health::Degraded(why) => format!("degraded: {why}"),
+        types::Health::Unhealthy(why) => format!("unhealthy: {why}"),
     }
 }
 

@@ -19,9 +19,15 @@ use prometheus_client::metrics::counter::Counter;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store};
 
+use balancer_world::BalancerPre;
 pub use bindings::types;
-use bindings::{filter as filter_world, router as router_world};
+use bindings::{
+    balancer as balancer_world, filter as filter_world, health_check as health_world, router as router_world,
+};
+use filter_world::FilterPre;
+use health_world::HealthCheckPre;
 pub use host::{HostState, PluginMetricFamilies};
+use router_world::RouterPre;
 
 use crate::config::{FailMode, PluginConfig, PluginKind};
 
@@ -88,6 +94,10 @@ pub enum Plugin {
     Router(Arc<RouterPlugin>),
     /// A filter.
     Filter(Arc<FilterPlugin>),
+    /// A balancer.
+    Balancer(Arc<BalancerPlugin>),
+    /// A health check.
+    HealthCheck(Arc<HealthCheckPlugin>),
 }
 
 /// A plugin world as the host drives it: how to instantiate it and call its `init`.
@@ -102,35 +112,46 @@ pub trait World {
     fn init(b: &Self::Bindings, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<(), String>>;
 }
 
-/// The `router` world.
-#[derive(Debug)]
-pub struct RouterWorld;
+/// Declares a [`World`] for generated bindings `$bindings` (with pre-instance `$pre`).
+macro_rules! world {
+    ($(#[$doc:meta])* $name:ident, $bindings:ty, $pre:ty) => {
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name;
 
-impl World for RouterWorld {
-    type Pre = router_world::RouterPre<HostState>;
-    type Bindings = router_world::Router;
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
-        pre.instantiate(store)
-    }
-    fn init(b: &Self::Bindings, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<(), String>> {
-        b.wasmesh_plugin_lifecycle().call_init(store, config)
-    }
+        impl World for $name {
+            type Pre = $pre;
+            type Bindings = $bindings;
+            fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
+                pre.instantiate(store)
+            }
+            fn init(
+                b: &Self::Bindings,
+                store: &mut Store<HostState>,
+                config: &str,
+            ) -> wasmtime::Result<Result<(), String>> {
+                b.wasmesh_plugin_lifecycle().call_init(store, config)
+            }
+        }
+    };
 }
 
-/// The `filter` world.
-#[derive(Debug)]
-pub struct FilterWorld;
-
-impl World for FilterWorld {
-    type Pre = filter_world::FilterPre<HostState>;
-    type Bindings = filter_world::Filter;
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings> {
-        pre.instantiate(store)
-    }
-    fn init(b: &Self::Bindings, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<(), String>> {
-        b.wasmesh_plugin_lifecycle().call_init(store, config)
-    }
-}
+world!(
+    /// The `router` world.
+    RouterWorld, router_world::Router, router_world::RouterPre<HostState>
+);
+world!(
+    /// The `filter` world.
+    FilterWorld, filter_world::Filter, filter_world::FilterPre<HostState>
+);
+world!(
+    /// The `balancer` world.
+    BalancerWorld, balancer_world::Balancer, balancer_world::BalancerPre<HostState>
+);
+world!(
+    /// The `health-check` world.
+    HealthCheckWorld, health_world::HealthCheck, health_world::HealthCheckPre<HostState>
+);
 
 /// A warm instance of world `W`.
 pub struct Instance<W: World> {
@@ -232,6 +253,10 @@ impl<W: World> Common<W> {
 pub type RouterPlugin = Common<RouterWorld>;
 /// A filter plugin.
 pub type FilterPlugin = Common<FilterWorld>;
+/// A balancer plugin.
+pub type BalancerPlugin = Common<BalancerWorld>;
+/// A health-check plugin.
+pub type HealthCheckPlugin = Common<HealthCheckWorld>;
 
 impl RouterPlugin {
     /// Decides where `req` goes.
@@ -253,6 +278,48 @@ impl FilterPlugin {
         resp: &types::ResponseHead,
     ) -> Result<types::FilterAction, CallError> {
         self.call(|b, store| b.call_on_response(store, req, resp))
+    }
+}
+
+impl BalancerPlugin {
+    /// The index into `candidates` of the endpoint `req` should go to; `None` declines.
+    pub fn pick(&self, req: &types::RequestHead, candidates: &[types::Endpoint]) -> Result<Option<u32>, CallError> {
+        self.call(|b, store| b.call_pick(store, req, candidates))
+    }
+}
+
+impl HealthCheckPlugin {
+    /// The plugin's verdict on `target` given its probe response.
+    pub fn judge(&self, target: &types::Endpoint, probe: &types::ProbeResponse) -> Result<types::Health, CallError> {
+        self.call(|b, store| b.call_judge(store, target, probe))
+    }
+}
+
+/// Headers as a plugin sees them.
+pub fn header_list(headers: &http::HeaderMap, reads: impl Fn(&str) -> bool) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .filter(|(name, _)| reads(name.as_str()))
+        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+        .collect()
+}
+
+/// Endpoint `id` as balancer and health-check plugins see it, with its live statistics.
+pub fn endpoint_view(
+    id: u32,
+    endpoint: &crate::upstream::Endpoint,
+    now: std::time::Instant,
+    now_ms: u64,
+) -> types::Endpoint {
+    let stats = &endpoint.stats;
+    types::Endpoint {
+        id,
+        address: endpoint.authority.as_str().to_owned(),
+        weight: endpoint.weight,
+        in_flight: stats.in_flight(),
+        ewma_latency_us: (stats.ewma_nanos(now) / 1000.0).min(f64::from(u32::MAX)) as u32,
+        healthy: stats.is_routable(now_ms),
+        metadata: endpoint.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
     }
 }
 
@@ -289,7 +356,6 @@ pub fn load(
     families: &PluginMetricFamilies,
     counters: PluginCounters,
 ) -> Result<Plugin, PluginError> {
-    let kind = cfg.kind.as_str();
     let err = |reason: String| PluginError::new(cfg, reason);
     let component = Component::new(engine(), bytes).map_err(|e| err(format!("not a valid component: {e:#}")))?;
     let mut linker: Linker<HostState> = Linker::new(engine());
@@ -299,12 +365,19 @@ pub fn load(
         deadline_ticks: (cfg.timeout.as_micros() as u64 * TICKS_PER_SECOND).div_ceil(1_000_000).max(1) + 1,
         memory_bytes: cfg.memory_limit_mib * 1024 * 1024,
     };
-    let world_err = |e: wasmtime::Error| err(format!("does not implement the `{kind}` world: {e:#}"));
-    macro_rules! common {
-        ($pre:expr) => {
-            Common {
+    let world = cfg.kind.world();
+    let world_err = |e: wasmtime::Error| err(format!("does not implement the `{world}` world: {e:#}"));
+    // Links the world's imports, checks the component against its exports, and creates one
+    // instance now: it proves the component links and that `init` accepts the config.
+    macro_rules! load_world {
+        ($bindings:ty, $pre:ident, $variant:ident) => {{
+            <$bindings>::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
+                .map_err(|e| err(format!("{e:#}")))?;
+            let pre = linker.instantiate_pre(&component).map_err(world_err)?;
+            let pre = $pre::new(pre).map_err(world_err)?;
+            let plugin = Common {
                 name: Arc::from(cfg.name.as_str()),
-                pre: $pre,
+                pre,
                 config_json,
                 limits,
                 idle: ArrayQueue::new(POOL_SIZE),
@@ -314,30 +387,16 @@ pub fn load(
                 fail: cfg.fail,
                 fail_status: cfg.fail_status,
                 logged_failure: AtomicBool::new(false),
-            }
-        };
+            };
+            let first = plugin.instantiate().map_err(err)?;
+            let _ = plugin.idle.push(first);
+            Ok(Plugin::$variant(Arc::new(plugin)))
+        }};
     }
     match cfg.kind {
-        PluginKind::Router => {
-            router_world::Router::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-                .map_err(|e| err(format!("{e:#}")))?;
-            let pre = linker.instantiate_pre(&component).map_err(world_err)?;
-            let pre = router_world::RouterPre::new(pre).map_err(world_err)?;
-            let plugin = common!(pre);
-            // One instance now: it proves the component links, and `init` accepts the config.
-            let first = plugin.instantiate().map_err(err)?;
-            let _ = plugin.idle.push(first);
-            Ok(Plugin::Router(Arc::new(plugin)))
-        }
-        PluginKind::Filter => {
-            filter_world::Filter::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
-                .map_err(|e| err(format!("{e:#}")))?;
-            let pre = linker.instantiate_pre(&component).map_err(world_err)?;
-            let pre = filter_world::FilterPre::new(pre).map_err(world_err)?;
-            let plugin = common!(pre);
-            let first = plugin.instantiate().map_err(err)?;
-            let _ = plugin.idle.push(first);
-            Ok(Plugin::Filter(Arc::new(plugin)))
-        }
+        PluginKind::Router => load_world!(router_world::Router, RouterPre, Router),
+        PluginKind::Filter => load_world!(filter_world::Filter, FilterPre, Filter),
+        PluginKind::Balancer => load_world!(balancer_world::Balancer, BalancerPre, Balancer),
+        PluginKind::HealthCheck => load_world!(health_world::HealthCheck, HealthCheckPre, HealthCheck),
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use super::{CALL_LISTENER, HashKey, ListenerRoutes, Route, Service, ServicePolicy, Snapshot};
 use crate::config::{Config, HashKeyConfig, ServiceConfig, UpstreamProtocol};
 use crate::mesh::LoadedPlugin;
-use crate::plugin::Plugin;
+use crate::plugin::{BalancerPlugin, Plugin};
 use crate::registry::{Instance, InstanceSet};
 use crate::routing::{Matcher, Rewrite};
 use crate::telemetry::Metrics;
@@ -72,7 +72,11 @@ pub(crate) fn build(
         .chain(&implicit)
         .map(|s| {
             let members = registered.get(s.name.as_str()).map_or(&[][..], Vec::as_slice);
-            build_service(s, members, carried, &mut next, metrics)
+            let balancer = match s.balancer.as_deref().and_then(plugin) {
+                Some(Plugin::Balancer(b)) => Some(b.clone()),
+                _ => None,
+            };
+            build_service(s, members, balancer, carried, &mut next, metrics)
         })
         .collect();
     let timeouts: Vec<Duration> = config.services.iter().chain(&implicit).map(|s| s.timeouts.request).collect();
@@ -159,6 +163,7 @@ pub(crate) fn build(
 fn build_service(
     cfg: &ServiceConfig,
     registered: &[&Instance],
+    balancer_plugin: Option<Arc<BalancerPlugin>>,
     old: &mut Carried,
     next: &mut Carried,
     metrics: &Metrics,
@@ -216,6 +221,7 @@ fn build_service(
     Service {
         name: cfg.name.clone(),
         balancer: balance::build(cfg.balance, &endpoints),
+        balancer_plugin,
         endpoints,
         hash_key,
         transport,

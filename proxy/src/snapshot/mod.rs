@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderName};
 pub(crate) use build::{Carried, build};
 
 use crate::config::{CircuitBreakerConfig, Config, HealthCheckConfig, OutlierConfig, RetryConfig};
-use crate::plugin::{FilterPlugin, Plugin, RouterPlugin};
+use crate::plugin::{BalancerPlugin, FilterPlugin, Plugin, RouterPlugin};
 use crate::registry::InstanceSet;
 use crate::routing::{Matcher, RequestView, Rewrite};
 use crate::telemetry::edges::EdgeStats;
@@ -123,8 +123,10 @@ pub struct Service {
     pub name: String,
     /// Endpoints, in configuration order.
     pub endpoints: Vec<Endpoint>,
-    /// Chooses among `endpoints`.
+    /// Chooses among `endpoints`; with a balancer plugin, when the plugin fails open.
     pub balancer: Box<dyn Balancer>,
+    /// A plugin that chooses among `endpoints` instead of `balancer`.
+    pub balancer_plugin: Option<Arc<BalancerPlugin>>,
     /// Consistent-hash key source.
     pub hash_key: Option<HashKey>,
     /// How requests reach the endpoints (HTTP/1.1 pools or an h2c client).

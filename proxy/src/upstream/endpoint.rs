@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwapOption;
 use http::uri::Authority;
 
 use super::conn_pool::{ConnPool, ConnSettings};
@@ -70,6 +71,9 @@ pub enum Health {
     Healthy,
     /// Failing: taken out of balancing whatever the ejection cap says.
     Unhealthy,
+    /// Passing, but a health-check plugin called it degraded: chosen only while no healthy
+    /// endpoint is routable (as Envoy treats degraded hosts).
+    Degraded,
 }
 
 impl Health {
@@ -79,6 +83,7 @@ impl Health {
             Self::Unknown => "unknown",
             Self::Healthy => "healthy",
             Self::Unhealthy => "unhealthy",
+            Self::Degraded => "degraded",
         }
     }
 }
@@ -98,6 +103,8 @@ pub struct EndpointStats {
     times_ejected: AtomicU32,
     consecutive_5xx: AtomicU32,
     consecutive_gateway: AtomicU32,
+    /// The last check's reason for a degraded or unhealthy verdict; read by the admin views only.
+    health_detail: ArcSwapOption<String>,
     /// Peak-EWMA latency in nanoseconds, stored as `f64` bits.
     ewma_ns: AtomicU64,
     /// When `ewma_ns` was last updated, in nanoseconds since [`clock_base`].
@@ -113,6 +120,7 @@ impl Default for EndpointStats {
             times_ejected: AtomicU32::new(0),
             consecutive_5xx: AtomicU32::new(0),
             consecutive_gateway: AtomicU32::new(0),
+            health_detail: ArcSwapOption::empty(),
             ewma_ns: AtomicU64::new((EWMA_DEFAULT.as_nanos() as f64).to_bits()),
             ewma_stamp: AtomicU64::new(nanos_since_base(Instant::now())),
         }
@@ -149,6 +157,7 @@ impl EndpointStats {
         match self.health.load(Ordering::Relaxed) {
             1 => Health::Healthy,
             2 => Health::Unhealthy,
+            3 => Health::Degraded,
             _ => Health::Unknown,
         }
     }
@@ -159,8 +168,19 @@ impl EndpointStats {
             Health::Unknown => 0,
             Health::Healthy => 1,
             Health::Unhealthy => 2,
+            Health::Degraded => 3,
         };
         self.health.store(v, Ordering::Relaxed);
+    }
+
+    /// Why the last check judged the endpoint degraded or unhealthy.
+    pub fn health_detail(&self) -> Option<Arc<String>> {
+        self.health_detail.load_full()
+    }
+
+    /// Records why the last check judged as it did (`None` when it passed plainly).
+    pub fn set_health_detail(&self, detail: Option<String>) {
+        self.health_detail.store(detail.map(Arc::new));
     }
 
     /// Whether an outlier ejection is in force at `now_ms`.

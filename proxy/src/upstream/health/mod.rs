@@ -1,7 +1,9 @@
 //! Active health checking: a background task per endpoint probes it on an interval (with
 //! jitter) and moves it between healthy and unhealthy after consecutive results.
 //!
-//! Checks never run on the request path. The supervisor reconciles the running checks with
+//! An HTTP check either compares the status with `expected_statuses` or, with a
+//! `health_check` plugin, hands the response (status, headers, first bytes of the body) to
+//! the plugin, whose verdict may also be "degraded". Checks never run on the request path. The supervisor reconciles the running checks with
 //! each snapshot: it starts checks for new endpoints, restarts those whose settings changed,
 //! and stops those whose endpoint left.
 
@@ -16,11 +18,13 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::sync::CancellationToken;
 
-pub use probe::{ProbeOutcome, probe};
+pub use probe::{Answer, ProbeOutcome, probe};
 
-use super::EndpointStats;
-use super::endpoint::Health;
+use super::endpoint::{Health, now_millis};
+use super::{Endpoint, EndpointStats};
+use crate::config::FailMode;
 use crate::config::HealthCheckConfig;
+use crate::plugin::{HealthCheckPlugin, Plugin, endpoint_view, types};
 use crate::snapshot::Snapshot;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{HealthCheckLabels, ServiceEndpointLabels};
@@ -31,11 +35,42 @@ struct CheckSpec {
     config: HealthCheckConfig,
     /// Whether a passing check ends an outlier ejection early.
     uneject: bool,
+    /// The plugin judging HTTP answers, and the endpoint as it sees it.
+    judge: Option<(Arc<HealthCheckPlugin>, types::Endpoint)>,
 }
 
 impl PartialEq for CheckSpec {
     fn eq(&self, other: &Self) -> bool {
-        self.config == other.config && self.uneject == other.uneject
+        let same_judge = match (&self.judge, &other.judge) {
+            (None, None) => true,
+            (Some((a, ea)), Some((b, eb))) => {
+                Arc::ptr_eq(a, b) && ea.id == eb.id && ea.weight == eb.weight && ea.metadata == eb.metadata
+            }
+            _ => false,
+        };
+        self.config == other.config && self.uneject == other.uneject && same_judge
+    }
+}
+
+/// A check's verdict on one probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Verdict {
+    Pass,
+    Degraded(String),
+    Fail(String),
+}
+
+impl Verdict {
+    /// Whether the probe counts toward healthy (degraded endpoints still serve).
+    fn passed(&self) -> bool {
+        !matches!(self, Self::Fail(_))
+    }
+
+    fn detail(&self) -> Option<String> {
+        match self {
+            Self::Pass => None,
+            Self::Degraded(why) | Self::Fail(why) => Some(why.clone()),
+        }
     }
 }
 
@@ -53,10 +88,11 @@ impl HealthSupervisor {
         for service in &snapshot.services {
             let uneject =
                 service.policy.outlier.as_ref().is_some_and(|o| o.successful_active_health_check_uneject_host);
-            for endpoint in &service.endpoints {
+            for (id, endpoint) in service.endpoints.iter().enumerate() {
                 let own = endpoint.health_check.as_deref();
                 let Some(config) = own.or(service.policy.health_check.as_ref()) else { continue };
-                let spec = CheckSpec { config: config.clone(), uneject };
+                let judge = config.plugin.as_deref().and_then(|name| judge_for(snapshot, name, id, endpoint));
+                let spec = CheckSpec { config: config.clone(), uneject, judge };
                 wanted.insert((service.name.clone(), endpoint.address), (spec, endpoint.stats.clone()));
             }
         }
@@ -107,6 +143,25 @@ impl HealthSupervisor {
     }
 }
 
+/// The health-check plugin `name` with endpoint `id` as it will see it; `None` (checks by
+/// status) when no such plugin is loaded, which configuration validation prevents.
+fn judge_for(
+    snapshot: &Snapshot,
+    name: &str,
+    id: usize,
+    endpoint: &Endpoint,
+) -> Option<(Arc<HealthCheckPlugin>, types::Endpoint)> {
+    let plugin = snapshot.plugins.iter().find_map(|(n, p)| match p {
+        Plugin::HealthCheck(h) if n == name => Some(h.clone()),
+        _ => None,
+    });
+    if plugin.is_none() {
+        tracing::warn!(plugin = name, endpoint = %endpoint.address, "no such health-check plugin; checking by status");
+    }
+    let view = endpoint_view(id as u32, endpoint, std::time::Instant::now(), now_millis());
+    plugin.map(|p| (p, view))
+}
+
 #[derive(Debug)]
 struct Counters {
     success: Counter,
@@ -119,18 +174,57 @@ fn gauge_value(health: Health) -> i64 {
         Health::Healthy => 1,
         Health::Unhealthy => 0,
         Health::Unknown => -1,
+        Health::Degraded => 2,
     }
 }
 
-/// The verdict after a result, given the current verdict and consecutive counts.
-fn next_health(current: Health, passed: bool, streak: u32, cfg: &HealthCheckConfig) -> Health {
-    match (current, passed) {
+/// The state after a verdict, given the current state and the streak of consecutive
+/// passing (or failing) verdicts it ends. Degraded counts as passing for the thresholds.
+fn next_health(current: Health, verdict: &Verdict, streak: u32, cfg: &HealthCheckConfig) -> Health {
+    let passed = verdict.passed();
+    let up = match current {
         // The first completed check decides at once.
-        (Health::Unknown, true) => Health::Healthy,
-        (Health::Unknown, false) => Health::Unhealthy,
-        (Health::Healthy, false) if streak >= cfg.unhealthy_threshold => Health::Unhealthy,
-        (Health::Unhealthy, true) if streak >= cfg.healthy_threshold => Health::Healthy,
-        (other, _) => other,
+        Health::Unknown => passed,
+        Health::Healthy | Health::Degraded => passed || streak < cfg.unhealthy_threshold,
+        Health::Unhealthy => passed && streak >= cfg.healthy_threshold,
+    };
+    match (up, verdict) {
+        (false, _) => Health::Unhealthy,
+        (true, Verdict::Pass) => Health::Healthy,
+        (true, Verdict::Degraded(_)) => Health::Degraded,
+        // A failure below the threshold keeps the current serving state.
+        (true, Verdict::Fail(_)) => current,
+    }
+}
+
+/// Turns a probe's outcome into a verdict, asking the plugin when there is one.
+fn judge(
+    outcome: ProbeOutcome,
+    judge: Option<&(Arc<HealthCheckPlugin>, types::Endpoint)>,
+    stats: &EndpointStats,
+) -> Verdict {
+    match (outcome, judge) {
+        (ProbeOutcome::Pass, _) => Verdict::Pass,
+        (ProbeOutcome::Answered(answer), Some((plugin, target))) => {
+            let mut target = target.clone();
+            target.in_flight = stats.in_flight();
+            target.healthy = stats.health() != Health::Unhealthy;
+            let probe = types::ProbeResponse {
+                status: answer.status,
+                headers: crate::plugin::header_list(&answer.headers, |_| true),
+                body: answer.body,
+            };
+            match plugin.judge(&target, &probe) {
+                Ok(types::Health::Healthy) => Verdict::Pass,
+                Ok(types::Health::Degraded(why)) => Verdict::Degraded(why),
+                Ok(types::Health::Unhealthy(why)) => Verdict::Fail(why),
+                Err(e) if plugin.fail == FailMode::Closed => Verdict::Fail(e.to_string()),
+                // Failing open: the status decides, as without a plugin.
+                Err(_) if (200..300).contains(&answer.status) => Verdict::Pass,
+                Err(_) => Verdict::Fail(format!("status {}", answer.status)),
+            }
+        }
+        (other, _) => Verdict::Fail(other.to_string()),
     }
 }
 
@@ -153,18 +247,24 @@ async fn check_loop(
     loop {
         let outcome = tokio::select! {
             () = cancel.cancelled() => return,
-            outcome = probe(cfg, addr) => outcome,
+            outcome = probe(cfg, addr, spec.judge.is_some()) => outcome,
         };
-        let passed = outcome.passed();
+        let verdict = judge(outcome, spec.judge.as_ref(), &stats);
+        let passed = verdict.passed();
         if passed { &counters.success } else { &counters.failure }.inc();
         streak = if last == Some(passed) { streak + 1 } else { 1 };
         last = Some(passed);
         let before = stats.health();
-        let after = next_health(before, passed, streak, cfg);
+        let after = next_health(before, &verdict, streak, cfg);
+        let detail = verdict.detail();
         if after != before {
-            tracing::info!(%addr, from = before.as_str(), to = after.as_str(), detail = %outcome, "endpoint health changed");
+            let why = detail.as_deref().unwrap_or("pass");
+            tracing::info!(%addr, from = before.as_str(), to = after.as_str(), detail = why, "endpoint health changed");
             stats.set_health(after);
             counters.state.set(gauge_value(after));
+        }
+        if stats.health_detail().as_deref() != detail.as_ref() {
+            stats.set_health_detail(detail);
         }
         if passed && spec.uneject {
             stats.uneject();
@@ -184,11 +284,26 @@ mod tests {
     fn thresholds_govern_transitions_after_the_first_result() {
         let cfg =
             HealthCheckConfig { healthy_threshold: 2, unhealthy_threshold: 3, ..toml::from_str("").expect("defaults") };
-        assert_eq!(next_health(Health::Unknown, false, 1, &cfg), Health::Unhealthy);
-        assert_eq!(next_health(Health::Unhealthy, true, 1, &cfg), Health::Unhealthy);
-        assert_eq!(next_health(Health::Unhealthy, true, 2, &cfg), Health::Healthy);
-        assert_eq!(next_health(Health::Healthy, false, 2, &cfg), Health::Healthy);
-        assert_eq!(next_health(Health::Healthy, false, 3, &cfg), Health::Unhealthy);
+        let (pass, fail) = (Verdict::Pass, Verdict::Fail("down".into()));
+        assert_eq!(next_health(Health::Unknown, &fail, 1, &cfg), Health::Unhealthy);
+        assert_eq!(next_health(Health::Unhealthy, &pass, 1, &cfg), Health::Unhealthy);
+        assert_eq!(next_health(Health::Unhealthy, &pass, 2, &cfg), Health::Healthy);
+        assert_eq!(next_health(Health::Healthy, &fail, 2, &cfg), Health::Healthy);
+        assert_eq!(next_health(Health::Healthy, &fail, 3, &cfg), Health::Unhealthy);
+    }
+
+    #[test]
+    fn degraded_serves_and_counts_as_passing() {
+        let cfg =
+            HealthCheckConfig { healthy_threshold: 2, unhealthy_threshold: 2, ..toml::from_str("").expect("defaults") };
+        let (degraded, fail) = (Verdict::Degraded("slow".into()), Verdict::Fail("down".into()));
+        assert_eq!(next_health(Health::Unknown, &degraded, 1, &cfg), Health::Degraded);
+        assert_eq!(next_health(Health::Healthy, &degraded, 1, &cfg), Health::Degraded);
+        assert_eq!(next_health(Health::Degraded, &fail, 1, &cfg), Health::Degraded);
+        assert_eq!(next_health(Health::Degraded, &fail, 2, &cfg), Health::Unhealthy);
+        assert_eq!(next_health(Health::Unhealthy, &degraded, 1, &cfg), Health::Unhealthy);
+        assert_eq!(next_health(Health::Unhealthy, &degraded, 2, &cfg), Health::Degraded);
+        assert_eq!(next_health(Health::Degraded, &Verdict::Pass, 1, &cfg), Health::Healthy);
     }
 
     #[test]

@@ -1,14 +1,16 @@
-//! One health probe: a TCP connect, or an HTTP request whose status is checked.
+//! One health probe: a TCP connect, or an HTTP request whose answer is checked by status or
+//! handed, with the first bytes of its body, to a health-check plugin.
 
 use std::fmt;
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use http::Method;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::{HealthCheckConfig, HealthCheckKind};
-use crate::upstream::http1::codec;
+use crate::upstream::http1::codec::{self, Decoded, ResponseHead};
 
 /// The result of one probe.
 #[derive(Debug)]
@@ -19,6 +21,19 @@ pub enum ProbeOutcome {
     BadStatus(u16),
     /// The probe could not complete (refused, reset, timed out, malformed).
     Failed(String),
+    /// The endpoint answered; a plugin is to judge the answer.
+    Answered(Answer),
+}
+
+/// A probe response kept for a health-check plugin.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: http::HeaderMap,
+    /// The first `max_body_bytes` of the body.
+    pub body: Vec<u8>,
 }
 
 impl ProbeOutcome {
@@ -34,19 +49,21 @@ impl fmt::Display for ProbeOutcome {
             Self::Pass => write!(f, "pass"),
             Self::BadStatus(s) => write!(f, "status {s}"),
             Self::Failed(why) => write!(f, "{why}"),
+            Self::Answered(a) => write!(f, "status {} with {} body bytes", a.status, a.body.len()),
         }
     }
 }
 
-/// Probes `addr` once, bounded by the check's timeout.
-pub async fn probe(cfg: &HealthCheckConfig, addr: SocketAddr) -> ProbeOutcome {
-    match tokio::time::timeout(cfg.timeout, run(cfg, addr)).await {
+/// Probes `addr` once, bounded by the check's timeout. With `capture`, an HTTP answer is
+/// returned whole (status, headers, body prefix) instead of being checked by status.
+pub async fn probe(cfg: &HealthCheckConfig, addr: SocketAddr, capture: bool) -> ProbeOutcome {
+    match tokio::time::timeout(cfg.timeout, run(cfg, addr, capture)).await {
         Ok(outcome) => outcome,
         Err(_) => ProbeOutcome::Failed("timed out".into()),
     }
 }
 
-async fn run(cfg: &HealthCheckConfig, addr: SocketAddr) -> ProbeOutcome {
+async fn run(cfg: &HealthCheckConfig, addr: SocketAddr, capture: bool) -> ProbeOutcome {
     let mut stream = match TcpStream::connect(addr).await {
         Ok(s) => s,
         Err(e) => return ProbeOutcome::Failed(format!("connect: {e}")),
@@ -63,20 +80,57 @@ async fn run(cfg: &HealthCheckConfig, addr: SocketAddr) -> ProbeOutcome {
         return ProbeOutcome::Failed(format!("write: {e}"));
     }
     let mut buf = BytesMut::with_capacity(4096);
-    loop {
+    let head = loop {
         match codec::parse_head(&mut buf) {
-            Ok(Some(head)) => {
-                let status = head.status.as_u16();
-                let ok = cfg.expected_statuses.iter().any(|[lo, hi]| (*lo..=*hi).contains(&status));
-                return if ok { ProbeOutcome::Pass } else { ProbeOutcome::BadStatus(status) };
-            }
+            Ok(Some(head)) => break head,
             Ok(None) => {}
             Err(e) => return ProbeOutcome::Failed(e.to_string()),
         }
-        match tokio::io::AsyncReadExt::read_buf(&mut stream, &mut buf).await {
-            Ok(0) => return ProbeOutcome::Failed("closed before responding".into()),
-            Ok(_) => {}
-            Err(e) => return ProbeOutcome::Failed(format!("read: {e}")),
+        if let Err(why) = read_more(&mut stream, &mut buf).await {
+            return ProbeOutcome::Failed(why);
+        }
+    };
+    let status = head.status.as_u16();
+    if capture {
+        return match read_body_prefix(cfg, &head, &mut stream, buf).await {
+            Ok(body) => ProbeOutcome::Answered(Answer { status, headers: head.headers, body }),
+            Err(why) => ProbeOutcome::Failed(why),
+        };
+    }
+    let ok = cfg.expected_statuses.iter().any(|[lo, hi]| (*lo..=*hi).contains(&status));
+    if ok { ProbeOutcome::Pass } else { ProbeOutcome::BadStatus(status) }
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), String> {
+    match stream.read_buf(buf).await {
+        Ok(0) => Err("closed before responding".into()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("read: {e}")),
+    }
+}
+
+/// Reads the decoded body up to `max_body_bytes`; what lies beyond is never read.
+async fn read_body_prefix(
+    cfg: &HealthCheckConfig,
+    head: &ResponseHead,
+    stream: &mut TcpStream,
+    mut buf: BytesMut,
+) -> Result<Vec<u8>, String> {
+    let method = Method::from_bytes(cfg.method.as_bytes()).unwrap_or(Method::GET);
+    let mut decoder = codec::response_framing(&method, head).map_err(|e| e.to_string())?;
+    let mut body = Vec::new();
+    while body.len() < cfg.max_body_bytes {
+        match decoder.decode(&mut buf).map_err(|e| e.to_string())? {
+            Decoded::Data(piece) => body.extend_from_slice(&piece),
+            Decoded::Done => break,
+            Decoded::NeedMore => match stream.read_buf(&mut buf).await {
+                Ok(0) if decoder.ends_at_eof() => break,
+                Ok(0) => return Err("closed mid-body".into()),
+                Ok(_) => {}
+                Err(e) => return Err(format!("read: {e}")),
+            },
         }
     }
+    body.truncate(cfg.max_body_bytes);
+    Ok(body)
 }

@@ -231,7 +231,8 @@ pub struct PluginConfig {
     /// Handed to the plugin's `init` as JSON.
     #[serde(default = "PluginConfig::default_config")]
     pub config: toml::Value,
-    /// Request headers the plugin reads (lower-case); all when empty. Fewer is faster.
+    /// Request and response headers the plugin reads (lower-case); all when empty. Each header
+    /// passed costs time on every call, so fewer is faster.
     #[serde(default)]
     pub headers: Vec<String>,
     /// Deadline of one call; a plugin still running is stopped.

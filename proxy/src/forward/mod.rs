@@ -30,6 +30,7 @@ use crate::snapshot::{Route, Service};
 use crate::telemetry::logging::ACCESS_LOG_TARGET;
 use crate::telemetry::metrics::ErrorKind;
 use crate::telemetry::metrics::{ServiceEndpointLabels, ServiceLabels, ServiceReasonLabels};
+use crate::telemetry::trace_context::{Hex, TraceContext};
 use crate::upstream::balance::PickContext;
 use crate::upstream::breaker::{Shed, Transition};
 use crate::upstream::conn_pool::ConnectError;
@@ -48,6 +49,8 @@ pub struct Downstream {
     pub client: SocketAddr,
     /// The client's IP, formatted once per connection for `X-Forwarded-For`.
     pub client_ip: HeaderValue,
+    /// `ip:port` of the client, formatted once per connection for plugins.
+    pub client_text: String,
     /// `http` or `https`.
     pub proto: &'static str,
 }
@@ -56,7 +59,7 @@ impl Downstream {
     /// Describes a connection accepted on `listener` from `client`.
     pub fn new(listener: &str, client: SocketAddr, proto: &'static str) -> Self {
         let client_ip = HeaderValue::from_str(&client.ip().to_string()).expect("an IP address is a valid header value");
-        Self { listener: listener.to_owned(), client, client_ip, proto }
+        Self { listener: listener.to_owned(), client, client_ip, client_text: client.to_string(), proto }
     }
 }
 
@@ -114,6 +117,7 @@ async fn dispatch(
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, downstream_upgrade.is_some());
     add_forwarded(&mut parts.headers, &parts.uri, &down.client_ip, down.proto);
+    let trace = TraceContext::propagate(&mut parts.headers);
     // Kept for the access log only; cloning shares the buffers.
     let logged = snap.access_log.then(|| (parts.method.clone(), parts.uri.clone()));
     let path = match &route.rewrite {
@@ -133,9 +137,10 @@ async fn dispatch(
         let authority =
             parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_owned();
         if let Some(router) = &route.router {
-            let head = plugins::request_head(&parts.method, &authority, &path, down.client, &parts.headers, |h| {
-                router.reads_header(h)
-            });
+            let head =
+                plugins::request_head(&parts.method, &authority, &path, &down.client_text, &parts.headers, |h| {
+                    router.reads_header(h)
+                });
             match router.route(&head) {
                 Ok(RouteDecision::Default) => {}
                 Ok(RouteDecision::Upstream(choice)) => {
@@ -156,9 +161,10 @@ async fn dispatch(
             }
         }
         for filter in &route.filters {
-            let head = plugins::request_head(&parts.method, &authority, &path, down.client, &parts.headers, |h| {
-                filter.reads_header(h)
-            });
+            let head =
+                plugins::request_head(&parts.method, &authority, &path, &down.client_text, &parts.headers, |h| {
+                    filter.reads_header(h)
+                });
             match filter.on_request(&head) {
                 Ok(FilterAction::Proceed) => {}
                 Ok(FilterAction::Mutate(m)) => plugins::apply(&m, &mut parts.headers, Some(&mut path)),
@@ -226,7 +232,9 @@ async fn dispatch(
     let ctx = PickContext { hash, now: started };
     let balancer_head = service.balancer_plugin.as_ref().map(|plugin| {
         let authority = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-        plugins::request_head(&parts.method, authority, &path, down.client, &parts.headers, |h| plugin.reads_header(h))
+        plugins::request_head(&parts.method, authority, &path, &down.client_text, &parts.headers, |h| {
+            plugin.reads_header(h)
+        })
     });
     let mut tried = 0u64;
     let mut attempt = 0;
@@ -363,7 +371,7 @@ async fn dispatch(
             route.metrics.duration.observe(now - started);
             route.edge(service_idx).record(true, now - started);
             if let Some((method, uri)) = &logged {
-                access_log(method, uri, resp.status(), &route.name, &endpoint.authority, now - started);
+                access_log(method, uri, resp.status(), &route.name, &endpoint.authority, now - started, &trace);
             }
             return resp;
         }
@@ -373,14 +381,14 @@ async fn dispatch(
     route.metrics.duration.observe(now - started);
     route.edge(service_idx).record(status.is_server_error(), now - started);
     if let Some((method, uri)) = &logged {
-        access_log(method, uri, status, &route.name, &endpoint.authority, now - started);
+        access_log(method, uri, status, &route.name, &endpoint.authority, now - started, &trace);
     }
 
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgraded.is_some() && downstream_upgrade.is_some());
     if !route.filters.is_empty()
         && upgraded.is_none()
-        && let Some(answer) = response_filters(route, &request_line, down.client, &mut parts)
+        && let Some(answer) = response_filters(route, &request_line, &down.client_text, &mut parts)
     {
         return answer;
     }
@@ -406,7 +414,7 @@ struct RequestCopy {
 fn response_filters(
     route: &Route,
     req: &Option<RequestCopy>,
-    client: SocketAddr,
+    client: &str,
     parts: &mut http::response::Parts,
 ) -> Option<Response<ResponseBody>> {
     let req = req.as_ref()?;
@@ -416,7 +424,7 @@ fn response_filters(
         });
         let resp = crate::plugin::types::ResponseHead {
             status: parts.status.as_u16(),
-            headers: crate::plugin::header_list(&parts.headers, |_| true),
+            headers: crate::plugin::header_list(&parts.headers, |h| filter.reads_header(h)),
         };
         match filter.on_response(&head, &resp) {
             Ok(FilterAction::Proceed) => {}
@@ -586,6 +594,7 @@ fn access_log(
     route: &str,
     endpoint: &http::uri::Authority,
     elapsed: std::time::Duration,
+    trace: &TraceContext,
 ) {
     tracing::info!(
         target: ACCESS_LOG_TARGET,
@@ -595,6 +604,9 @@ fn access_log(
         route,
         upstream = %endpoint,
         duration_us = elapsed.as_micros() as u64,
+        trace_id = %Hex(&trace.trace_id),
+        span_id = %Hex(&trace.span_id),
+        parent_id = %trace.parent_id.as_ref().map_or(Hex(&[]), |p| Hex(p)),
     );
 }
 

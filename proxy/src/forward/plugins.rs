@@ -14,7 +14,7 @@ pub fn request_head(
     method: &http::Method,
     authority: &str,
     path: &PathAndQuery,
-    client: std::net::SocketAddr,
+    client: &str,
     headers: &HeaderMap,
     reads: impl Fn(&str) -> bool,
 ) -> types::RequestHead {
@@ -22,7 +22,7 @@ pub fn request_head(
         method: method.as_str().to_owned(),
         authority: authority.to_owned(),
         path: path.as_str().to_owned(),
-        client_addr: client.to_string(),
+        client_addr: client.to_owned(),
         headers: header_list(headers, reads),
     }
 }

@@ -595,6 +595,11 @@ impl HealthCheckConfig {
     fn default_threshold() -> u32 {
         2
     }
+    /// Whether a probe answering `status` passes by status alone.
+    pub fn expects(&self, status: u16) -> bool {
+        self.expected_statuses.iter().any(|[lo, hi]| (*lo..=*hi).contains(&status))
+    }
+
     fn default_max_body() -> usize {
         4096
     }

@@ -311,16 +311,29 @@ pub fn endpoint_view(
     now: std::time::Instant,
     now_ms: u64,
 ) -> types::Endpoint {
-    let stats = &endpoint.stats;
-    types::Endpoint {
+    let mut view = types::Endpoint {
         id,
         address: endpoint.authority.as_str().to_owned(),
         weight: endpoint.weight,
-        in_flight: stats.in_flight(),
-        ewma_latency_us: (stats.ewma_nanos(now) / 1000.0).min(f64::from(u32::MAX)) as u32,
-        healthy: stats.is_routable(now_ms),
+        in_flight: 0,
+        ewma_latency_us: 0,
+        healthy: false,
         metadata: endpoint.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-    }
+    };
+    refresh_live_stats(&mut view, &endpoint.stats, now, now_ms);
+    view
+}
+
+/// Updates the live fields of an endpoint view (load, latency, routability) from `stats`.
+pub fn refresh_live_stats(
+    view: &mut types::Endpoint,
+    stats: &crate::upstream::EndpointStats,
+    now: std::time::Instant,
+    now_ms: u64,
+) {
+    view.in_flight = stats.in_flight();
+    view.ewma_latency_us = (stats.ewma_nanos(now) / 1000.0).min(f64::from(u32::MAX)) as u32;
+    view.healthy = stats.is_routable(now_ms);
 }
 
 /// Runs a plugin call so that nothing it does can unwind into the proxy: a trap is an error,

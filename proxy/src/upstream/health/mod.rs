@@ -24,7 +24,7 @@ use super::endpoint::{Health, now_millis};
 use super::{Endpoint, EndpointStats};
 use crate::config::FailMode;
 use crate::config::HealthCheckConfig;
-use crate::plugin::{HealthCheckPlugin, Plugin, endpoint_view, types};
+use crate::plugin::{HealthCheckPlugin, Plugin, endpoint_view, refresh_live_stats, types};
 use crate::snapshot::Snapshot;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{HealthCheckLabels, ServiceEndpointLabels};
@@ -202,13 +202,13 @@ fn judge(
     outcome: ProbeOutcome,
     judge: Option<&(Arc<HealthCheckPlugin>, types::Endpoint)>,
     stats: &EndpointStats,
+    cfg: &HealthCheckConfig,
 ) -> Verdict {
     match (outcome, judge) {
         (ProbeOutcome::Pass, _) => Verdict::Pass,
         (ProbeOutcome::Answered(answer), Some((plugin, target))) => {
             let mut target = target.clone();
-            target.in_flight = stats.in_flight();
-            target.healthy = stats.health() != Health::Unhealthy;
+            refresh_live_stats(&mut target, stats, std::time::Instant::now(), now_millis());
             let probe = types::ProbeResponse {
                 status: answer.status,
                 headers: crate::plugin::header_list(&answer.headers, |_| true),
@@ -220,7 +220,7 @@ fn judge(
                 Ok(types::Health::Unhealthy(why)) => Verdict::Fail(why),
                 Err(e) if plugin.fail == FailMode::Closed => Verdict::Fail(e.to_string()),
                 // Failing open: the status decides, as without a plugin.
-                Err(_) if (200..300).contains(&answer.status) => Verdict::Pass,
+                Err(_) if cfg.expects(answer.status) => Verdict::Pass,
                 Err(_) => Verdict::Fail(format!("status {}", answer.status)),
             }
         }
@@ -249,7 +249,7 @@ async fn check_loop(
             () = cancel.cancelled() => return,
             outcome = probe(cfg, addr, spec.judge.is_some()) => outcome,
         };
-        let verdict = judge(outcome, spec.judge.as_ref(), &stats);
+        let verdict = judge(outcome, spec.judge.as_ref(), &stats, cfg);
         let passed = verdict.passed();
         if passed { &counters.success } else { &counters.failure }.inc();
         streak = if last == Some(passed) { streak + 1 } else { 1 };

@@ -97,8 +97,7 @@ async fn run(cfg: &HealthCheckConfig, addr: SocketAddr, capture: bool) -> ProbeO
             Err(why) => ProbeOutcome::Failed(why),
         };
     }
-    let ok = cfg.expected_statuses.iter().any(|[lo, hi]| (*lo..=*hi).contains(&status));
-    if ok { ProbeOutcome::Pass } else { ProbeOutcome::BadStatus(status) }
+    if cfg.expects(status) { ProbeOutcome::Pass } else { ProbeOutcome::BadStatus(status) }
 }
 
 async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), String> {

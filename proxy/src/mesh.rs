@@ -14,7 +14,7 @@ use crate::plugin::{self, Plugin, PluginCounters, PluginError};
 use crate::registry::InstanceSet;
 use crate::snapshot::{self, Carried, Snapshot};
 use crate::telemetry::Metrics;
-use crate::telemetry::metrics::PluginLabels;
+use crate::telemetry::metrics::{PluginHookLabels, PluginLabels};
 use crate::upstream::health::HealthSupervisor;
 
 /// A plugin loaded from a file, kept so that a reload which changes neither its settings nor
@@ -147,6 +147,16 @@ fn load_plugins(
             let counters = PluginCounters {
                 failures: metrics.plugin_failures.get_or_create_owned(&labels),
                 instances: metrics.plugin_instances.get_or_create_owned(&labels),
+                call_durations: cfg
+                    .kind
+                    .hooks()
+                    .iter()
+                    .map(|&hook| {
+                        metrics
+                            .plugin_call_duration
+                            .get_or_create_owned(&PluginHookLabels { plugin: cfg.name.clone(), hook })
+                    })
+                    .collect(),
             };
             let plugin = plugin::load(cfg, &bytes, &metrics.plugin_families, counters)?;
             Ok(LoadedPlugin { config: cfg.clone(), hash, plugin })

@@ -114,13 +114,18 @@ impl Server {
         Ok(Self { mesh, shutdown, tracker })
     }
 
-    /// Stops accepting, lets in-flight requests finish for up to `drain`, then returns.
-    /// Returns `false` when connections were still open at the deadline.
+    /// Stops accepting, lets in-flight requests finish for up to `drain`, exports the spans
+    /// still queued (within the export timeout), then returns. Returns `false` when
+    /// connections were still open at the deadline.
     pub async fn shutdown(self, drain: std::time::Duration) -> bool {
         self.shutdown.cancel();
         self.mesh.stop_checks();
         self.tracker.close();
-        tokio::time::timeout(drain, self.tracker.wait()).await.is_ok()
+        let drained = tokio::time::timeout(drain, self.tracker.wait()).await.is_ok();
+        if let Some(export) = self.mesh.snapshot().tracing.export.clone() {
+            let _ = tokio::task::spawn_blocking(move || export.shutdown()).await;
+        }
+        drained
     }
 }
 

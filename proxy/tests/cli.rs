@@ -53,6 +53,12 @@ fn errors_name_the_file_line_and_field() {
         ),
         // An exposed admin API without a token.
         ("[admin]\nlisten = \"0.0.0.0:10010\"\n", "FILE:2: admin.listen: 0.0.0.0:10010 is not a loopback address"),
+        // Tracing settings.
+        ("[tracing]\nsample_ratio = 1.5\n", "FILE:2: tracing.sample_ratio: must be between 0 and 1"),
+        (
+            "[tracing]\notlp_endpoint = \"grpc://collector:4317\"\n",
+            "FILE:2: tracing.otlp_endpoint: must be an http:// URL with a host",
+        ),
     ];
     for (text, want) in cases {
         let (code, _, stderr) = check(text);

@@ -85,6 +85,46 @@ async fn filters_change_headers_both_ways_and_answer_401_locally() {
 }
 
 #[tokio::test]
+async fn plugins_get_only_the_hooks_and_headers_they_ask_for() {
+    let b = backends(1).await;
+    // `stamp` only changes responses, so it asks for `on-response` alone. `auth` asks for
+    // `x-api-key`, but its TOML entry lets it see `x-other` only: it never gets the key.
+    let config = format!(
+        "{}{}\n[[routes]]\nname = \"r\"\nservice = \"s\"\nfilters = [\"stamp\"]\nmatch = {{ path_prefix = \"/echo\" }}\n[[routes]]\nname = \"locked\"\nservice = \"s\"\nfilters = [\"auth\"]\nmatch = {{ path_prefix = \"/locked\" }}\n\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}]\n",
+        plugin(
+            "stamp",
+            "filter",
+            "header_filter.wasm",
+            r#"{ request_id = false, response_set = { "x-served-by" = "wasmesh" } }"#,
+            ""
+        ),
+        plugin(
+            "auth",
+            "filter",
+            "header_filter.wasm",
+            r#"{ api_keys = ["k1"], request_id = false }"#,
+            "headers = [\"x-other\"]"
+        ),
+        b[0].addr
+    );
+    let proxy = Proxy::start(&config).await;
+    for _ in 0..5 {
+        let resp = get(&proxy.url("/echo")).await.expect("request");
+        assert_eq!(resp.headers()["x-served-by"], "wasmesh");
+    }
+    let calls = |hook: &str| format!("wasmesh_plugin_call_duration_seconds_count{{plugin=\"stamp\",hook=\"{hook}\"}}");
+    assert_eq!(proxy.metric(&calls("on_response")).await, Some(5.0), "each response went through the filter, timed");
+    assert_eq!(
+        proxy.metric(&calls("on_request")).await,
+        Some(0.0),
+        "the hook the filter did not ask for is not called"
+    );
+
+    let resp = send(Request::get(proxy.url("/locked")).header("x-api-key", "k1").body(empty()).expect("req")).await;
+    assert_eq!(resp.status(), 401, "the key header was withheld from the plugin by its TOML entry");
+}
+
+#[tokio::test]
 async fn misbehaving_plugins_fail_in_their_mode_within_the_deadline_and_the_proxy_keeps_serving() {
     let b = backends(1).await;
     let fault = |name: &str, mode: &str, fail: &str| {

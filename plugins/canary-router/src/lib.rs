@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 
 use wasmesh_plugin_sdk::router::exports::wasmesh::plugin::lifecycle;
 use wasmesh_plugin_sdk::router::wasmesh::plugin::types::{Mutations, UpstreamChoice};
-use wasmesh_plugin_sdk::router::{Guest, RequestHead, RouteDecision};
+use wasmesh_plugin_sdk::router::{Guest, Interest, RequestHead, RouteDecision};
 use wasmesh_plugin_sdk::{fnv1a, header};
 
 #[derive(serde::Deserialize)]
@@ -30,14 +30,19 @@ static CONFIG: OnceLock<Config> = OnceLock::new();
 struct Canary;
 
 impl lifecycle::Guest for Canary {
-    fn init(config_json: String) -> Result<(), String> {
+    fn init(config_json: String) -> Result<Interest, String> {
         wasmesh_plugin_sdk::init_panic_hook();
-        let config: Config = serde_json::from_str(&config_json).map_err(|e| format!("config: {e}"))?;
+        let mut config: Config = serde_json::from_str(&config_json).map_err(|e| format!("config: {e}"))?;
         if config.percent > 100 {
             return Err(format!("config.percent: {} is over 100", config.percent));
         }
+        // The host passes header names in lower case.
+        for name in [&mut config.header, &mut config.sticky_header].into_iter().flatten() {
+            name.make_ascii_lowercase();
+        }
+        let interest = Interest::headers(config.header.iter().chain(&config.sticky_header).cloned());
         let _ = CONFIG.set(config);
-        Ok(())
+        Ok(interest)
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmesh_plugin_sdk::filter::exports::wasmesh::plugin::lifecycle;
 use wasmesh_plugin_sdk::filter::wasmesh::plugin::types::Mutations;
-use wasmesh_plugin_sdk::filter::{FilterAction, Guest, RequestHead, ResponseHead};
+use wasmesh_plugin_sdk::filter::{FilterAction, Guest, Hooks, Interest, RequestHead, ResponseHead};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,14 +33,14 @@ static CALLS: AtomicU64 = AtomicU64::new(0);
 struct Fault;
 
 impl lifecycle::Guest for Fault {
-    fn init(config_json: String) -> Result<(), String> {
+    fn init(config_json: String) -> Result<Interest, String> {
         wasmesh_plugin_sdk::init_panic_hook();
         let config: Config = serde_json::from_str(&config_json).map_err(|e| format!("config: {e}"))?;
         if !["trap", "loop", "alloc", "stdout", "ok"].contains(&config.mode.as_str()) {
             return Err(format!("config.mode: unknown mode `{}`", config.mode));
         }
         let _ = CONFIG.set(config);
-        Ok(())
+        Ok(Interest::headers::<String>([]).hooks(Hooks::ON_REQUEST))
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmesh_plugin_sdk::filter::exports::wasmesh::plugin::lifecycle;
 use wasmesh_plugin_sdk::filter::wasmesh::plugin::types::{LocalResponse, Mutations};
-use wasmesh_plugin_sdk::filter::{FilterAction, Guest, RequestHead, ResponseHead};
+use wasmesh_plugin_sdk::filter::{FilterAction, Guest, Hooks, Interest, RequestHead, ResponseHead};
 use wasmesh_plugin_sdk::header;
 
 #[derive(serde::Deserialize, Default)]
@@ -45,11 +45,24 @@ fn pairs(map: &BTreeMap<String, String>) -> Vec<(String, Vec<u8>)> {
 struct HeaderFilter;
 
 impl lifecycle::Guest for HeaderFilter {
-    fn init(config_json: String) -> Result<(), String> {
+    fn init(config_json: String) -> Result<Interest, String> {
         wasmesh_plugin_sdk::init_panic_hook();
         let config: Config = serde_json::from_str(&config_json).map_err(|e| format!("config: {e}"))?;
+        // Ask only for the headers and hooks this configuration uses.
+        let reads = [(!config.api_keys.is_empty(), "x-api-key"), (config.request_id, "x-request-id")];
+        let mut hooks = Hooks::empty();
+        if !config.api_keys.is_empty()
+            || config.request_id
+            || !config.request_set.is_empty()
+            || !config.request_remove.is_empty()
+        {
+            hooks |= Hooks::ON_REQUEST;
+        }
+        if !config.response_set.is_empty() || !config.response_remove.is_empty() {
+            hooks |= Hooks::ON_RESPONSE;
+        }
         let _ = CONFIG.set(config);
-        Ok(())
+        Ok(Interest::headers(reads.into_iter().filter_map(|(used, name)| used.then_some(name))).hooks(hooks))
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 use wasmesh_plugin_sdk::health_check::exports::wasmesh::plugin::lifecycle;
-use wasmesh_plugin_sdk::health_check::{Endpoint, Guest, Health, ProbeResponse};
+use wasmesh_plugin_sdk::health_check::{Endpoint, Guest, Health, Interest, ProbeResponse};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -41,14 +41,15 @@ static CONFIG: OnceLock<Config> = OnceLock::new();
 struct JsonHealth;
 
 impl lifecycle::Guest for JsonHealth {
-    fn init(config_json: String) -> Result<(), String> {
+    fn init(config_json: String) -> Result<Interest, String> {
         wasmesh_plugin_sdk::init_panic_hook();
         let config: Config = serde_json::from_str(&config_json).map_err(|e| format!("config: {e}"))?;
         if config.field.is_empty() || config.field.split('.').any(str::is_empty) {
             return Err(format!("config.field: `{}` is not a dotted path", config.field));
         }
         let _ = CONFIG.set(config);
-        Ok(())
+        // Only the body matters.
+        Ok(Interest::headers::<String>([]))
     }
 }
 

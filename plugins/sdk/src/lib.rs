@@ -3,14 +3,40 @@
 //!
 //! A router plugin is:
 //! ```ignore
-//! use wasmesh_plugin_sdk::router::{self, Guest, RequestHead, RouteDecision};
+//! use wasmesh_plugin_sdk::router::{self, Guest, Interest, RequestHead, RouteDecision};
 //! struct Mine;
 //! impl Guest for Mine { fn route(req: RequestHead) -> RouteDecision { RouteDecision::Default } }
 //! impl wasmesh_plugin_sdk::router::exports::wasmesh::plugin::lifecycle::Guest for Mine {
-//!     fn init(_config: String) -> Result<(), String> { Ok(()) }
+//!     // The headers this plugin reads: the host passes no others.
+//!     fn init(_config: String) -> Result<Interest, String> { Ok(Interest::headers(["x-canary"])) }
 //! }
 //! wasmesh_plugin_sdk::router::export_router!(Mine with_types_in wasmesh_plugin_sdk::router);
 //! ```
+
+/// Constructors of `Interest` (what `init` returns) in one world's bindings.
+macro_rules! interest_helpers {
+    () => {
+        pub use wasmesh::plugin::types::{Hooks, Interest};
+
+        impl Interest {
+            /// Only the headers in `names` (lower-case), every hook. The cheapest plugins
+            /// name few headers: each one passed costs time on every call.
+            pub fn headers<S: Into<String>>(names: impl IntoIterator<Item = S>) -> Self {
+                Self { headers: Some(names.into_iter().map(Into::into).collect()), hooks: Hooks::all() }
+            }
+
+            /// Every header and every hook.
+            pub fn everything() -> Self {
+                Self { headers: None, hooks: Hooks::all() }
+            }
+
+            /// Only the filter hooks in `hooks`: the host skips the others.
+            pub fn hooks(self, hooks: Hooks) -> Self {
+                Self { hooks, ..self }
+            }
+        }
+    };
+}
 
 /// Bindings of the `router` world (feature `router`). One world per plugin: the worlds share
 /// the lifecycle export, whose generated glue may exist once per component.
@@ -24,6 +50,7 @@ pub mod router {
         pub_export_macro: true,
         export_macro_name: "export_router",
     });
+    interest_helpers!();
 }
 
 /// Bindings of the `filter` world (feature `filter`).
@@ -37,6 +64,7 @@ pub mod filter {
         pub_export_macro: true,
         export_macro_name: "export_filter",
     });
+    interest_helpers!();
 }
 
 /// Bindings of the `balancer` world (feature `balancer`).
@@ -50,6 +78,7 @@ pub mod balancer {
         pub_export_macro: true,
         export_macro_name: "export_balancer",
     });
+    interest_helpers!();
 }
 
 /// Bindings of the `health-check` world (feature `health-check`).
@@ -63,6 +92,7 @@ pub mod health_check {
         pub_export_macro: true,
         export_macro_name: "export_health_check",
     });
+    interest_helpers!();
 }
 
 /// Sends panic messages to the host's log (plugins have no stdio) instead of stderr. Call it

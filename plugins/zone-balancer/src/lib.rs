@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use wasmesh_plugin_sdk::balancer::exports::wasmesh::plugin::lifecycle;
-use wasmesh_plugin_sdk::balancer::{Endpoint, Guest, RequestHead};
+use wasmesh_plugin_sdk::balancer::{Endpoint, Guest, Interest, RequestHead};
 use wasmesh_plugin_sdk::header;
 
 #[derive(serde::Deserialize)]
@@ -42,17 +42,21 @@ static TURN: AtomicU32 = AtomicU32::new(0);
 struct ZoneBalancer;
 
 impl lifecycle::Guest for ZoneBalancer {
-    fn init(config_json: String) -> Result<(), String> {
+    fn init(config_json: String) -> Result<Interest, String> {
         wasmesh_plugin_sdk::init_panic_hook();
-        let config: Config = serde_json::from_str(&config_json).map_err(|e| format!("config: {e}"))?;
+        let mut config: Config = serde_json::from_str(&config_json).map_err(|e| format!("config: {e}"))?;
         if config.zone.is_none() && config.zone_header.is_none() {
             return Err("config: set `zone`, `zone_header`, or both".into());
         }
         if config.min_local == 0 {
             return Err("config.min_local: must be at least 1".into());
         }
+        if let Some(name) = &mut config.zone_header {
+            name.make_ascii_lowercase();
+        }
+        let interest = Interest::headers(config.zone_header.clone());
         let _ = CONFIG.set(config);
-        Ok(())
+        Ok(interest)
     }
 }
 

@@ -23,6 +23,9 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// Distributed tracing: sampling and span export.
+    #[serde(default)]
+    pub tracing: TracingConfig,
     /// Downstream listeners that accept proxied traffic.
     #[serde(default)]
     pub listeners: Vec<ListenerConfig>,
@@ -198,6 +201,16 @@ impl PluginKind {
         }
     }
 
+    /// The hooks of this kind's world, in the order the host indexes them.
+    pub fn hooks(self) -> &'static [&'static str] {
+        match self {
+            Self::Router => &["route"],
+            Self::Filter => &["on_request", "on_response"],
+            Self::Balancer => &["pick"],
+            Self::HealthCheck => &["judge"],
+        }
+    }
+
     /// The WIT world a component of this kind implements.
     pub fn world(self) -> &'static str {
         match self {
@@ -231,8 +244,8 @@ pub struct PluginConfig {
     /// Handed to the plugin's `init` as JSON.
     #[serde(default = "PluginConfig::default_config")]
     pub config: toml::Value,
-    /// Request and response headers the plugin reads (lower-case); all when empty. Each header
-    /// passed costs time on every call, so fewer is faster.
+    /// Headers the plugin may see; when empty, those its `init` declares. A list narrows what
+    /// the plugin declared (for instance to keep `authorization` from a third-party plugin).
     #[serde(default)]
     pub headers: Vec<String>,
     /// Deadline of one call; a plugin still running is stopped.
@@ -347,6 +360,70 @@ impl LogConfig {
 impl Default for LogConfig {
     fn default() -> Self {
         Self { format: LogFormat::Text, level: Self::default_level(), access_log: true }
+    }
+}
+
+/// Distributed tracing: which traces are recorded, and where their spans go.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Share (0 to 1) of new traces recorded; a trace the caller started keeps the caller's
+    /// sampled flag (parent-based sampling). Passed to upstreams in `traceparent`.
+    #[serde(default = "TracingConfig::default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// OTLP/HTTP (protobuf) traces endpoint, e.g. `http://127.0.0.1:4318/v1/traces`; spans
+    /// are not exported without one.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans.
+    #[serde(default = "TracingConfig::default_service_name")]
+    pub service_name: String,
+    /// Deadline of one export; a collector slower than this loses that batch.
+    #[serde(default = "TracingConfig::default_export_timeout", with = "humantime_serde")]
+    pub export_timeout: Duration,
+    /// Spans held while waiting for export; when full, new spans are dropped, never waited on.
+    #[serde(default = "TracingConfig::default_max_queue")]
+    pub max_queue: usize,
+    /// Spans per export request.
+    #[serde(default = "TracingConfig::default_batch_size")]
+    pub batch_size: usize,
+    /// Longest a span waits before its batch is sent.
+    #[serde(default = "TracingConfig::default_batch_delay", with = "humantime_serde")]
+    pub batch_delay: Duration,
+}
+
+impl TracingConfig {
+    fn default_sample_ratio() -> f64 {
+        1.0
+    }
+    fn default_service_name() -> String {
+        "wasmesh".to_owned()
+    }
+    fn default_export_timeout() -> Duration {
+        Duration::from_secs(5)
+    }
+    fn default_max_queue() -> usize {
+        2048
+    }
+    fn default_batch_size() -> usize {
+        512
+    }
+    fn default_batch_delay() -> Duration {
+        Duration::from_secs(1)
+    }
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            sample_ratio: Self::default_sample_ratio(),
+            otlp_endpoint: None,
+            service_name: Self::default_service_name(),
+            export_timeout: Self::default_export_timeout(),
+            max_queue: Self::default_max_queue(),
+            batch_size: Self::default_batch_size(),
+            batch_delay: Self::default_batch_delay(),
+        }
     }
 }
 

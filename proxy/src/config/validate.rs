@@ -22,10 +22,32 @@ pub(crate) fn validate(config: &Config) -> Result<(), Violation> {
     if config.runtime.workers > 1024 {
         return Err(violation(vec![Key("runtime"), Key("workers")], "must be at most 1024"));
     }
+    validate_tracing(&config.tracing)?;
     let listeners = validate_listeners(&config.listeners)?;
     let plugins = validate_plugins(&config.plugins)?;
     let services = validate_services(&config.services, &plugins)?;
     validate_routes(&config.routes, &listeners, &services, &plugins)
+}
+
+fn validate_tracing(t: &TracingConfig) -> Result<(), Violation> {
+    let at = |field| vec![Key("tracing"), Key(field)];
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        return Err(violation(at("sample_ratio"), "must be between 0 and 1"));
+    }
+    if let Some(endpoint) = &t.otlp_endpoint {
+        let uri: http::Uri = endpoint.parse().map_err(|e| violation(at("otlp_endpoint"), format!("{e}")))?;
+        if uri.scheme_str() != Some("http") || uri.host().is_none() {
+            return Err(violation(at("otlp_endpoint"), "must be an http:// URL with a host"));
+        }
+    }
+    if t.export_timeout.is_zero() || t.batch_delay.is_zero() {
+        let field = if t.export_timeout.is_zero() { "export_timeout" } else { "batch_delay" };
+        return Err(violation(at(field), "must be greater than zero"));
+    }
+    if t.batch_size == 0 || t.batch_size > t.max_queue {
+        return Err(violation(at("batch_size"), "must be between 1 and max_queue"));
+    }
+    Ok(())
 }
 
 fn validate_plugins(plugins: &[PluginConfig]) -> Result<HashMap<&str, PluginKind>, Violation> {

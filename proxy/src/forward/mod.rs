@@ -4,6 +4,7 @@
 //! request needs, and takes no lock.
 
 mod headers;
+mod observe;
 mod plugins;
 pub mod response;
 mod upgrade;
@@ -18,19 +19,18 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
 pub use headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
+use observe::{Finished, Observer};
 use response::{InFlight, ResponseBody, SHED_HEADER, local};
 
 use crate::body::Body;
 use crate::config::FailMode;
 use crate::mesh::Mesh;
 use crate::plugin::BalancerPlugin;
-use crate::plugin::types::{FilterAction, RouteDecision};
+use crate::plugin::types::{FilterAction, Hooks, RouteDecision};
 use crate::routing::{RequestView, host_without_port};
 use crate::snapshot::{Route, Service};
-use crate::telemetry::logging::ACCESS_LOG_TARGET;
 use crate::telemetry::metrics::ErrorKind;
 use crate::telemetry::metrics::{ServiceEndpointLabels, ServiceLabels, ServiceReasonLabels};
-use crate::telemetry::trace_context::{Hex, TraceContext};
 use crate::upstream::balance::PickContext;
 use crate::upstream::breaker::{Shed, Transition};
 use crate::upstream::conn_pool::ConnectError;
@@ -117,9 +117,7 @@ async fn dispatch(
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, downstream_upgrade.is_some());
     add_forwarded(&mut parts.headers, &parts.uri, &down.client_ip, down.proto);
-    let trace = TraceContext::propagate(&mut parts.headers);
-    // Kept for the access log only; cloning shares the buffers.
-    let logged = snap.access_log.then(|| (parts.method.clone(), parts.uri.clone()));
+    let mut obs = Observer::start(&snap, &mut parts);
     let path = match &route.rewrite {
         Some(rw) => {
             let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
@@ -141,7 +139,7 @@ async fn dispatch(
                 plugins::request_head(&parts.method, &authority, &path, &down.client_text, &parts.headers, |h| {
                     router.reads_header(h)
                 });
-            match router.route(&head) {
+            match obs.plugin_call(router.name(), "route", || router.route(&head)) {
                 Ok(RouteDecision::Default) => {}
                 Ok(RouteDecision::Upstream(choice)) => {
                     let Some((idx, _)) = snap.service(&choice.service) else {
@@ -160,12 +158,12 @@ async fn dispatch(
                 Err(_) => {}
             }
         }
-        for filter in &route.filters {
+        for filter in route.filters.iter().filter(|f| f.wants(Hooks::ON_REQUEST)) {
             let head =
                 plugins::request_head(&parts.method, &authority, &path, &down.client_text, &parts.headers, |h| {
                     filter.reads_header(h)
                 });
-            match filter.on_request(&head) {
+            match obs.plugin_call(filter.name(), "on_request", || filter.on_request(&head)) {
                 Ok(FilterAction::Proceed) => {}
                 Ok(FilterAction::Mutate(m)) => plugins::apply(&m, &mut parts.headers, Some(&mut path)),
                 Ok(FilterAction::Respond(answer)) => return plugins::local_response(answer),
@@ -238,7 +236,7 @@ async fn dispatch(
     });
     let mut tried = 0u64;
     let mut attempt = 0;
-    let request_line = (!route.filters.is_empty()).then(|| RequestCopy {
+    let request_line = route.filters.iter().any(|f| f.wants(Hooks::ON_RESPONSE)).then(|| RequestCopy {
         method: parts.method.clone(),
         authority: parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_owned(),
         path: path.clone(),
@@ -248,7 +246,7 @@ async fn dispatch(
     let mut retry_slot = None;
     let (endpoint_idx, result) = loop {
         attempt += 1;
-        let idx = match pick(service, &ctx, now_millis(), tried, balancer_head.as_ref()) {
+        let idx = match pick(service, &ctx, now_millis(), tried, balancer_head.as_ref(), &mut obs) {
             Ok(Some(idx)) => idx,
             Ok(None) => {
                 route.metrics.count_error(ErrorKind::no_endpoint);
@@ -353,6 +351,14 @@ async fn dispatch(
     drop(retry_slot);
     let endpoint = &service.endpoints[endpoint_idx];
     let now = Instant::now();
+    let finished = |status| Finished {
+        status,
+        route: &route.name,
+        service: &service.name,
+        upstream: &endpoint.authority,
+        resends: attempt - 1,
+        elapsed: now - started,
+    };
     let success = matches!(&result, Ok((e, _)) if !e.response.status().is_server_error());
     if let Some(t) = service.state.record(&service.policy.breaker, success, admission.probe, now_millis()) {
         note_transition(mesh, service, t);
@@ -370,9 +376,7 @@ async fn dispatch(
             route.metrics.count_status(resp.status());
             route.metrics.duration.observe(now - started);
             route.edge(service_idx).record(true, now - started);
-            if let Some((method, uri)) = &logged {
-                access_log(method, uri, resp.status(), &route.name, &endpoint.authority, now - started, &trace);
-            }
+            obs.finish(down.client, finished(resp.status()));
             return resp;
         }
     };
@@ -380,16 +384,15 @@ async fn dispatch(
     route.metrics.count_status(status);
     route.metrics.duration.observe(now - started);
     route.edge(service_idx).record(status.is_server_error(), now - started);
-    if let Some((method, uri)) = &logged {
-        access_log(method, uri, status, &route.name, &endpoint.authority, now - started, &trace);
-    }
 
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgraded.is_some() && downstream_upgrade.is_some());
-    if !route.filters.is_empty()
-        && upgraded.is_none()
-        && let Some(answer) = response_filters(route, &request_line, &down.client_text, &mut parts)
-    {
+    let answer = match &request_line {
+        Some(req) if upgraded.is_none() => response_filters(route, req, &down.client_text, &mut parts, &mut obs),
+        _ => None,
+    };
+    obs.finish(down.client, finished(answer.as_ref().map_or(status, Response::status)));
+    if let Some(answer) = answer {
         return answer;
     }
     match (downstream_upgrade, upgraded) {
@@ -413,12 +416,12 @@ struct RequestCopy {
 /// response when a filter answers (or fails closed).
 fn response_filters(
     route: &Route,
-    req: &Option<RequestCopy>,
+    req: &RequestCopy,
     client: &str,
     parts: &mut http::response::Parts,
+    obs: &mut Observer,
 ) -> Option<Response<ResponseBody>> {
-    let req = req.as_ref()?;
-    for filter in route.filters.iter().rev() {
+    for filter in route.filters.iter().rev().filter(|f| f.wants(Hooks::ON_RESPONSE)) {
         let head = plugins::request_head(&req.method, &req.authority, &req.path, client, &req.headers, |h| {
             filter.reads_header(h)
         });
@@ -426,7 +429,7 @@ fn response_filters(
             status: parts.status.as_u16(),
             headers: crate::plugin::header_list(&parts.headers, |h| filter.reads_header(h)),
         };
-        match filter.on_response(&head, &resp) {
+        match obs.plugin_call(filter.name(), "on_response", || filter.on_response(&head, &resp)) {
             Ok(FilterAction::Proceed) => {}
             Ok(FilterAction::Mutate(m)) => plugins::apply(&m, &mut parts.headers, None),
             Ok(FilterAction::Respond(answer)) => return Some(plugins::local_response(answer)),
@@ -450,6 +453,7 @@ fn pick<'s>(
     now_ms: u64,
     tried: u64,
     head: Option<&crate::plugin::types::RequestHead>,
+    obs: &mut Observer,
 ) -> Result<Option<usize>, &'s BalancerPlugin> {
     let endpoints = &service.endpoints;
     let filter = service.filters_endpoints();
@@ -476,7 +480,7 @@ fn pick<'s>(
         }
         let candidates: Vec<_> =
             ids.iter().map(|&i| crate::plugin::endpoint_view(i as u32, &endpoints[i], ctx.now, now_ms)).collect();
-        match plugin.pick(head, &candidates) {
+        match obs.plugin_call(plugin.name(), "pick", || plugin.pick(head, &candidates)) {
             Ok(Some(choice)) if (choice as usize) < ids.len() => return Ok(Some(ids[choice as usize])),
             // Declined: the service's own policy picks.
             Ok(None) => {}
@@ -585,29 +589,6 @@ fn note_transition(mesh: &Mesh, service: &Service, t: Transition) {
     tracing::warn!(service = %service.name, state = t.0.as_str(), "circuit breaker changed state");
     let labels = ServiceReasonLabels { service: service.name.clone(), reason: t.0.as_str() };
     mesh.metrics.breaker_transitions.get_or_create(&labels).inc();
-}
-
-fn access_log(
-    method: &http::Method,
-    uri: &Uri,
-    status: StatusCode,
-    route: &str,
-    endpoint: &http::uri::Authority,
-    elapsed: std::time::Duration,
-    trace: &TraceContext,
-) {
-    tracing::info!(
-        target: ACCESS_LOG_TARGET,
-        method = %method,
-        path = uri.path(),
-        status = status.as_u16(),
-        route,
-        upstream = %endpoint,
-        duration_us = elapsed.as_micros() as u64,
-        trace_id = %Hex(&trace.trace_id),
-        span_id = %Hex(&trace.span_id),
-        parent_id = %trace.parent_id.as_ref().map_or(Hex(&[]), |p| Hex(p)),
-    );
 }
 
 /// Maps an h2c client failure to the local answer it deserves.

@@ -218,6 +218,13 @@ pub fn run(plugin: &Path, fixture: &Path) -> Result<Vec<CaseResult>, FixtureErro
 }
 
 fn run_case(plugin: &Plugin, case: &Case) -> CaseResult {
+    // Only the headers the plugin declared, as the proxy would pass them.
+    let pairs = |map: &BTreeMap<String, String>| -> Vec<(String, Vec<u8>)> {
+        map.iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
+            .filter(|(k, _)| plugin.reads_header(k))
+            .collect()
+    };
     let head = types::RequestHead {
         method: case.method.clone(),
         authority: case.authority.clone(),
@@ -230,8 +237,16 @@ fn run_case(plugin: &Plugin, case: &Case) -> CaseResult {
             (r.route(&head).map_or_else(|e| format!("error: {}", e.reason), |d| describe_route(&d)), None)
         }
         Plugin::Filter(f) => {
-            let decision = f.on_request(&head).map_or_else(|e| format!("error: {}", e.reason), |a| describe_action(&a));
+            let not_called = || "proceed (hook not declared)".to_string();
+            let decision = if f.wants(types::Hooks::ON_REQUEST) {
+                f.on_request(&head).map_or_else(|e| format!("error: {}", e.reason), |a| describe_action(&a))
+            } else {
+                not_called()
+            };
             let response = case.response.as_ref().map(|r| {
+                if !f.wants(types::Hooks::ON_RESPONSE) {
+                    return not_called();
+                }
                 let resp = types::ResponseHead { status: r.status, headers: pairs(&r.headers) };
                 f.on_response(&head, &resp).map_or_else(|e| format!("error: {}", e.reason), |a| describe_action(&a))
             });
@@ -280,10 +295,6 @@ fn run_case(plugin: &Plugin, case: &Case) -> CaseResult {
     };
     let passed = holds(&case.expect, Some(&decision)) && holds(&case.expect_response, response_decision.as_ref());
     CaseResult { name: case.name.clone(), decision, response_decision, passed }
-}
-
-fn pairs(map: &BTreeMap<String, String>) -> Vec<(String, Vec<u8>)> {
-    map.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec())).collect()
 }
 
 fn describe_route(d: &types::RouteDecision) -> String {

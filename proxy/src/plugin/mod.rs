@@ -12,7 +12,7 @@ mod host;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
 use prometheus_client::metrics::counter::Counter;
@@ -30,6 +30,7 @@ pub use host::{HostState, PluginMetricFamilies};
 use router_world::RouterPre;
 
 use crate::config::{FailMode, PluginConfig, PluginKind};
+use crate::telemetry::histogram::DurationHistogram;
 
 /// Epoch ticks per second: a plugin's deadline is counted in these.
 const TICKS_PER_SECOND: u64 = 1000;
@@ -85,6 +86,8 @@ pub struct PluginCounters {
     pub failures: Counter,
     /// Instances created.
     pub instances: Counter,
+    /// Call durations, one histogram per hook of the world (see `PluginKind::hooks`).
+    pub call_durations: Vec<DurationHistogram>,
 }
 
 /// A loaded plugin of any kind; cloning shares it.
@@ -100,6 +103,18 @@ pub enum Plugin {
     HealthCheck(Arc<HealthCheckPlugin>),
 }
 
+impl Plugin {
+    /// Whether a header should be passed to the plugin.
+    pub fn reads_header(&self, name: &str) -> bool {
+        match self {
+            Plugin::Router(p) => p.reads_header(name),
+            Plugin::Filter(p) => p.reads_header(name),
+            Plugin::Balancer(p) => p.reads_header(name),
+            Plugin::HealthCheck(p) => p.reads_header(name),
+        }
+    }
+}
+
 /// A plugin world as the host drives it: how to instantiate it and call its `init`.
 pub trait World {
     /// The pre-linked component.
@@ -109,7 +124,11 @@ pub trait World {
     /// Instantiates `pre` in `store`.
     fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self::Bindings>;
     /// Calls the instance's `init` with its configuration.
-    fn init(b: &Self::Bindings, store: &mut Store<HostState>, config: &str) -> wasmtime::Result<Result<(), String>>;
+    fn init(
+        b: &Self::Bindings,
+        store: &mut Store<HostState>,
+        config: &str,
+    ) -> wasmtime::Result<Result<types::Interest, String>>;
 }
 
 /// Declares a [`World`] for generated bindings `$bindings` (with pre-instance `$pre`).
@@ -129,7 +148,7 @@ macro_rules! world {
                 b: &Self::Bindings,
                 store: &mut Store<HostState>,
                 config: &str,
-            ) -> wasmtime::Result<Result<(), String>> {
+            ) -> wasmtime::Result<Result<types::Interest, String>> {
                 b.wasmesh_plugin_lifecycle().call_init(store, config)
             }
         }
@@ -168,8 +187,10 @@ pub struct Common<W: World> {
     idle: ArrayQueue<Instance<W>>,
     families: PluginMetricFamilies,
     counters: PluginCounters,
-    /// Request headers the plugin reads; all when empty.
-    pub headers: Vec<String>,
+    /// Headers passed to the plugin; `None`: all of them.
+    headers: Option<Vec<String>>,
+    /// The filter hooks the plugin asked for.
+    hooks: types::Hooks,
     /// What a failure means for the request.
     pub fail: FailMode,
     /// Status answered when failing closed.
@@ -194,28 +215,43 @@ pub struct CallError {
 }
 
 impl<W: World> Common<W> {
-    /// A fresh instance with `init` already run on the plugin's configuration.
-    fn instantiate(&self) -> Result<Instance<W>, String> {
+    /// A fresh instance with `init` already run on the plugin's configuration, and what the
+    /// plugin answered it needs.
+    fn instantiate(&self) -> Result<(Instance<W>, types::Interest), String> {
         let mut store =
             Store::new(engine(), HostState::new(self.name.clone(), self.limits.memory_bytes, self.families.clone()));
         store.limiter(|s| &mut s.limits);
         store.set_epoch_deadline(self.limits.deadline_ticks.max(TICKS_PER_SECOND));
         let bindings = contained(|| W::instantiate(&self.pre, &mut store))?;
-        contained(|| W::init(&bindings, &mut store, &self.config_json))
+        let interest = contained(|| W::init(&bindings, &mut store, &self.config_json))
             .map_err(|e| format!("init trapped: {e}"))?
             .map_err(|msg| format!("init rejected the config: {msg}"))?;
         self.counters.instances.inc();
-        Ok(Instance { store, bindings })
+        Ok((Instance { store, bindings }, interest))
     }
 
-    /// Runs `f` on a warm instance under the call deadline; a failed instance is dropped.
+    /// Runs `f` on a warm instance under the call deadline and times it as hook number
+    /// `hook`; a failed instance is dropped.
     fn call<R>(
+        &self,
+        hook: usize,
+        f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let started = Instant::now();
+        let result = self.call_untimed(f);
+        if let Some(histogram) = self.counters.call_durations.get(hook) {
+            histogram.observe(started.elapsed());
+        }
+        result
+    }
+
+    fn call_untimed<R>(
         &self,
         f: impl FnOnce(&W::Bindings, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let mut inst = match self.idle.pop() {
             Some(i) => i,
-            None => self.instantiate().map_err(|e| self.failed(e))?,
+            None => self.instantiate().map_err(|e| self.failed(e))?.0,
         };
         inst.store.set_epoch_deadline(self.limits.deadline_ticks);
         match contained(|| f(&inst.bindings, &mut inst.store)) {
@@ -238,9 +274,14 @@ impl<W: World> Common<W> {
         CallError { plugin: self.name.clone(), reason }
     }
 
-    /// Whether a request header should be passed to this plugin.
+    /// Whether a request or response header should be passed to this plugin.
     pub fn reads_header(&self, name: &str) -> bool {
-        self.headers.is_empty() || self.headers.iter().any(|h| h == name)
+        self.headers.as_ref().is_none_or(|names| names.iter().any(|h| h == name))
+    }
+
+    /// Whether the plugin asked for `hook` to be called (filters; other kinds have one hook).
+    pub fn wants(&self, hook: types::Hooks) -> bool {
+        self.hooks.contains(hook)
     }
 
     /// The plugin's name.
@@ -261,14 +302,14 @@ pub type HealthCheckPlugin = Common<HealthCheckWorld>;
 impl RouterPlugin {
     /// Decides where `req` goes.
     pub fn route(&self, req: &types::RequestHead) -> Result<types::RouteDecision, CallError> {
-        self.call(|b, store| b.call_route(store, req))
+        self.call(0, |b, store| b.call_route(store, req))
     }
 }
 
 impl FilterPlugin {
     /// The filter's decision on a request.
     pub fn on_request(&self, req: &types::RequestHead) -> Result<types::FilterAction, CallError> {
-        self.call(|b, store| b.call_on_request(store, req))
+        self.call(0, |b, store| b.call_on_request(store, req))
     }
 
     /// The filter's decision on a response.
@@ -277,21 +318,21 @@ impl FilterPlugin {
         req: &types::RequestHead,
         resp: &types::ResponseHead,
     ) -> Result<types::FilterAction, CallError> {
-        self.call(|b, store| b.call_on_response(store, req, resp))
+        self.call(1, |b, store| b.call_on_response(store, req, resp))
     }
 }
 
 impl BalancerPlugin {
     /// The index into `candidates` of the endpoint `req` should go to; `None` declines.
     pub fn pick(&self, req: &types::RequestHead, candidates: &[types::Endpoint]) -> Result<Option<u32>, CallError> {
-        self.call(|b, store| b.call_pick(store, req, candidates))
+        self.call(0, |b, store| b.call_pick(store, req, candidates))
     }
 }
 
 impl HealthCheckPlugin {
     /// The plugin's verdict on `target` given its probe response.
     pub fn judge(&self, target: &types::Endpoint, probe: &types::ProbeResponse) -> Result<types::Health, CallError> {
-        self.call(|b, store| b.call_judge(store, target, probe))
+        self.call(0, |b, store| b.call_judge(store, target, probe))
     }
 }
 
@@ -302,6 +343,23 @@ pub fn header_list(headers: &http::HeaderMap, reads: impl Fn(&str) -> bool) -> V
         .filter(|(name, _)| reads(name.as_str()))
         .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
         .collect()
+}
+
+/// The headers passed to a plugin: those it declared (`None`: all), narrowed to the ones its
+/// TOML entry allows when that lists any.
+fn passed_headers(declared: Option<Vec<String>>, allowed: &[String]) -> Option<Vec<String>> {
+    let allowed: Vec<String> = allowed.iter().map(|h| h.to_ascii_lowercase()).collect();
+    match declared {
+        None if allowed.is_empty() => None,
+        None => Some(allowed),
+        Some(mut names) => {
+            names.iter_mut().for_each(|h| h.make_ascii_lowercase());
+            if !allowed.is_empty() {
+                names.retain(|h| allowed.contains(h));
+            }
+            Some(names)
+        }
+    }
 }
 
 /// Endpoint `id` as balancer and health-check plugins see it, with its live statistics.
@@ -388,7 +446,7 @@ pub fn load(
                 .map_err(|e| err(format!("{e:#}")))?;
             let pre = linker.instantiate_pre(&component).map_err(world_err)?;
             let pre = $pre::new(pre).map_err(world_err)?;
-            let plugin = Common {
+            let mut plugin = Common {
                 name: Arc::from(cfg.name.as_str()),
                 pre,
                 config_json,
@@ -396,12 +454,15 @@ pub fn load(
                 idle: ArrayQueue::new(POOL_SIZE),
                 families: families.clone(),
                 counters,
-                headers: cfg.headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+                headers: None,
+                hooks: types::Hooks::all(),
                 fail: cfg.fail,
                 fail_status: cfg.fail_status,
                 logged_failure: AtomicBool::new(false),
             };
-            let first = plugin.instantiate().map_err(err)?;
+            let (first, interest) = plugin.instantiate().map_err(err)?;
+            plugin.headers = passed_headers(interest.headers, &cfg.headers);
+            plugin.hooks = interest.hooks;
             let _ = plugin.idle.push(first);
             Ok(Plugin::$variant(Arc::new(plugin)))
         }};
@@ -411,5 +472,23 @@ pub fn load(
         PluginKind::Filter => load_world!(filter_world::Filter, FilterPre, Filter),
         PluginKind::Balancer => load_world!(balancer_world::Balancer, BalancerPre, Balancer),
         PluginKind::HealthCheck => load_world!(health_world::HealthCheck, HealthCheckPre, HealthCheck),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::passed_headers;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_plugin_sees_what_it_declared_narrowed_by_its_toml_entry() {
+        assert_eq!(passed_headers(None, &[]), None, "nothing declared, nothing narrowed: all headers");
+        assert_eq!(passed_headers(None, &names(&["X-A"])), Some(names(&["x-a"])));
+        assert_eq!(passed_headers(Some(names(&["X-A", "x-b"])), &[]), Some(names(&["x-a", "x-b"])));
+        assert_eq!(passed_headers(Some(names(&["x-a", "x-b"])), &names(&["x-b", "x-c"])), Some(names(&["x-b"])));
+        assert_eq!(passed_headers(Some(vec![]), &names(&["x-a"])), Some(vec![]), "a plugin that reads none gets none");
     }
 }

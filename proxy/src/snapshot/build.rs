@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::{CALL_LISTENER, HashKey, ListenerRoutes, Route, Service, ServicePolicy, Snapshot};
-use crate::config::{Config, HashKeyConfig, ServiceConfig, UpstreamProtocol};
+use super::{CALL_LISTENER, HashKey, ListenerRoutes, Route, Service, ServicePolicy, Snapshot, Tracing};
+use crate::config::{Config, HashKeyConfig, ServiceConfig, TracingConfig, UpstreamProtocol};
 use crate::mesh::LoadedPlugin;
 use crate::plugin::{BalancerPlugin, Plugin};
 use crate::registry::{Instance, InstanceSet};
@@ -14,6 +14,7 @@ use crate::routing::{Matcher, Rewrite};
 use crate::telemetry::Metrics;
 use crate::telemetry::edges::EdgeStats;
 use crate::telemetry::metrics::EndpointLabels;
+use crate::telemetry::otlp::SpanExport;
 use crate::upstream::breaker::ServiceState;
 use crate::upstream::conn_pool::{ConnPool, ConnSettings};
 use crate::upstream::endpoint::now_millis;
@@ -27,6 +28,7 @@ pub(crate) struct Carried {
     h2_clients: HashMap<String, (ConnSettings, Http2Client)>,
     services: HashMap<String, Arc<ServiceState>>,
     edges: HashMap<(String, String), Arc<EdgeStats>>,
+    spans: Option<Arc<SpanExport>>,
 }
 
 /// Builds snapshot `version` from `config`, its loaded `plugins` and the registered
@@ -146,17 +148,36 @@ pub(crate) fn build(
         })
         .collect();
     listeners.push(ListenerRoutes { name: CALL_LISTENER.to_owned(), routes: calls });
+    next.spans = span_export(&config.tracing, carried.spans.take());
     *carried = next;
 
     Snapshot {
         version,
         loaded_at: SystemTime::now(),
         access_log: config.log.access_log,
+        tracing: Tracing { sample_ratio: config.tracing.sample_ratio, export: carried.spans.clone() },
         listeners,
         services,
         plugins: plugins.iter().map(|p| (p.config.name.clone(), p.plugin.clone())).collect(),
         instances: instances.clone(),
         config,
+    }
+}
+
+/// The span exporter `cfg` asks for: the running one when its settings are unchanged (a
+/// reload keeps its queue), a new one otherwise. One that cannot start is logged and skipped:
+/// the proxy serves without exporting rather than not at all.
+fn span_export(cfg: &TracingConfig, running: Option<Arc<SpanExport>>) -> Option<Arc<SpanExport>> {
+    let endpoint = cfg.otlp_endpoint.as_deref()?;
+    if let Some(same) = running.filter(|r| r.config == *cfg) {
+        return Some(same);
+    }
+    match SpanExport::start(cfg, endpoint) {
+        Ok(export) => Some(Arc::new(export)),
+        Err(e) => {
+            tracing::error!(endpoint, error = %e, "span export not started");
+            None
+        }
     }
 }
 

@@ -21,6 +21,7 @@ use crate::registry::InstanceSet;
 use crate::routing::{Matcher, RequestView, Rewrite};
 use crate::telemetry::edges::EdgeStats;
 use crate::telemetry::metrics::RouteMetrics;
+use crate::telemetry::otlp::SpanExport;
 use crate::upstream::Endpoint;
 use crate::upstream::Transport;
 use crate::upstream::balance::{Balancer, ring_hash};
@@ -41,10 +42,21 @@ pub struct Snapshot {
     pub services: Vec<Service>,
     /// Whether to emit access-log events.
     pub access_log: bool,
+    /// Trace sampling and span export.
+    pub tracing: Tracing,
     /// Loaded plugins, by name.
     pub plugins: Vec<(String, Plugin)>,
     /// The registered instances whose endpoints it includes.
     pub instances: Arc<InstanceSet>,
+}
+
+/// Trace sampling and span export, as the request path needs them.
+#[derive(Debug, Clone)]
+pub struct Tracing {
+    /// Share of new traces recorded.
+    pub sample_ratio: f64,
+    /// Where recorded spans go, when configured.
+    pub export: Option<Arc<SpanExport>>,
 }
 
 /// Name of the hidden route table that holds one route per service for `POST call`.

@@ -14,6 +14,10 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 pub const LATENCY_BUCKETS: [f64; 14] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// Upper bounds, in seconds, for plugin calls: 1 µs to 100 ms (a call's deadline).
+pub const PLUGIN_CALL_BUCKETS: [f64; 12] =
+    [0.000_001, 0.000_002_5, 0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.001, 0.01, 0.05, 0.1];
+
 /// A histogram of durations with fixed buckets, cheap to clone (shared counters).
 #[derive(Debug, Clone)]
 pub struct DurationHistogram {
@@ -40,6 +44,11 @@ impl DurationHistogram {
     /// A histogram with [`LATENCY_BUCKETS`].
     pub fn latency() -> Self {
         Self::new(&LATENCY_BUCKETS)
+    }
+
+    /// A histogram with [`PLUGIN_CALL_BUCKETS`].
+    pub fn plugin_calls() -> Self {
+        Self::new(&PLUGIN_CALL_BUCKETS)
     }
 
     /// Records one duration.

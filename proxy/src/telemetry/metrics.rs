@@ -122,6 +122,15 @@ pub struct PluginLabels {
     pub plugin: String,
 }
 
+/// Labels of per-hook plugin metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PluginHookLabels {
+    /// Plugin name.
+    pub plugin: String,
+    /// The hook called: `route`, `on_request`, `on_response`, `pick` or `judge`.
+    pub hook: &'static str,
+}
+
 /// Labels of the reload counter.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -174,6 +183,8 @@ pub struct Metrics {
     pub plugin_failures: Family<PluginLabels, Counter>,
     /// Plugin instances created.
     pub plugin_instances: Family<PluginLabels, Counter>,
+    /// Time of each plugin hook call, from taking an instance to its decision.
+    pub plugin_call_duration: Family<PluginHookLabels, DurationHistogram, fn() -> DurationHistogram>,
     /// Metrics plugins record through their `metrics` import.
     pub plugin_families: crate::plugin::PluginMetricFamilies,
     /// Configuration reloads, by outcome.
@@ -209,6 +220,8 @@ impl Metrics {
         let retry_budget_exhausted = Family::default();
         let plugin_failures = Family::default();
         let plugin_instances = Family::default();
+        let plugin_call_duration =
+            Family::<_, _, fn() -> DurationHistogram>::new_with_constructor(DurationHistogram::plugin_calls);
         let plugin_families = crate::plugin::PluginMetricFamilies::default();
         let reloads = Family::default();
         let reload_duration = prometheus_client::metrics::histogram::Histogram::new(
@@ -227,6 +240,12 @@ impl Metrics {
             plugin_failures.clone(),
         );
         registry.register("plugin_instances", "Plugin instances created", plugin_instances.clone());
+        registry.register_with_unit(
+            "plugin_call_duration",
+            "Time of each plugin hook call, from taking an instance to its decision",
+            prometheus_client::registry::Unit::Seconds,
+            plugin_call_duration.clone(),
+        );
         registry.register("plugin_counter", "Counters plugins record", plugin_families.counters.clone());
         registry.register_with_unit(
             "plugin_histogram",
@@ -297,6 +316,7 @@ impl Metrics {
             retry_budget_exhausted,
             plugin_failures,
             plugin_instances,
+            plugin_call_duration,
             plugin_families,
             reloads,
             reload_duration,

@@ -1,9 +1,10 @@
-//! Telemetry: Prometheus metrics, logs and W3C trace context.
+//! Telemetry: Prometheus metrics, logs, W3C trace context and OTLP span export.
 
 pub mod edges;
 pub mod histogram;
 pub mod logging;
 pub mod metrics;
+pub mod otlp;
 pub mod trace_context;
 
 pub use metrics::Metrics;

@@ -23,14 +23,15 @@ pub struct TraceContext {
     pub parent_id: Option<[u8; 8]>,
     /// The proxy's own span for this request: the upstream's parent.
     pub span_id: [u8; 8],
-    /// Trace flags, passed on as received (sampled for a new trace).
+    /// Trace flags, passed on as received (for a new trace, sampled or not by the ratio).
     pub flags: u8,
 }
 
 impl TraceContext {
-    /// Joins the trace `headers` carry, or starts a new one, and points `traceparent` at the
-    /// proxy's span for the upstream.
-    pub fn propagate(headers: &mut HeaderMap) -> Self {
+    /// Joins the trace `headers` carry (keeping the caller's sampled flag), or starts a new one
+    /// recorded with probability `sample_ratio`, and points `traceparent` at the proxy's span
+    /// for the upstream.
+    pub fn propagate(headers: &mut HeaderMap, sample_ratio: f64) -> Self {
         let incoming = headers.get(&TRACEPARENT).and_then(|v| parse(v.as_bytes()));
         let span_id = random_nonzero::<8>();
         let ctx = match incoming {
@@ -38,7 +39,8 @@ impl TraceContext {
             None => {
                 // A tracestate without a valid traceparent has no trace to belong to.
                 headers.remove("tracestate");
-                Self { trace_id: random_nonzero::<16>(), parent_id: None, span_id, flags: SAMPLED }
+                let flags = if sample_ratio >= 1.0 || fastrand::f64() < sample_ratio { SAMPLED } else { 0 };
+                Self { trace_id: random_nonzero::<16>(), parent_id: None, span_id, flags }
             }
         };
         headers.insert(&TRACEPARENT, ctx.header_value());
@@ -134,7 +136,7 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(&TRACEPARENT, HeaderValue::from_static(INCOMING));
         headers.insert("tracestate", HeaderValue::from_static("congo=t61rcWkgMzE"));
-        let ctx = TraceContext::propagate(&mut headers);
+        let ctx = TraceContext::propagate(&mut headers, 1.0);
         assert_eq!(Hex(&ctx.trace_id).to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(ctx.parent_id.map(|p| Hex(&p).to_string()).as_deref(), Some("00f067aa0ba902b7"));
         assert!(ctx.sampled());
@@ -158,7 +160,7 @@ mod tests {
             let mut headers = HeaderMap::new();
             headers.insert(&TRACEPARENT, HeaderValue::from_str(bad).expect("header"));
             headers.insert("tracestate", HeaderValue::from_static("a=b"));
-            let ctx = TraceContext::propagate(&mut headers);
+            let ctx = TraceContext::propagate(&mut headers, 1.0);
             assert_eq!(ctx.parent_id, None, "{bad:?}");
             assert_ne!(Hex(&ctx.trace_id).to_string(), "4bf92f3577b34da6a3ce929d0e0e4736", "{bad:?}");
             assert!(headers.get("tracestate").is_none(), "{bad:?}");
@@ -173,5 +175,31 @@ mod tests {
         assert_eq!(Hex(&trace).to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(Hex(&parent).to_string(), "00f067aa0ba902b7");
         assert_eq!(flags, 0);
+    }
+
+    #[test]
+    fn new_traces_are_sampled_by_the_ratio_and_joined_ones_keep_the_callers_flag() {
+        let sampled = |ratio: f64| {
+            (0..1000)
+                .filter(|_| {
+                    let mut headers = HeaderMap::new();
+                    TraceContext::propagate(&mut headers, ratio).sampled()
+                })
+                .count()
+        };
+        assert_eq!(sampled(0.0), 0);
+        assert_eq!(sampled(1.0), 1000);
+        let some = sampled(0.25);
+        assert!((150..350).contains(&some), "{some} of 1000 sampled at 0.25");
+
+        let mut headers = HeaderMap::new();
+        headers.insert(&TRACEPARENT, HeaderValue::from_static(INCOMING));
+        assert!(TraceContext::propagate(&mut headers, 0.0).sampled(), "the caller's sampled flag wins");
+        let mut headers = HeaderMap::new();
+        let unsampled = INCOMING.replace("-01", "-00");
+        headers.insert(&TRACEPARENT, HeaderValue::from_str(&unsampled).expect("header"));
+        let ctx = TraceContext::propagate(&mut headers, 1.0);
+        assert!(!ctx.sampled());
+        assert!(headers[&TRACEPARENT].to_str().expect("ascii").ends_with("-00"));
     }
 }

@@ -7,6 +7,7 @@ mod balancing;
 mod errors;
 mod mesh_api;
 mod plugins;
+mod prometheus;
 mod protocols;
 mod registries;
 mod reload;

@@ -4,6 +4,7 @@
 mod harness;
 
 mod balancing;
+mod dashboard;
 mod errors;
 mod mesh_api;
 mod plugins;

@@ -2,8 +2,10 @@
 //! ([`mesh_api`]) for registration, discovery, invocation, health and topology.
 //!
 //! It binds to loopback unless configured otherwise, and when a token is configured every
-//! request must carry it as `Authorization: Bearer <token>`.
+//! request must carry it as `Authorization: Bearer <token>`, except for the [`dashboard`]'s
+//! static files, which hold no data.
 
+mod dashboard;
 mod mesh_api;
 mod openapi;
 
@@ -53,6 +55,11 @@ impl Admin {
 
     /// Answers one admin request from `peer`.
     pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        if req.method() == Method::GET
+            && let Some(page) = dashboard::file(req.uri().path())
+        {
+            return page;
+        }
         if !self.authorized(&req) {
             let mut resp = text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
             resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

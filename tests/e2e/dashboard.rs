@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::json;
 
-use crate::harness::{Proxy, backends, call_json, get};
+use crate::harness::{Proxy, backends, call_json, get, plugin_toml};
 
 /// Runs headless Chromium on `url` with `extra` arguments; returns (stdout, stderr).
 fn chromium(url: &str, extra: &[&str]) -> (String, String) {
@@ -28,10 +28,7 @@ fn chromium(url: &str, extra: &[&str]) -> (String, String) {
 #[tokio::test]
 async fn the_dashboard_renders_the_mesh_in_chromium_without_errors() {
     let b = backends(2).await;
-    let filter = format!(
-        "[[plugins]]\nname = \"stamp\"\nkind = \"filter\"\npath = \"{}/plugins/target/wasm32-wasip2/release/header_filter.wasm\"\nconfig = {{}}\n",
-        env!("CARGO_MANIFEST_DIR")
-    );
+    let filter = plugin_toml("stamp", "filter", "header_filter.wasm", "{}", "");
     let config = format!(
         "{filter}[[routes]]\nname = \"front\"\nservice = \"catalog\"\nfilters = [\"stamp\"]\n[[services]]\nname = \"catalog\"\nendpoints = [{{ address = \"{}\" }}]\n",
         b[0].addr

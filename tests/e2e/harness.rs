@@ -37,6 +37,21 @@ pub async fn backends(n: usize) -> Vec<Backend> {
     out
 }
 
+/// An example plugin built by `plugins/build.sh`.
+pub fn plugin_wasm(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins/target/wasm32-wasip2/release").join(name);
+    assert!(path.exists(), "{} missing: run plugins/build.sh", path.display());
+    path
+}
+
+/// A `[[plugins]]` entry for the example plugin `file`, with `extra` TOML lines.
+pub fn plugin_toml(name: &str, kind: &str, file: &str, config: &str, extra: &str) -> String {
+    format!(
+        "[[plugins]]\nname = \"{name}\"\nkind = \"{kind}\"\npath = \"{}\"\nconfig = {config}\n{extra}\n",
+        plugin_wasm(file).display()
+    )
+}
+
 /// TOML endpoint list for `backends`.
 pub fn endpoints(backends: &[Backend]) -> String {
     let list: Vec<String> = backends.iter().map(|b| format!("{{ address = \"{}\" }}", b.addr)).collect();

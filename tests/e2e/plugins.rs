@@ -1,27 +1,15 @@
 //! Wasm plugins built from `plugins/` (run `plugins/build.sh` first) deciding routes, changing
 //! and answering requests, and failing without taking the proxy down.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 
-use crate::harness::{Proxy, backends, call_json, eventually, free_port, get, json, send, text, wasmesh_bin};
-
-fn wasm(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins/target/wasm32-wasip2/release").join(name);
-    assert!(path.exists(), "{} missing: run plugins/build.sh", path.display());
-    path.display().to_string()
-}
-
-fn plugin(name: &str, kind: &str, file: &str, config: &str, extra: &str) -> String {
-    format!(
-        "[[plugins]]\nname = \"{name}\"\nkind = \"{kind}\"\npath = \"{}\"\nconfig = {config}\n{extra}\n",
-        wasm(file)
-    )
-}
+use crate::harness::{
+    Proxy, backends, call_json, eventually, free_port, get, json, plugin_toml, send, text, wasmesh_bin,
+};
 
 fn empty() -> Full<Bytes> {
     Full::new(Bytes::new())
@@ -32,7 +20,7 @@ async fn a_router_plugin_decides_the_service() {
     let b = backends(2).await;
     let config = format!(
         "{}\n[[routes]]\nname = \"r\"\nservice = \"stable\"\nrouter = \"canary\"\n\n[[services]]\nname = \"stable\"\nendpoints = [{{ address = \"{}\" }}]\n[[services]]\nname = \"canary\"\nendpoints = [{{ address = \"{}\" }}]\n",
-        plugin(
+        plugin_toml(
             "canary",
             "router",
             "canary_router.wasm",
@@ -61,8 +49,8 @@ async fn filters_change_headers_both_ways_and_answer_401_locally() {
     let auth_cfg = r#"{ api_keys = ["k1"], request_id = false }"#;
     let config = format!(
         "{}{}\n[[routes]]\nname = \"open\"\nservice = \"s\"\nfilters = [\"headers\"]\nmatch = {{ path_prefix = \"/echo\" }}\n[[routes]]\nname = \"locked\"\nservice = \"s\"\nfilters = [\"auth\"]\nmatch = {{ path_prefix = \"/locked\" }}\n\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}]\n",
-        plugin("headers", "filter", "header_filter.wasm", filter_cfg, ""),
-        plugin("auth", "filter", "header_filter.wasm", auth_cfg, ""),
+        plugin_toml("headers", "filter", "header_filter.wasm", filter_cfg, ""),
+        plugin_toml("auth", "filter", "header_filter.wasm", auth_cfg, ""),
         b[0].addr
     );
     let proxy = Proxy::start(&config).await;
@@ -91,14 +79,14 @@ async fn plugins_get_only_the_hooks_and_headers_they_ask_for() {
     // `x-api-key`, but its TOML entry lets it see `x-other` only: it never gets the key.
     let config = format!(
         "{}{}\n[[routes]]\nname = \"r\"\nservice = \"s\"\nfilters = [\"stamp\"]\nmatch = {{ path_prefix = \"/echo\" }}\n[[routes]]\nname = \"locked\"\nservice = \"s\"\nfilters = [\"auth\"]\nmatch = {{ path_prefix = \"/locked\" }}\n\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}]\n",
-        plugin(
+        plugin_toml(
             "stamp",
             "filter",
             "header_filter.wasm",
             r#"{ request_id = false, response_set = { "x-served-by" = "wasmesh" } }"#,
             ""
         ),
-        plugin(
+        plugin_toml(
             "auth",
             "filter",
             "header_filter.wasm",
@@ -128,7 +116,7 @@ async fn plugins_get_only_the_hooks_and_headers_they_ask_for() {
 async fn misbehaving_plugins_fail_in_their_mode_within_the_deadline_and_the_proxy_keeps_serving() {
     let b = backends(1).await;
     let fault = |name: &str, mode: &str, fail: &str| {
-        plugin(
+        plugin_toml(
             name,
             "filter",
             "fault_filter.wasm",
@@ -194,27 +182,27 @@ async fn broken_plugins_are_refused_at_load_with_the_reason() {
             "not a valid component",
         ),
         (
-            plugin("wrong", "router", "header_filter.wasm", "{}", ""),
+            plugin_toml("wrong", "router", "header_filter.wasm", "{}", ""),
             "plugin `wrong` (router,",
             "does not implement the `router` world",
         ),
         (
-            plugin("canary", "router", "canary_router.wasm", "{ percent = 5 }", ""),
+            plugin_toml("canary", "router", "canary_router.wasm", "{ percent = 5 }", ""),
             "plugin `canary` (router,",
             "init rejected the config: config: missing field `canary`",
         ),
         (
-            plugin("zones", "balancer", "json_health.wasm", "{}", ""),
+            plugin_toml("zones", "balancer", "json_health.wasm", "{}", ""),
             "plugin `zones` (balancer,",
             "does not implement the `balancer` world",
         ),
         (
-            plugin("zones", "balancer", "zone_balancer.wasm", "{ min_local = 1 }", ""),
+            plugin_toml("zones", "balancer", "zone_balancer.wasm", "{ min_local = 1 }", ""),
             "plugin `zones` (balancer,",
             "init rejected the config: config: set `zone`, `zone_header`, or both",
         ),
         (
-            plugin("health", "health_check", "json_health.wasm", "{ field = \"a..b\" }", ""),
+            plugin_toml("health", "health_check", "json_health.wasm", "{ field = \"a..b\" }", ""),
             "plugin `health` (health_check,",
             "init rejected the config: config.field: `a..b` is not a dotted path",
         ),
@@ -249,7 +237,7 @@ async fn a_balancer_plugin_keeps_requests_in_their_zone() {
         .collect();
     let config = format!(
         "{}\n[[routes]]\nname = \"r\"\nservice = \"s\"\n\n[[services]]\nname = \"s\"\nbalancer = \"zones\"\nendpoints = [{}]\n",
-        plugin("zones", "balancer", "zone_balancer.wasm", "{ zone = \"eu\", zone_header = \"x-zone\" }", ""),
+        plugin_toml("zones", "balancer", "zone_balancer.wasm", "{ zone = \"eu\", zone_header = \"x-zone\" }", ""),
         zoned.join(", ")
     );
     let proxy = Proxy::start(&config).await;
@@ -277,7 +265,7 @@ async fn a_health_check_plugin_takes_endpoints_out_degrades_them_and_brings_them
     }
     let config = format!(
         "{}\n[[routes]]\nname = \"r\"\nservice = \"s\"\n\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}, {{ address = \"{}\" }}]\nhealth_check = {{ path = \"/health\", interval = \"50ms\", interval_jitter = \"10ms\", healthy_threshold = 1, unhealthy_threshold = 1, plugin = \"json\" }}\n",
-        plugin("json", "health_check", "json_health.wasm", "{ field = \"status\" }", ""),
+        plugin_toml("json", "health_check", "json_health.wasm", "{ field = \"status\" }", ""),
         b[0].addr,
         b[1].addr
     );

@@ -2,18 +2,14 @@
 //! `POST /reload`; refused changes that keep the old snapshot serving; listeners added and
 //! removed; and 100 changes under load with zero failed requests.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{Proxy, backends, call_json, client, eventually, free_port, get, text};
-
-fn plugin_file(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins/target/wasm32-wasip2/release").join(name)
-}
+use crate::harness::{Proxy, backends, call_json, client, eventually, free_port, get, plugin_wasm, text};
 
 /// Replaces `path` the way editors save: write a temporary file, then rename it over.
 fn save_by_rename(path: &Path, contents: &[u8]) {
@@ -134,7 +130,7 @@ async fn a_corrupt_plugin_is_refused_and_the_loaded_one_keeps_serving() {
     let b = backends(1).await;
     let dir = tempfile::tempdir().expect("temp dir");
     let wasm = dir.path().join("filter.wasm");
-    std::fs::copy(plugin_file("fault_filter.wasm"), &wasm).expect("copy plugin");
+    std::fs::copy(plugin_wasm("fault_filter.wasm"), &wasm).expect("copy plugin");
     let body = filtered(&wasm, &format!("{{ address = \"{}\" }}", b[0].addr));
     let proxy = Proxy::start(&body).await;
     let echoed = text(get(&proxy.url("/echo")).await.expect("request")).await;
@@ -151,7 +147,7 @@ async fn a_corrupt_plugin_is_refused_and_the_loaded_one_keeps_serving() {
     assert!(echoed.contains("x-fault-filter"), "the old plugin still serves: {echoed}");
 
     // A valid component of another version replaces it.
-    save_by_rename(&wasm, &std::fs::read(plugin_file("header_filter.wasm")).expect("read"));
+    save_by_rename(&wasm, &std::fs::read(plugin_wasm("header_filter.wasm")).expect("read"));
     eventually(Duration::from_secs(10), "the new plugin to serve", || async {
         let echoed = text(get(&proxy.url("/echo")).await.expect("request")).await;
         (echoed.contains("x-request-id") && !echoed.contains("x-fault-filter")).then_some(())
@@ -194,8 +190,8 @@ async fn a_hundred_changes_under_load_fail_no_request() {
     let dir = tempfile::tempdir().expect("temp dir");
     let wasm = dir.path().join("filter.wasm");
     let versions = [
-        std::fs::read(plugin_file("header_filter.wasm")).expect("plugin A"),
-        std::fs::read(plugin_file("fault_filter.wasm")).expect("plugin B"),
+        std::fs::read(plugin_wasm("header_filter.wasm")).expect("plugin A"),
+        std::fs::read(plugin_wasm("fault_filter.wasm")).expect("plugin B"),
     ];
     std::fs::write(&wasm, &versions[0]).expect("plugin");
     let body = |endpoints: &str| filtered(&wasm, endpoints);

@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
 
-use crate::harness::{Proxy, backends, eventually, get, json, one_route, send};
+use crate::harness::{Proxy, backends, eventually, get, json, one_route, plugin_toml, send};
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
@@ -159,9 +159,12 @@ fn tracing_section(endpoint: &str, extra: &str) -> String {
 async fn spans_reach_an_otlp_collector_with_http_attributes_and_plugin_calls() {
     let b = backends(1).await;
     let collector = Collector::start().await;
-    let filter = format!(
-        "[[plugins]]\nname = \"stamp\"\nkind = \"filter\"\npath = \"{}/plugins/target/wasm32-wasip2/release/header_filter.wasm\"\nconfig = {{ request_id = false, request_set = {{ \"x-env\" = \"test\" }} }}\n",
-        env!("CARGO_MANIFEST_DIR")
+    let filter = plugin_toml(
+        "stamp",
+        "filter",
+        "header_filter.wasm",
+        r#"{ request_id = false, request_set = { "x-env" = "test" } }"#,
+        "",
     );
     let config = format!(
         "{}{filter}[[routes]]\nname = \"r\"\nservice = \"s\"\nfilters = [\"stamp\"]\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}]\n",

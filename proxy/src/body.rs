@@ -22,6 +22,9 @@ pub enum Body {
     Http1(crate::upstream::http1::Http1Body),
     /// Fully known bytes (taken on first poll).
     Full(Option<Bytes>),
+    /// Bytes already read, then the rest of the stream: a body read in part (to check it)
+    /// and then passed on whole.
+    Prefixed(Option<Bytes>, Box<Body>),
     /// No body.
     #[default]
     Empty,
@@ -50,6 +53,10 @@ impl http_body::Body for Body {
             Self::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Self::Http1(b) => Pin::new(b).poll_frame(cx),
             Self::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Self::Prefixed(prefix, rest) => match prefix.take() {
+                Some(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
+                None => Pin::new(rest.as_mut()).poll_frame(cx),
+            },
             Self::Empty => Poll::Ready(None),
         }
     }
@@ -59,6 +66,7 @@ impl http_body::Body for Body {
             Self::Incoming(b) => b.is_end_stream(),
             Self::Http1(b) => b.is_end_stream(),
             Self::Full(data) => data.is_none(),
+            Self::Prefixed(prefix, rest) => prefix.is_none() && rest.is_end_stream(),
             Self::Empty => true,
         }
     }
@@ -69,6 +77,16 @@ impl http_body::Body for Body {
             Self::Http1(b) => b.size_hint(),
             Self::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
             Self::Full(None) | Self::Empty => SizeHint::with_exact(0),
+            Self::Prefixed(prefix, rest) => {
+                let extra = prefix.as_ref().map_or(0, |p| p.len() as u64);
+                let hint = rest.size_hint();
+                let mut sum = SizeHint::new();
+                sum.set_lower(hint.lower() + extra);
+                if let Some(upper) = hint.upper() {
+                    sum.set_upper(upper + extra);
+                }
+                sum
+            }
         }
     }
 }

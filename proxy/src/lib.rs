@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod contract;
 pub mod forward;
 pub mod listener;
 pub mod mesh;
@@ -19,4 +20,5 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

@@ -27,7 +27,8 @@ enum Command {
         #[arg(long, value_enum)]
         log_format: Option<LogFormat>,
     },
-    /// Validate a configuration file without starting anything.
+    /// Validate a configuration file, and the certificates and keys it names, without
+    /// starting anything.
     Check {
         /// The TOML configuration file.
         file: PathBuf,
@@ -55,7 +56,10 @@ enum PluginCommand {
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Check { file } => match config::load(&file) {
+        Command::Check { file } => match config::load(&file).map_err(anyhow::Error::from).and_then(|cfg| {
+            wasmesh::tls::TlsSet::load(&cfg)?;
+            Ok(cfg)
+        }) {
             Ok(cfg) => {
                 println!(
                     "{}: ok ({} listeners, {} routes, {} services)",

@@ -1,20 +1,23 @@
 //! The mesh: the current snapshot behind an `ArcSwap`, the inputs it was built from, and the
 //! state that outlives snapshots.
 //!
-//! A snapshot is a function of three inputs: the configuration, the loaded plugins and the
-//! registered instances. Changing any one rebuilds the snapshot off the request path and
+//! A snapshot is a function of four inputs: the configuration, the loaded plugins, the
+//! certificates and schemas, and the registered instances. Changing any one rebuilds the snapshot off the request path and
 //! swaps it in one store; requests in flight finish on the one they loaded.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, PluginConfig};
+use crate::contract::{ContractError, Contracts};
 use crate::plugin::{self, Plugin, PluginCounters, PluginError};
 use crate::registry::InstanceSet;
 use crate::snapshot::{self, Carried, Snapshot};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{PluginHookLabels, PluginLabels};
+use crate::tls::{TlsError, TlsSet};
 use crate::upstream::health::HealthSupervisor;
 
 /// A plugin loaded from a file, kept so that a reload which changes neither its settings nor
@@ -27,6 +30,44 @@ pub struct LoadedPlugin {
     pub hash: u64,
     /// The plugin.
     pub plugin: Plugin,
+}
+
+/// A configuration whose files cannot be loaded; the mesh keeps its current snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A plugin component.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// A certificate, key or CA file.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// A contract's JSON Schema file.
+    #[error(transparent)]
+    Contract(#[from] ContractError),
+}
+
+/// What a configuration's certificate and schema files hold, loaded and checked.
+#[derive(Debug, Default)]
+pub struct Assets {
+    /// Listener and upstream TLS settings.
+    pub tls: TlsSet,
+    /// Compiled contracts, by service name.
+    pub contracts: HashMap<String, Arc<Contracts>>,
+}
+
+impl Assets {
+    /// Loads every certificate, key and schema `config` names; fails on the first that
+    /// cannot be used, naming it.
+    pub fn load(config: &Config) -> Result<Self, LoadError> {
+        let tls = TlsSet::load(config)?;
+        let mut contracts = HashMap::new();
+        for service in &config.services {
+            if let Some(c) = Contracts::load(service)? {
+                contracts.insert(service.name.clone(), c);
+            }
+        }
+        Ok(Self { tls, contracts })
+    }
 }
 
 /// Shared by every listener, the admin API and the reloader.
@@ -46,19 +87,21 @@ struct Inputs {
     carried: Carried,
     config: Arc<Config>,
     plugins: Arc<[LoadedPlugin]>,
+    assets: Arc<Assets>,
     instances: Arc<InstanceSet>,
 }
 
 impl Mesh {
     /// Builds the first snapshot from `config`, with no registered instances yet.
-    pub fn new(config: Config) -> Result<Arc<Self>, PluginError> {
+    pub fn new(config: Config) -> Result<Arc<Self>, LoadError> {
         let metrics = Metrics::new();
         let plugins: Arc<[LoadedPlugin]> = load_plugins(&config, &[], &metrics)?.into();
+        let assets = Arc::new(Assets::load(&config)?);
         let config = Arc::new(config);
         let instances = Arc::new(InstanceSet::new());
         let mut carried = Carried::default();
-        let first = snapshot::build(config.clone(), &plugins, &instances, 1, &mut carried, &metrics);
-        let inputs = Inputs { version: 1, carried, config, plugins, instances };
+        let first = snapshot::build(config.clone(), &plugins, &assets, &instances, 1, &mut carried, &metrics);
+        let inputs = Inputs { version: 1, carried, config, plugins, assets, instances };
         let mesh = Arc::new(Self {
             current: ArcSwap::from_pointee(first),
             inputs: Mutex::new(inputs),
@@ -79,15 +122,17 @@ impl Mesh {
         self.lock().plugins.clone()
     }
 
-    /// Loads `config`'s plugins (reusing unchanged ones), builds a snapshot from it and makes
-    /// it current in one store. Returns its version; on error the current snapshot stays.
-    /// Compiles plugins: call it on a blocking thread.
-    pub fn apply(&self, config: Config) -> Result<u64, PluginError> {
+    /// Loads `config`'s plugins (reusing unchanged ones), certificates and schemas, builds a snapshot
+    /// from them and makes it current in one store. Returns its version; on error the current
+    /// snapshot stays. Compiles plugins: call it on a blocking thread.
+    pub fn apply(&self, config: Config) -> Result<u64, LoadError> {
         let previous = self.plugins();
         let plugins: Arc<[LoadedPlugin]> = load_plugins(&config, &previous, &self.metrics)?.into();
+        let assets = Arc::new(Assets::load(&config)?);
         Ok(self.rebuild(|inputs| {
             inputs.config = Arc::new(config);
             inputs.plugins = plugins;
+            inputs.assets = assets;
         }))
     }
 
@@ -109,9 +154,9 @@ impl Mesh {
     fn rebuild(&self, change: impl FnOnce(&mut Inputs)) -> u64 {
         let mut inputs = self.lock();
         change(&mut inputs);
-        let Inputs { version, carried, config, plugins, instances } = &mut *inputs;
+        let Inputs { version, carried, config, plugins, assets, instances } = &mut *inputs;
         *version += 1;
-        let next = snapshot::build(config.clone(), plugins, instances, *version, carried, &self.metrics);
+        let next = snapshot::build(config.clone(), plugins, assets, instances, *version, carried, &self.metrics);
         self.current.store(Arc::new(next));
         drop(inputs);
         self.start_checks();

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::Admin;
 use crate::config::{Config, ListenerConfig};
 use crate::forward::{Downstream, forward};
-use crate::listener::{self, BindError, ConnLimits, ListenerMetrics};
+use crate::listener::{self, BindError, ConnLimits, ListenerMetrics, TlsSource};
 use crate::mesh::Mesh;
 use crate::registry::{self, InstanceSet};
 use crate::reload::Reloader;
@@ -37,9 +37,9 @@ pub enum StartError {
     /// A listener could not bind.
     #[error(transparent)]
     Bind(#[from] BindError),
-    /// A plugin could not load.
+    /// A plugin, certificate or key could not load.
     #[error(transparent)]
-    Plugin(#[from] crate::plugin::PluginError),
+    Load(#[from] crate::mesh::LoadError),
     /// The registry could not be opened.
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
@@ -101,6 +101,7 @@ impl Server {
             Arc::new(admin_tcp),
             ADMIN_LIMITS,
             ListenerMetrics::default(),
+            None,
             shutdown.clone(),
             tracker.clone(),
             move |peer| {
@@ -214,23 +215,31 @@ impl ListenerSet {
         let metrics = ListenerMetrics {
             open: mesh.metrics.downstream_connections.get_or_create_owned(&labels),
             rejected: mesh.metrics.downstream_rejected.get_or_create_owned(&labels),
+            tls_failures: mesh.metrics.tls_handshake_failures.get_or_create_owned(&labels),
         };
         let limits = ConnLimits {
             header_read_timeout: cfg.header_read_timeout,
             idle_timeout: cfg.idle_timeout,
             max_connections: cfg.max_connections,
         };
+        // A TLS listener takes its certificates from the snapshot in force at each handshake.
+        let tls: Option<TlsSource> = cfg.tls.as_ref().map(|_| {
+            let (mesh, name) = (mesh.clone(), cfg.name.clone());
+            Arc::new(move || mesh.snapshot().listener(&name).and_then(|(_, l)| l.tls.clone())) as TlsSource
+        });
+        let proto = if tls.is_some() { "https" } else { "http" };
         let mesh = mesh.clone();
         let name = cfg.name.clone();
-        tracing::info!(listener = %cfg.name, addr = %cfg.listen, "proxy listening");
-        self.tracker.spawn(listener::serve(tcp, limits, metrics, stop, self.tracker.clone(), move |peer| {
+        tracing::info!(listener = %cfg.name, addr = %cfg.listen, tls = tls.is_some(), "proxy listening");
+        let serving = listener::serve(tcp, limits, metrics, tls, stop, self.tracker.clone(), move |peer| {
             let mesh = mesh.clone();
-            let down = Arc::new(Downstream::new(&name, peer, "http"));
+            let down = Arc::new(Downstream::new(&name, peer, proto));
             service_fn(move |req| {
                 let (mesh, down) = (mesh.clone(), down.clone());
                 async move { Ok::<_, Infallible>(forward(mesh, down, req).await) }
             })
-        }));
+        });
+        self.tracker.spawn(serving);
     }
 }
 

@@ -4,6 +4,7 @@
 mod harness;
 
 mod balancing;
+mod contracts;
 mod dashboard;
 mod errors;
 mod mesh_api;
@@ -15,4 +16,5 @@ mod reload;
 mod resilience;
 mod shutdown;
 mod timeouts;
+mod tls;
 mod tracing;

@@ -203,6 +203,7 @@ impl Admin {
                     "instances": s.endpoints.len(),
                     "routable": s.routable_count(now),
                     "configured": snap.config.services.iter().any(|c| c.name == s.name),
+                    "contracts": s.contracts.iter().flat_map(|c| c.iter()).map(|c| &c.config).collect::<Vec<_>>(),
                 })
             })
             .collect();

@@ -43,6 +43,24 @@ pub struct Config {
     pub registry: RegistryConfig,
 }
 
+impl Config {
+    /// Every file this configuration reads besides itself: plugin components, certificates
+    /// and keys, CA bundles, JSON Schemas. A change to any of them is a change to the configuration.
+    pub fn files(&self) -> Vec<std::path::PathBuf> {
+        let mut files: Vec<std::path::PathBuf> = self.plugins.iter().map(|p| p.path.clone()).collect();
+        for tls in self.listeners.iter().filter_map(|l| l.tls.as_ref()) {
+            files.extend(tls.certificates.iter().flat_map(|c| [c.cert.clone(), c.key.clone()]));
+        }
+        for tls in self.services.iter().filter_map(|s| s.tls.as_ref()) {
+            files.extend([&tls.ca_file, &tls.client_cert, &tls.client_key].into_iter().flatten().cloned());
+        }
+        for c in self.services.iter().flat_map(|s| &s.contracts) {
+            files.extend([&c.request_schema, &c.response_schema].into_iter().flatten().cloned());
+        }
+        files
+    }
+}
+
 /// Which store holds registered instances.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
@@ -450,6 +468,72 @@ pub struct ListenerConfig {
     /// Connections beyond this many are closed at accept.
     #[serde(default = "ListenerConfig::default_max_connections")]
     pub max_connections: usize,
+    /// TLS termination; plain TCP when absent.
+    #[serde(default)]
+    pub tls: Option<ListenerTlsConfig>,
+}
+
+/// TLS termination on a listener.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsConfig {
+    /// Certificates with their keys; the client's SNI picks one, and the first one answers
+    /// clients that send no name or a name no certificate covers.
+    pub certificates: Vec<CertificateConfig>,
+    /// Oldest protocol version accepted.
+    #[serde(default)]
+    pub min_version: TlsVersion,
+    /// Protocols offered by ALPN, in preference order.
+    #[serde(default = "ListenerTlsConfig::default_alpn")]
+    pub alpn: Vec<String>,
+}
+
+impl ListenerTlsConfig {
+    fn default_alpn() -> Vec<String> {
+        vec!["h2".to_owned(), "http/1.1".to_owned()]
+    }
+}
+
+/// A certificate chain and its private key, both PEM files.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateConfig {
+    /// The chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
+}
+
+/// A TLS protocol version.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    /// TLS 1.3 only.
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+/// TLS from the proxy to a service's endpoints.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// PEM file of the CA certificates that sign the endpoints' certificates; the system's
+    /// roots when absent.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Name sent by SNI and verified in the endpoint's certificate; the endpoint's IP address
+    /// when absent.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Client certificate for mutual TLS (needs `client_key`).
+    #[serde(default)]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// Private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 impl ListenerConfig {
@@ -576,6 +660,61 @@ pub struct ServiceConfig {
     /// Retry policy; no retries when absent.
     #[serde(default)]
     pub retry: Option<RetryConfig>,
+    /// TLS to the endpoints; plain TCP when absent.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
+    /// Service contracts: JSON Schemas for request and response bodies, per method and path.
+    /// The first contract matching a request applies.
+    #[serde(default)]
+    pub contracts: Vec<ContractConfig>,
+}
+
+/// One contract: the bodies a service accepts and returns on some of its operations.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ContractConfig {
+    /// Methods it covers; all when empty.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Path pattern, as the service sees the path (after any rewrite): literal segments,
+    /// `{name}` for any one segment, and a final `*` for any rest.
+    pub path: String,
+    /// JSON Schema file for request bodies; requests that fail it get a 400.
+    #[serde(default)]
+    pub request_schema: Option<std::path::PathBuf>,
+    /// JSON Schema file for successful (2xx) response bodies.
+    #[serde(default)]
+    pub response_schema: Option<std::path::PathBuf>,
+    /// What a response that fails its schema gets.
+    #[serde(default)]
+    pub response_mode: ContractMode,
+    /// Largest body validated; a larger request gets a 413, a larger response is handled as
+    /// a failing one.
+    #[serde(default = "ContractConfig::default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// Media types whose bodies are validated; others pass untouched.
+    #[serde(default = "ContractConfig::default_content_types")]
+    pub content_types: Vec<String>,
+}
+
+impl ContractConfig {
+    fn default_max_body_bytes() -> usize {
+        1024 * 1024
+    }
+    fn default_content_types() -> Vec<String> {
+        vec!["application/json".to_owned()]
+    }
+}
+
+/// What happens to a response that breaks its contract.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ContractMode {
+    /// Pass it on, with a warning in the log and a metric.
+    #[default]
+    Report,
+    /// Replace it with a 502 listing the violations.
+    Enforce,
 }
 
 impl ServiceConfig {
@@ -946,6 +1085,8 @@ pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 over cleartext (prior knowledge).
     H2c,
+    /// HTTP/2 over TLS, negotiated by ALPN; needs `tls`.
+    H2,
 }
 
 /// Upstream timeouts.

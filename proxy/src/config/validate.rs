@@ -123,6 +123,18 @@ fn validate_listeners(listeners: &[ListenerConfig]) -> Result<HashSet<&str>, Vio
         if l.max_connections == 0 {
             return Err(violation(at("max_connections"), "must be greater than zero"));
         }
+        if let Some(tls) = &l.tls {
+            let at_tls = |field| vec![Key("listeners"), Index(i), Key("tls"), Key(field)];
+            if tls.certificates.is_empty() {
+                return Err(violation(at_tls("certificates"), "needs at least one certificate"));
+            }
+            if let Some(bad) = tls.alpn.iter().find(|p| !matches!(p.as_str(), "h2" | "http/1.1")) {
+                return Err(violation(
+                    at_tls("alpn"),
+                    format!("`{bad}` is not a protocol wasmesh serves (h2, http/1.1)"),
+                ));
+            }
+        }
     }
     Ok(names)
 }
@@ -164,6 +176,42 @@ fn validate_services<'a>(
                         "a health-check plugin judges HTTP probes: needs kind = \"http\"",
                     ));
                 }
+            }
+        }
+        match (&s.tls, s.protocol) {
+            (None, UpstreamProtocol::H2) => {
+                return Err(violation(at("protocol"), "h2 is HTTP/2 over TLS: add a tls table (or use h2c)"));
+            }
+            (Some(_), UpstreamProtocol::H2c) => {
+                return Err(violation(at("protocol"), "h2c is cleartext HTTP/2: use protocol = \"h2\" with tls"));
+            }
+            _ => {}
+        }
+        if let Some(tls) = &s.tls
+            && tls.client_cert.is_some() != tls.client_key.is_some()
+        {
+            let field = if tls.client_cert.is_some() { "client_key" } else { "client_cert" };
+            return Err(violation(
+                vec![Key("services"), Index(i), Key("tls"), Key(field)],
+                "client_cert and client_key go together",
+            ));
+        }
+        for (j, c) in s.contracts.iter().enumerate() {
+            let at = |field| vec![Key("services"), Index(i), Key("contracts"), Index(j), Key(field)];
+            if !c.path.starts_with('/') {
+                return Err(violation(at("path"), "must start with `/`"));
+            }
+            if c.path.split('/').rev().skip(1).any(|seg| seg == "*") {
+                return Err(violation(at("path"), "`*` may only be the last segment"));
+            }
+            if let Some(bad) = c.methods.iter().find(|m| http::Method::from_bytes(m.as_bytes()).is_err()) {
+                return Err(violation(at("methods"), format!("`{bad}` is not an HTTP method")));
+            }
+            if c.request_schema.is_none() && c.response_schema.is_none() {
+                return Err(violation(at("path"), "a contract needs request_schema, response_schema or both"));
+            }
+            if c.max_body_bytes == 0 {
+                return Err(violation(at("max_body_bytes"), "must be greater than zero"));
             }
         }
         let mut addrs = HashSet::new();

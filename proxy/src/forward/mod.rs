@@ -3,6 +3,7 @@
 //! This is the hot path. It loads the snapshot once, allocates only what the upstream
 //! request needs, and takes no lock.
 
+mod contract;
 mod headers;
 mod observe;
 mod plugins;
@@ -175,6 +176,18 @@ async fn dispatch(
         }
     }
     let service = &snap.services[service_idx];
+    let deadline = started + route.timeout;
+    let contract = service.contracts.as_ref().and_then(|c| c.find(&parts.method, path.path()));
+    let body = match contract {
+        Some(c) => match contract::check_request(mesh, route, service, c, &parts.headers, body, deadline).await {
+            Ok(checked) => checked,
+            Err(answer) => {
+                route.metrics.count_status(answer.status());
+                return *answer;
+            }
+        },
+        None => body,
+    };
     let now_ms = now_millis();
     let hash = service.hash_key.as_ref().and_then(|k| k.hash(&parts.headers, down.client.ip()));
 
@@ -198,9 +211,8 @@ async fn dispatch(
 
     parts.version = match service.transport {
         Transport::Http1 => Version::HTTP_11,
-        Transport::H2c(_) => Version::HTTP_2,
+        Transport::Http2(_) => Version::HTTP_2,
     };
-    let deadline = started + route.timeout;
     let mut body = body;
 
     // Retries need the request body again: keep it when it is small and announced.
@@ -295,7 +307,11 @@ async fn dispatch(
             .await
             .map_err(|_| Failure::timeout())
             .and_then(|r| r.map_err(|e| {
-                tracing::debug!(route = %route.name, upstream = %endpoint.authority, error = %e, "upstream request failed");
+                if e.is_tls_handshake() {
+                    tracing::warn!(route = %route.name, upstream = %endpoint.authority, error = %e, "upstream TLS handshake failed");
+                } else {
+                    tracing::debug!(route = %route.name, upstream = %endpoint.authority, error = %e, "upstream request failed");
+                }
                 Failure::from(&e)
             }));
         let now = Instant::now();
@@ -364,7 +380,7 @@ async fn dispatch(
         note_transition(mesh, service, t);
     }
 
-    let (Exchange { response: resp, upgraded }, in_flight) = match result {
+    let (Exchange { response: mut resp, upgraded }, in_flight) = match result {
         Ok(pair) => pair,
         Err(failure) => {
             let kind = failure.kind;
@@ -380,6 +396,13 @@ async fn dispatch(
             return resp;
         }
     };
+    if let Some(c) = contract.filter(|_| upgraded.is_none()) {
+        let (parts, body) = resp.into_parts();
+        resp = match contract::check_response(mesh, route, service, c, &parts, body, deadline).await {
+            Ok(checked) => Response::from_parts(parts, checked),
+            Err(answer) => *answer,
+        };
+    }
     let status = resp.status();
     route.metrics.count_status(status);
     route.metrics.duration.observe(now - started);
@@ -509,7 +532,8 @@ fn upstream_request(
     body: Body,
 ) -> Request<Body> {
     let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
+    // HTTP/2 sends the scheme as `:scheme`; HTTP/1.1 sends only the path.
+    uri.scheme = Some(if endpoint.conns.settings().tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP });
     uri.authority = Some(endpoint.authority.clone());
     uri.path_and_query = Some(path.clone());
     let mut req = Request::new(body);
@@ -565,7 +589,7 @@ impl From<&UpstreamError> for Failure {
             UpstreamError::Http1(Http1Error::Connect(ConnectError::Timeout(_))) => {
                 (ErrorKind::timeout, RetryAttempt::ConnectFailure, None)
             }
-            UpstreamError::Http1(Http1Error::Connect(ConnectError::Io(..))) => {
+            UpstreamError::Http1(Http1Error::Connect(ConnectError::Io(..) | ConnectError::Tls(..))) => {
                 (ErrorKind::upstream_connect, RetryAttempt::ConnectFailure, None)
             }
             UpstreamError::Http1(Http1Error::RequestBody(_)) => (ErrorKind::bad_request, RetryAttempt::Reset, None),

@@ -73,7 +73,7 @@ impl ResponseBody {
     /// An upstream body, still bounded by the request's `deadline` while it streams.
     pub fn streamed(inner: Body, in_flight: InFlight, admission: Admission, deadline: Instant) -> Self {
         // A body that arrived whole needs no timer.
-        let streaming = matches!(inner, Body::Incoming(_) | Body::Http1(_));
+        let streaming = !matches!(inner, Body::Full(_) | Body::Empty);
         let deadline = streaming.then(|| Box::pin(tokio::time::sleep_until(deadline.into())));
         Self { inner, in_flight: Some(in_flight), admission: Some(admission), deadline }
     }
@@ -140,13 +140,20 @@ pub fn status_of(kind: ErrorKind) -> (StatusCode, &'static str) {
         ErrorKind::bad_request => (StatusCode::BAD_REQUEST, "request cannot be forwarded\n"),
         ErrorKind::overflow => (StatusCode::SERVICE_UNAVAILABLE, "service concurrency limit reached\n"),
         ErrorKind::circuit_open => (StatusCode::SERVICE_UNAVAILABLE, "circuit breaker open for this service\n"),
+        ErrorKind::contract_violation => (StatusCode::BAD_REQUEST, "body breaks the service's contract\n"),
+        ErrorKind::body_too_large => (StatusCode::PAYLOAD_TOO_LARGE, "body exceeds the contract's size limit\n"),
     }
 }
 
 /// The proxy's own answer for `kind`: its status, a plain-text reason and an error header.
 pub fn local(kind: ErrorKind) -> Response<ResponseBody> {
+    local_body(kind).map(ResponseBody::plain)
+}
+
+/// [`local`], as a plain body (to stand in for an upstream response).
+pub fn local_body(kind: ErrorKind) -> Response<Body> {
     let (status, reason) = status_of(kind);
-    let mut resp = Response::new(ResponseBody::plain(Body::full(Bytes::from_static(reason.as_bytes()))));
+    let mut resp = Response::new(Body::full(Bytes::from_static(reason.as_bytes())));
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
     headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
@@ -154,7 +161,8 @@ pub fn local(kind: ErrorKind) -> Response<ResponseBody> {
     resp
 }
 
-fn error_name(kind: ErrorKind) -> &'static str {
+/// The `x-wasmesh-error` value of `kind`.
+pub fn error_name(kind: ErrorKind) -> &'static str {
     match kind {
         ErrorKind::no_route => "no_route",
         ErrorKind::no_endpoint => "no_endpoint",
@@ -164,5 +172,7 @@ fn error_name(kind: ErrorKind) -> &'static str {
         ErrorKind::bad_request => "bad_request",
         ErrorKind::overflow => "overflow",
         ErrorKind::circuit_open => "circuit_open",
+        ErrorKind::contract_violation => "contract_violation",
+        ErrorKind::body_too_large => "body_too_large",
     }
 }

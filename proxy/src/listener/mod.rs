@@ -1,5 +1,6 @@
-//! Downstream listeners: accept, limit, serve HTTP/1.1 and h2c, time out idle and slow
-//! clients, and drain on shutdown. The proxy and the admin API share this machinery.
+//! Downstream listeners: accept, limit, terminate TLS, serve HTTP/1.1 and HTTP/2, time out
+//! idle and slow clients, and drain on shutdown. The proxy and the admin API share this
+//! machinery.
 
 mod activity;
 
@@ -43,7 +44,13 @@ pub struct ListenerMetrics {
     pub open: Gauge,
     /// Connections refused because the listener was full.
     pub rejected: Counter,
+    /// TLS handshakes that failed or timed out.
+    pub tls_failures: Counter,
 }
+
+/// Where a TLS listener gets its certificates: called at each accepted connection, so a
+/// renewed certificate applies from the next handshake while open connections continue.
+pub type TlsSource = Arc<dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync>;
 
 /// Errors binding a listener.
 #[derive(Debug, thiserror::Error)]
@@ -68,13 +75,16 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
 }
 
 /// Accepts connections on `tcp` until `shutdown` fires, serving each with the service
-/// `make_service` returns for the client address. On shutdown every connection is asked to
-/// finish its in-flight requests and close; the tasks are tracked by `tracker`. The socket is
+/// `make_service` returns for the client address; with `tls`, after a TLS handshake that must
+/// finish within the header-read timeout. On shutdown every connection is asked to finish
+/// its in-flight requests and close; the tasks are tracked by `tracker`. The socket is
 /// shared so that a reload can restart the loop with new limits without closing it.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve<F, S, B>(
     tcp: Arc<TcpListener>,
     limits: ConnLimits,
     metrics: ListenerMetrics,
+    tls: Option<TlsSource>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     make_service: F,
@@ -111,44 +121,98 @@ pub async fn serve<F, S, B>(
         let _ = stream.set_nodelay(true);
         let (io, activity) = ActivityIo::new(stream);
         let service = Tracked::new(make_service(peer), activity.clone());
-        let builder = builder.clone();
-        let shutdown = shutdown.clone();
-        let open = metrics.open.clone();
-        let (idle_timeout, head_timeout) = (limits.idle_timeout, limits.header_read_timeout);
+        let tls_config = match &tls {
+            None => None,
+            Some(source) => match source() {
+                Some(config) => Some(config),
+                // The snapshot lost this listener's certificates: a reload is replacing it.
+                None => continue,
+            },
+        };
+        let conn = Conn {
+            builder: builder.clone(),
+            shutdown: shutdown.clone(),
+            activity: activity.clone(),
+            peer,
+            idle_timeout: limits.idle_timeout,
+            head_timeout: limits.header_read_timeout,
+        };
+        let (open, tls_failures) = (metrics.open.clone(), metrics.tls_failures.clone());
         tracker.spawn(async move {
             let _permit = permit;
             open.inc();
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-            tokio::pin!(conn);
-            let expiry = watchdog(activity, idle_timeout, head_timeout);
-            tokio::pin!(expiry);
-            let mut closing = false;
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+            match tls_config {
+                None => conn.serve(io, service).await,
+                Some(config) => {
+                    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(io);
+                    match tokio::time::timeout(conn.head_timeout, handshake).await {
+                        Ok(Ok(stream)) => conn.serve(stream, service).await,
+                        Ok(Err(e)) => {
+                            tls_failures.inc();
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
                         }
-                        break;
+                        Err(_) => {
+                            tls_failures.inc();
+                            tracing::debug!(%peer, "TLS handshake not finished in time: closing");
+                        }
                     }
-                    () = shutdown.cancelled(), if !closing => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                    expired = &mut expiry, if !closing => match expired {
-                        Expired::Idle => {
-                            tracing::debug!(%peer, "closing idle connection");
-                            conn.as_mut().graceful_shutdown();
-                            closing = true;
-                        }
-                        Expired::HeadTimeout => {
-                            tracing::debug!(%peer, "request head not received in time: closing");
-                            break;
-                        }
-                    },
                 }
             }
             open.dec();
         });
+    }
+}
+
+/// One accepted connection's serving settings.
+struct Conn {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    shutdown: CancellationToken,
+    activity: Arc<activity::ConnActivity>,
+    peer: SocketAddr,
+    idle_timeout: Duration,
+    head_timeout: Duration,
+}
+
+impl Conn {
+    /// Serves HTTP on `io` until the client closes, the watchdog expires it or shutdown
+    /// drains it.
+    async fn serve<I, S, B>(self, io: I, service: S)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+        S::Future: Send + 'static,
+        B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+    {
+        let peer = self.peer;
+        let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let expiry = watchdog(self.activity, self.idle_timeout, self.head_timeout);
+        tokio::pin!(expiry);
+        let mut closing = false;
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    break;
+                }
+                () = self.shutdown.cancelled(), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                expired = &mut expiry, if !closing => match expired {
+                    Expired::Idle => {
+                        tracing::debug!(%peer, "closing idle connection");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    Expired::HeadTimeout => {
+                        tracing::debug!(%peer, "request head not received in time: closing");
+                        break;
+                    }
+                },
+            }
+        }
     }
 }

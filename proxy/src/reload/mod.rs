@@ -117,7 +117,7 @@ impl Reloader {
     /// Every file a change to which should trigger a reload.
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let config = self.mesh.snapshot().config.clone();
-        std::iter::once(self.path.clone()).chain(config.plugins.iter().map(|p| p.path.clone())).collect()
+        std::iter::once(self.path.clone()).chain(config.files()).collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
@@ -192,15 +192,17 @@ impl Reloader {
     }
 }
 
-/// The configuration file and every plugin file it names, with their hashes. A plugin file
-/// that cannot be read hashes as empty; loading it reports the error.
+/// The configuration file and every file it names (plugins, certificates, keys), with their
+/// hashes. A file that cannot be read hashes as empty; loading it reports the error.
 fn sources(path: &Path, text: &[u8], config: &Config) -> Vec<Source> {
     let hash = |bytes: &[u8]| format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes));
     std::iter::once(Source { path: path.to_path_buf(), hash: hash(text) })
-        .chain(config.plugins.iter().map(|p| Source {
-            path: p.path.clone(),
-            hash: std::fs::read(&p.path).map(|b| hash(&b)).unwrap_or_default(),
-        }))
+        .chain(
+            config
+                .files()
+                .into_iter()
+                .map(|file| Source { hash: std::fs::read(&file).map(|b| hash(&b)).unwrap_or_default(), path: file }),
+        )
         .collect()
 }
 

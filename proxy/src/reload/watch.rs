@@ -1,4 +1,4 @@
-//! Watching the configuration file and the plugin files it names.
+//! Watching the configuration file and the files it names (plugins, certificates, keys).
 //!
 //! The watcher follows the files' parent folders, not the files: editors save by writing a
 //! temporary file and renaming it over the original, which replaces the inode a file watch
@@ -96,7 +96,7 @@ async fn run(
             }
         }
         reloader.reload("watch").await;
-        // The set of plugin files may have changed.
+        // The set of named files may have changed.
         if let Err(e) = follower.follow(&reloader.watched_files()) {
             tracing::warn!(error = %e, "cannot watch a configured file");
         }

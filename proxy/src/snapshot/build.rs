@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{CALL_LISTENER, HashKey, ListenerRoutes, Route, Service, ServicePolicy, Snapshot, Tracing};
 use crate::config::{Config, HashKeyConfig, ServiceConfig, TracingConfig, UpstreamProtocol};
-use crate::mesh::LoadedPlugin;
+use crate::mesh::{Assets, LoadedPlugin};
 use crate::plugin::{BalancerPlugin, Plugin};
 use crate::registry::{Instance, InstanceSet};
 use crate::routing::{Matcher, Rewrite};
@@ -15,6 +15,7 @@ use crate::telemetry::Metrics;
 use crate::telemetry::edges::EdgeStats;
 use crate::telemetry::metrics::EndpointLabels;
 use crate::telemetry::otlp::SpanExport;
+use crate::tls::client::UpstreamTls;
 use crate::upstream::breaker::ServiceState;
 use crate::upstream::conn_pool::{ConnPool, ConnSettings};
 use crate::upstream::endpoint::now_millis;
@@ -37,6 +38,7 @@ pub(crate) struct Carried {
 pub(crate) fn build(
     config: Arc<Config>,
     plugins: &[LoadedPlugin],
+    assets: &Assets,
     instances: &Arc<InstanceSet>,
     version: u64,
     carried: &mut Carried,
@@ -78,7 +80,17 @@ pub(crate) fn build(
                 Some(Plugin::Balancer(b)) => Some(b.clone()),
                 _ => None,
             };
-            build_service(s, members, balancer, carried, &mut next, metrics)
+            let mut service = build_service(
+                s,
+                members,
+                balancer,
+                assets.tls.services.get(&s.name).cloned(),
+                carried,
+                &mut next,
+                metrics,
+            );
+            service.contracts = assets.contracts.get(&s.name).cloned();
+            service
         })
         .collect();
     let timeouts: Vec<Duration> = config.services.iter().chain(&implicit).map(|s| s.timeouts.request).collect();
@@ -98,6 +110,7 @@ pub(crate) fn build(
         .iter()
         .map(|l| ListenerRoutes {
             name: l.name.clone(),
+            tls: assets.tls.listeners.get(&l.name).cloned(),
             routes: config
                 .routes
                 .iter()
@@ -147,7 +160,7 @@ pub(crate) fn build(
             }
         })
         .collect();
-    listeners.push(ListenerRoutes { name: CALL_LISTENER.to_owned(), routes: calls });
+    listeners.push(ListenerRoutes { name: CALL_LISTENER.to_owned(), tls: None, routes: calls });
     next.spans = span_export(&config.tracing, carried.spans.take());
     *carried = next;
 
@@ -185,6 +198,7 @@ fn build_service(
     cfg: &ServiceConfig,
     registered: &[&Instance],
     balancer_plugin: Option<Arc<BalancerPlugin>>,
+    tls: Option<Arc<UpstreamTls>>,
     old: &mut Carried,
     next: &mut Carried,
     metrics: &Metrics,
@@ -192,6 +206,7 @@ fn build_service(
     let state = old.services.remove(&cfg.name).unwrap_or_default();
     next.services.insert(cfg.name.clone(), state.clone());
     let settings = ConnSettings {
+        tls,
         connect_timeout: cfg.timeouts.connect,
         idle_timeout: cfg.timeouts.idle,
         max_idle: cfg.max_idle_per_endpoint,
@@ -223,13 +238,13 @@ fn build_service(
         || endpoints.iter().any(|e| e.health_check.is_some());
     let transport = match cfg.protocol {
         UpstreamProtocol::Http1 => Transport::Http1,
-        UpstreamProtocol::H2c => {
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
             let client = match old.h2_clients.remove(&cfg.name) {
                 Some((s, client)) if s == settings => client,
                 _ => Http2Client::new(&settings, metrics),
             };
             next.h2_clients.insert(cfg.name.clone(), (settings, client.clone()));
-            Transport::H2c(Box::new(client))
+            Transport::Http2(Box::new(client))
         }
     };
     let hash_key = cfg.hash_key.as_ref().map(|k| match k {
@@ -255,6 +270,7 @@ fn build_service(
         },
         state,
         filters_endpoints,
+        contracts: None,
     }
 }
 

@@ -16,6 +16,7 @@ use http::{HeaderMap, HeaderName};
 pub(crate) use build::{Carried, build};
 
 use crate::config::{CircuitBreakerConfig, Config, HealthCheckConfig, OutlierConfig, RetryConfig};
+use crate::contract::Contracts;
 use crate::plugin::{BalancerPlugin, FilterPlugin, Plugin, RouterPlugin};
 use crate::registry::InstanceSet;
 use crate::routing::{Matcher, RequestView, Rewrite};
@@ -86,6 +87,9 @@ impl Snapshot {
 pub struct ListenerRoutes {
     /// Listener name.
     pub name: String,
+    /// TLS termination settings, when the listener is a TLS one; a new connection takes them
+    /// from the snapshot in force, so a renewed certificate applies from the next handshake.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Routes in configuration order.
     pub routes: Vec<Route>,
 }
@@ -149,6 +153,8 @@ pub struct Service {
     pub state: Arc<ServiceState>,
     /// Whether endpoint health or ejection can exclude endpoints at all.
     filters_endpoints: bool,
+    /// JSON Schema contracts for request and response bodies.
+    pub contracts: Option<Arc<Contracts>>,
 }
 
 /// A service's resilience policies, as configured.

@@ -52,6 +52,10 @@ pub enum ErrorKind {
     overflow,
     /// The service's circuit breaker is open (503).
     circuit_open,
+    /// A body broke the service's contract (400 for a request, 502 for an enforced response).
+    contract_violation,
+    /// A request body exceeded the contract's size limit (413).
+    body_too_large,
 }
 
 /// Labels of the locally-answered error counter.
@@ -138,6 +142,17 @@ pub struct ReloadLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of the contract-violation counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ContractLabels {
+    /// The service whose contract was broken.
+    pub service: String,
+    /// `request` or `response`.
+    pub direction: &'static str,
+    /// `rejected` (answered 400, 413 or 502) or `reported` (passed, logged).
+    pub action: &'static str,
+}
+
 /// Labels of per-listener metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -165,6 +180,8 @@ pub struct Metrics {
     pub downstream_connections: Family<ListenerLabels, Gauge>,
     /// Downstream connections closed at accept because the listener was full.
     pub downstream_rejected: Family<ListenerLabels, Counter>,
+    /// TLS handshakes that failed or timed out on a listener.
+    pub tls_handshake_failures: Family<ListenerLabels, Counter>,
     /// Active health-check probes, by result.
     pub health_checks: Family<HealthCheckLabels, Counter>,
     /// Endpoint health: 1 healthy, 0 unhealthy, -1 unknown.
@@ -189,6 +206,8 @@ pub struct Metrics {
     pub plugin_families: crate::plugin::PluginMetricFamilies,
     /// Configuration reloads, by outcome.
     pub reloads: Family<ReloadLabels, Counter>,
+    /// Bodies that broke a service contract.
+    pub contract_violations: Family<ContractLabels, Counter>,
     /// Time a reload took, from reading the files to the new snapshot serving.
     pub reload_duration: prometheus_client::metrics::histogram::Histogram,
 }
@@ -211,6 +230,7 @@ impl Metrics {
         let upstream_connections_opened = Family::default();
         let downstream_connections = Family::default();
         let downstream_rejected = Family::default();
+        let tls_handshake_failures = Family::default();
         let health_checks = Family::default();
         let endpoint_health = Family::default();
         let ejections = Family::default();
@@ -224,10 +244,16 @@ impl Metrics {
             Family::<_, _, fn() -> DurationHistogram>::new_with_constructor(DurationHistogram::plugin_calls);
         let plugin_families = crate::plugin::PluginMetricFamilies::default();
         let reloads = Family::default();
+        let contract_violations = Family::default();
         let reload_duration = prometheus_client::metrics::histogram::Histogram::new(
             prometheus_client::metrics::histogram::exponential_buckets(0.0005, 2.0, 16),
         );
         registry.register("reloads", "Configuration reloads, by outcome", reloads.clone());
+        registry.register(
+            "contract_violations",
+            "Request and response bodies that broke their service's contract",
+            contract_violations.clone(),
+        );
         registry.register_with_unit(
             "reload_duration",
             "Time a reload took, from reading the files to the new snapshot serving",
@@ -297,6 +323,11 @@ impl Metrics {
             "Downstream connections closed at accept because the listener was full",
             downstream_rejected.clone(),
         );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes on a listener that failed or timed out",
+            tls_handshake_failures.clone(),
+        );
         Self {
             registry,
             requests,
@@ -307,6 +338,7 @@ impl Metrics {
             upstream_connections_opened,
             downstream_connections,
             downstream_rejected,
+            tls_handshake_failures,
             health_checks,
             endpoint_health,
             ejections,
@@ -319,6 +351,7 @@ impl Metrics {
             plugin_call_duration,
             plugin_families,
             reloads,
+            contract_violations,
             reload_duration,
         }
     }
@@ -356,7 +389,7 @@ impl Metrics {
     }
 }
 
-const ERROR_KINDS: [ErrorKind; 8] = [
+const ERROR_KINDS: [ErrorKind; 10] = [
     ErrorKind::no_route,
     ErrorKind::no_endpoint,
     ErrorKind::upstream_connect,
@@ -365,6 +398,8 @@ const ERROR_KINDS: [ErrorKind; 8] = [
     ErrorKind::bad_request,
     ErrorKind::overflow,
     ErrorKind::circuit_open,
+    ErrorKind::contract_violation,
+    ErrorKind::body_too_large,
 ];
 
 /// Pre-resolved metric handles of one route, held by the snapshot.
@@ -375,7 +410,7 @@ pub struct RouteMetrics {
     pub duration: DurationHistogram,
     /// In-flight requests.
     pub active: Gauge,
-    errors: [Counter; 8],
+    errors: [Counter; ERROR_KINDS.len()],
 }
 
 impl RouteMetrics {

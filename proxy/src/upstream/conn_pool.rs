@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU32;
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
@@ -17,10 +16,14 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 
 use super::http1::Conn;
+use super::stream::UpstreamStream;
+use crate::tls::client::UpstreamTls;
 
 /// Settings of an endpoint's connections; a reload keeps the pool while these are unchanged.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnSettings {
+    /// TLS to the endpoint; plain TCP when `None`.
+    pub tls: Option<Arc<UpstreamTls>>,
     /// TCP connect timeout.
     pub connect_timeout: Duration,
     /// Idle connections older than this are closed.
@@ -49,6 +52,9 @@ pub enum ConnectError {
     /// The TCP connect failed (refused, unreachable).
     #[error("connect to {0} failed: {1}")]
     Io(SocketAddr, #[source] std::io::Error),
+    /// The TLS handshake failed (certificate not trusted, wrong name, protocol mismatch).
+    #[error("TLS handshake with {0} failed: {1}")]
+    Tls(SocketAddr, #[source] std::io::Error),
 }
 
 impl ConnPool {
@@ -74,7 +80,7 @@ impl ConnPool {
     pub fn checkout(&self) -> Option<Conn> {
         let now = Instant::now();
         while let Some((mut conn, since)) = self.idle.pop() {
-            if now.duration_since(since) < self.settings.idle_timeout && still_open(conn.stream_mut()) {
+            if now.duration_since(since) < self.settings.idle_timeout && conn.stream_mut().still_open() {
                 return Some(conn);
             }
         }
@@ -83,12 +89,7 @@ impl ConnPool {
 
     /// Opens a new connection.
     pub async fn connect(&self) -> Result<Conn, ConnectError> {
-        let stream = match tokio::time::timeout(self.settings.connect_timeout, TcpStream::connect(self.addr)).await {
-            Err(_) => return Err(ConnectError::Timeout(self.addr)),
-            Ok(Err(e)) => return Err(ConnectError::Io(self.addr, e)),
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = connect(self.addr, &self.settings).await?;
         self.opened.inc();
         Ok(Conn::new(stream, self.open.clone(), self.service_conns.clone()))
     }
@@ -104,7 +105,7 @@ impl ConnPool {
         let now = Instant::now();
         for _ in 0..self.idle.len() {
             let Some((mut conn, since)) = self.idle.pop() else { break };
-            if now.duration_since(since) < self.settings.idle_timeout && still_open(conn.stream_mut()) {
+            if now.duration_since(since) < self.settings.idle_timeout && conn.stream_mut().still_open() {
                 let _ = self.idle.push((conn, since));
             }
         }
@@ -116,19 +117,21 @@ impl ConnPool {
     }
 }
 
-/// Whether an idle connection can still be used: not readable (a readable idle connection
-/// has been closed by its peer or sent something unasked). Uses the readiness the I/O driver
-/// recorded, so it costs no system call when the connection is quiet.
-fn still_open(stream: &mut TcpStream) -> bool {
-    let mut cx = Context::from_waker(Waker::noop());
-    match stream.poll_read_ready(&mut cx) {
-        Poll::Pending => true,
-        Poll::Ready(Err(_)) => false,
-        Poll::Ready(Ok(())) => {
-            let mut probe = [0u8; 1];
-            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+/// Connects to `addr` as `settings` say: TCP, then the TLS handshake when configured, the
+/// two together within the connect timeout.
+pub async fn connect(addr: SocketAddr, settings: &ConnSettings) -> Result<UpstreamStream, ConnectError> {
+    let connecting = async {
+        let tcp = TcpStream::connect(addr).await.map_err(|e| ConnectError::Io(addr, e))?;
+        let _ = tcp.set_nodelay(true);
+        match &settings.tls {
+            None => Ok(UpstreamStream::Plain(tcp)),
+            Some(tls) => match tls.connect(addr, tcp).await {
+                Ok(stream) => Ok(UpstreamStream::Tls(Box::new(stream))),
+                Err(e) => Err(ConnectError::Tls(addr, e)),
+            },
         }
-    }
+    };
+    tokio::time::timeout(settings.connect_timeout, connecting).await.unwrap_or(Err(ConnectError::Timeout(addr)))
 }
 
 /// Sweeps `pools` every `period` until the returned task is dropped by runtime shutdown.

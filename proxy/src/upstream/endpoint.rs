@@ -48,6 +48,7 @@ impl Endpoint {
     /// An endpoint with fresh statistics and an empty, uncounted pool: for tools and benches.
     pub fn standalone(address: SocketAddr, weight: u32) -> Self {
         let settings = ConnSettings {
+            tls: None,
             connect_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(90),
             max_idle: 16,

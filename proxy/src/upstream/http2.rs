@@ -1,5 +1,6 @@
-//! Upstream HTTP/2 (h2c): hyper-util's pooled client, which multiplexes requests over one
-//! connection per endpoint, over a connector that counts connections for the metrics.
+//! Upstream HTTP/2 (h2c, or h2 over TLS): hyper-util's pooled client, which multiplexes
+//! requests over one connection per endpoint, over a connector that runs the TLS handshake
+//! when configured and counts connections for the metrics.
 
 use std::future::Future;
 use std::io;
@@ -10,17 +11,18 @@ use std::time::Duration;
 use http::Uri;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::net::TcpStream;
+use std::net::SocketAddr;
 
 use crate::body::Body;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::EndpointLabels;
-use crate::upstream::conn_pool::ConnSettings;
+use crate::upstream::conn_pool::{self, ConnSettings};
+use crate::upstream::stream::UpstreamStream;
 
-/// An h2c client for one service's endpoints.
+/// An HTTP/2 client for one service's endpoints.
 #[derive(Debug, Clone)]
 pub struct Http2Client {
     client: Client<CountingConnector, Body>,
@@ -29,12 +31,8 @@ pub struct Http2Client {
 impl Http2Client {
     /// Creates a client with no connections yet.
     pub fn new(settings: &ConnSettings, metrics: &Metrics) -> Self {
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        http.set_nodelay(true);
-        http.set_keepalive(Some(Duration::from_secs(60)));
         let connector = CountingConnector {
-            http,
+            settings: settings.clone(),
             open: metrics.upstream_connections.clone(),
             opened: metrics.upstream_connections_opened.clone(),
         };
@@ -56,41 +54,49 @@ impl Http2Client {
 
 type Family<M> = prometheus_client::metrics::family::Family<EndpointLabels, M>;
 
-/// Wraps `HttpConnector` to count open and opened connections per endpoint.
+/// Connects as the service's settings say (TCP or TLS) and counts open and opened
+/// connections per endpoint.
 #[derive(Debug, Clone)]
 struct CountingConnector {
-    http: HttpConnector,
+    settings: ConnSettings,
     open: Family<Gauge>,
     opened: Family<prometheus_client::metrics::counter::Counter>,
 }
 
 impl tower_service::Service<Uri> for CountingConnector {
     type Response = CountedConnection;
-    type Error = <HttpConnector as tower_service::Service<Uri>>::Error;
+    type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.http.poll_ready(cx)
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let labels = EndpointLabels { endpoint: uri.authority().map(|a| a.to_string()).unwrap_or_default() };
-        let connecting = self.http.call(uri);
-        let (open, opened) = (self.open.clone(), self.opened.clone());
+        let endpoint = uri.authority().map(|a| a.to_string()).unwrap_or_default();
+        let (open, opened, settings) = (self.open.clone(), self.opened.clone(), self.settings.clone());
         Box::pin(async move {
-            let io = connecting.await?;
+            let addr: SocketAddr = endpoint
+                .parse()
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("`{endpoint}` is not an address")))?;
+            let stream = conn_pool::connect(addr, &settings).await.map_err(io::Error::other)?;
+            if let UpstreamStream::Plain(tcp) = &stream {
+                let _ = socket2::SockRef::from(tcp)
+                    .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
+            }
+            let labels = EndpointLabels { endpoint };
             opened.get_or_create(&labels).inc();
             let gauge = open.get_or_create_owned(&labels);
             gauge.inc();
-            Ok(CountedConnection { io, gauge })
+            Ok(CountedConnection { io: TokioIo::new(stream), gauge })
         })
     }
 }
 
-/// A TCP connection that decrements its endpoint's open-connection gauge when closed.
+/// A connection that decrements its endpoint's open-connection gauge when closed.
 #[derive(Debug)]
 struct CountedConnection {
-    io: TokioIo<TcpStream>,
+    io: TokioIo<UpstreamStream>,
     gauge: Gauge,
 }
 
@@ -102,7 +108,7 @@ impl Drop for CountedConnection {
 
 impl Connection for CountedConnection {
     fn connected(&self) -> Connected {
-        self.io.connected()
+        Connected::new()
     }
 }
 

@@ -1,5 +1,5 @@
 //! Upstream side of the proxy: endpoints, load balancing, connection pools and the clients
-//! that speak HTTP/1.1 and h2c to endpoints.
+//! that speak HTTP/1.1 and HTTP/2 to endpoints, over TCP or TLS.
 
 pub mod balance;
 pub mod breaker;
@@ -10,6 +10,7 @@ pub mod http1;
 pub mod http2;
 pub mod outlier;
 pub mod retry;
+pub mod stream;
 
 use http::Request;
 
@@ -18,6 +19,7 @@ pub use endpoint::{Endpoint, EndpointStats};
 use crate::body::Body;
 use crate::config::CircuitBreakerConfig;
 use breaker::ServiceState;
+use conn_pool::ConnectError;
 use http1::{Exchange, Http1Error};
 use http2::Http2Client;
 
@@ -26,8 +28,8 @@ use http2::Http2Client;
 pub enum Transport {
     /// HTTP/1.1 on each endpoint's own connection pool.
     Http1,
-    /// h2c through a multiplexing client.
-    H2c(Box<Http2Client>),
+    /// HTTP/2 (h2c, or h2 over TLS) through a multiplexing client.
+    Http2(Box<Http2Client>),
 }
 
 /// An upstream request failed.
@@ -36,9 +38,32 @@ pub enum UpstreamError {
     /// Over HTTP/1.1.
     #[error(transparent)]
     Http1(#[from] Http1Error),
-    /// Over h2c.
+    /// Over HTTP/2.
     #[error(transparent)]
     Http2(#[from] hyper_util::client::legacy::Error),
+}
+
+impl UpstreamError {
+    /// Whether the endpoint failed the TLS handshake (certificate not trusted, wrong name):
+    /// a configuration problem worth a warning, unlike an endpoint that is merely down.
+    pub fn is_tls_handshake(&self) -> bool {
+        let tls = |c: &ConnectError| matches!(c, ConnectError::Tls(..));
+        match self {
+            Self::Http1(Http1Error::Connect(c)) => tls(c),
+            Self::Http1(_) => false,
+            Self::Http2(e) => {
+                let mut source = std::error::Error::source(e);
+                while let Some(s) = source {
+                    let inner = s.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
+                    if inner.and_then(|i| i.downcast_ref::<ConnectError>()).is_some_and(tls) {
+                        return true;
+                    }
+                    source = s.source();
+                }
+                false
+            }
+        }
+    }
 }
 
 /// The service limits that apply while sending.
@@ -59,7 +84,7 @@ pub async fn send(
 ) -> Result<Exchange, UpstreamError> {
     match transport {
         Transport::Http1 => Ok(http1::send(&endpoint.conns, req, limits).await?),
-        Transport::H2c(client) => {
+        Transport::Http2(client) => {
             let response = client.send(req).await?.map(Body::Incoming);
             Ok(Exchange { response, upgraded: None })
         }

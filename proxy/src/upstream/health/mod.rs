@@ -28,6 +28,7 @@ use crate::plugin::{HealthCheckPlugin, Plugin, endpoint_view, refresh_live_stats
 use crate::snapshot::Snapshot;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{HealthCheckLabels, ServiceEndpointLabels};
+use crate::tls::client::UpstreamTls;
 
 /// What a check loop needs besides its endpoint.
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ struct CheckSpec {
     uneject: bool,
     /// The plugin judging HTTP answers, and the endpoint as it sees it.
     judge: Option<(Arc<HealthCheckPlugin>, types::Endpoint)>,
+    /// TLS to the endpoint, as its service's traffic uses.
+    tls: Option<Arc<UpstreamTls>>,
 }
 
 impl PartialEq for CheckSpec {
@@ -48,7 +51,7 @@ impl PartialEq for CheckSpec {
             }
             _ => false,
         };
-        self.config == other.config && self.uneject == other.uneject && same_judge
+        self.config == other.config && self.uneject == other.uneject && same_judge && self.tls == other.tls
     }
 }
 
@@ -92,7 +95,8 @@ impl HealthSupervisor {
                 let own = endpoint.health_check.as_deref();
                 let Some(config) = own.or(service.policy.health_check.as_ref()) else { continue };
                 let judge = config.plugin.as_deref().and_then(|name| judge_for(snapshot, name, id, endpoint));
-                let spec = CheckSpec { config: config.clone(), uneject, judge };
+                let tls = endpoint.conns.settings().tls.clone();
+                let spec = CheckSpec { config: config.clone(), uneject, judge, tls };
                 wanted.insert((service.name.clone(), endpoint.address), (spec, endpoint.stats.clone()));
             }
         }
@@ -247,7 +251,7 @@ async fn check_loop(
     loop {
         let outcome = tokio::select! {
             () = cancel.cancelled() => return,
-            outcome = probe(cfg, addr, spec.judge.is_some()) => outcome,
+            outcome = probe(cfg, addr, spec.tls.as_deref(), spec.judge.is_some()) => outcome,
         };
         let verdict = judge(outcome, spec.judge.as_ref(), &stats, cfg);
         let passed = verdict.passed();

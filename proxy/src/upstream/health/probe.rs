@@ -1,5 +1,6 @@
-//! One health probe: a TCP connect, or an HTTP request whose answer is checked by status or
-//! handed, with the first bytes of its body, to a health-check plugin.
+//! One health probe: a TCP connect, or an HTTP request (over TLS when the service uses it)
+//! whose answer is checked by status or handed, with the first bytes of its body, to a
+//! health-check plugin.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -10,7 +11,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::{HealthCheckConfig, HealthCheckKind};
+use crate::tls::client::UpstreamTls;
 use crate::upstream::http1::codec::{self, Decoded, ResponseHead};
+use crate::upstream::stream::UpstreamStream;
 
 /// The result of one probe.
 #[derive(Debug)]
@@ -56,21 +59,33 @@ impl fmt::Display for ProbeOutcome {
 
 /// Probes `addr` once, bounded by the check's timeout. With `capture`, an HTTP answer is
 /// returned whole (status, headers, body prefix) instead of being checked by status.
-pub async fn probe(cfg: &HealthCheckConfig, addr: SocketAddr, capture: bool) -> ProbeOutcome {
-    match tokio::time::timeout(cfg.timeout, run(cfg, addr, capture)).await {
+pub async fn probe(
+    cfg: &HealthCheckConfig,
+    addr: SocketAddr,
+    tls: Option<&UpstreamTls>,
+    capture: bool,
+) -> ProbeOutcome {
+    match tokio::time::timeout(cfg.timeout, run(cfg, addr, tls, capture)).await {
         Ok(outcome) => outcome,
         Err(_) => ProbeOutcome::Failed("timed out".into()),
     }
 }
 
-async fn run(cfg: &HealthCheckConfig, addr: SocketAddr, capture: bool) -> ProbeOutcome {
-    let mut stream = match TcpStream::connect(addr).await {
+async fn run(cfg: &HealthCheckConfig, addr: SocketAddr, tls: Option<&UpstreamTls>, capture: bool) -> ProbeOutcome {
+    let tcp = match TcpStream::connect(addr).await {
         Ok(s) => s,
         Err(e) => return ProbeOutcome::Failed(format!("connect: {e}")),
     };
     if cfg.kind == HealthCheckKind::Tcp {
         return ProbeOutcome::Pass;
     }
+    let mut stream = match tls {
+        None => UpstreamStream::Plain(tcp),
+        Some(tls) => match tls.connect(addr, tcp).await {
+            Ok(s) => UpstreamStream::Tls(Box::new(s)),
+            Err(e) => return ProbeOutcome::Failed(format!("TLS handshake: {e}")),
+        },
+    };
     let host = cfg.host.clone().unwrap_or_else(|| addr.to_string());
     let request = format!(
         "{} {} HTTP/1.1\r\nhost: {host}\r\nuser-agent: wasmesh-health-check\r\nconnection: close\r\n\r\n",
@@ -100,7 +115,7 @@ async fn run(cfg: &HealthCheckConfig, addr: SocketAddr, capture: bool) -> ProbeO
     if cfg.expects(status) { ProbeOutcome::Pass } else { ProbeOutcome::BadStatus(status) }
 }
 
-async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), String> {
+async fn read_more(stream: &mut UpstreamStream, buf: &mut BytesMut) -> Result<(), String> {
     match stream.read_buf(buf).await {
         Ok(0) => Err("closed before responding".into()),
         Ok(_) => Ok(()),
@@ -112,7 +127,7 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> Result<(), Str
 async fn read_body_prefix(
     cfg: &HealthCheckConfig,
     head: &ResponseHead,
-    stream: &mut TcpStream,
+    stream: &mut UpstreamStream,
     mut buf: BytesMut,
 ) -> Result<Vec<u8>, String> {
     let method = Method::from_bytes(cfg.method.as_bytes()).unwrap_or(Method::GET);

@@ -8,15 +8,16 @@ use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::net::TcpStream;
+
+use crate::upstream::stream::UpstreamStream;
 
 /// Read buffer growth step: enough for most response heads and small bodies in one read.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// A TCP connection to an endpoint, counted in its open-connection gauge while it lives.
+/// A connection to an endpoint (TCP or TLS), counted in its open-connection gauge while it lives.
 #[derive(Debug)]
 pub struct Conn {
-    stream: TcpStream,
+    stream: UpstreamStream,
     /// Bytes read and not yet consumed (the rest of a head, or body bytes).
     pub(super) read_buf: BytesMut,
     /// Scratch space for encoding request heads, kept to avoid an allocation per request.
@@ -26,7 +27,7 @@ pub struct Conn {
 
 impl Conn {
     /// Wraps a connected stream, counting it in `open` and in its service's `service_conns`.
-    pub fn new(stream: TcpStream, open: Gauge, service_conns: Arc<AtomicU32>) -> Self {
+    pub fn new(stream: UpstreamStream, open: Gauge, service_conns: Arc<AtomicU32>) -> Self {
         Self {
             stream,
             read_buf: BytesMut::with_capacity(READ_CHUNK),
@@ -36,7 +37,7 @@ impl Conn {
     }
 
     /// The underlying stream.
-    pub fn stream_mut(&mut self) -> &mut TcpStream {
+    pub fn stream_mut(&mut self) -> &mut UpstreamStream {
         &mut self.stream
     }
 
@@ -55,7 +56,7 @@ impl Conn {
 
     /// Gives up the stream, any bytes already read past the response head (for upgrades),
     /// and the guard that keeps it counted as open.
-    pub fn into_parts(self) -> (TcpStream, BytesMut, OpenGuard) {
+    pub fn into_parts(self) -> (UpstreamStream, BytesMut, OpenGuard) {
         (self.stream, self.read_buf, self.open)
     }
 }

@@ -60,7 +60,7 @@ pub enum Http1Error {
 #[derive(Debug)]
 pub struct Upgraded {
     /// The raw stream.
-    pub stream: tokio::net::TcpStream,
+    pub stream: crate::upstream::stream::UpstreamStream,
     /// Bytes the upstream sent after its `101` head.
     pub leftover: BytesMut,
     /// Keeps the connection counted as open.

@@ -1,10 +1,19 @@
 //! Header rules for forwarding: hop-by-hop removal (RFC 9110 §7.6.1) and `X-Forwarded-*`.
 
-use http::header::{CONNECTION, HOST, TE, TRANSFER_ENCODING, UPGRADE};
+use http::header::Entry;
+use http::header::{CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
-/// Hop-by-hop headers RFC 9110 §7.6.1 names, plus the legacy ones still seen in the wild.
-const HOP_BY_HOP: [&str; 4] = ["keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization"];
+/// Hop-by-hop headers RFC 9110 §7.6.1 names, plus the legacy ones still seen in the wild;
+/// `Connection` and `TE` have rules of their own.
+static HOP_BY_HOP: [HeaderName; 6] = [
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TRANSFER_ENCODING,
+    UPGRADE,
+];
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -27,10 +36,27 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 /// With `upgrade`, keeps `Upgrade` and `Connection: upgrade` so the switch reaches the peer.
+///
+/// Most messages carry none of these, or only `Connection`: one pass over the names finds
+/// which are present before anything is hashed or removed (this runs twice per request).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if headers.contains_key(CONNECTION) {
-        let named: Vec<HeaderName> =
-            connection_tokens(headers).filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok()).collect();
+    let (mut connection, mut te, mut listed) = (false, false, 0u8);
+    for name in headers.keys() {
+        if name == CONNECTION {
+            connection = true;
+        } else if name == TE {
+            te = true;
+        } else if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            listed |= 1 << i;
+        }
+    }
+    if connection {
+        // `close` and `keep-alive` are the usual tokens and name no header to remove here
+        // (`Keep-Alive` itself is in the list).
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter(|t| !t.eq_ignore_ascii_case("close") && !t.eq_ignore_ascii_case("keep-alive"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect();
         for name in named {
             if !(upgrade && name == UPGRADE) {
                 headers.remove(&name);
@@ -38,48 +64,47 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         }
         headers.remove(CONNECTION);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if listed & (1 << i) != 0 && !(upgrade && name == UPGRADE) {
+            headers.remove(name);
+        }
     }
-    headers.remove(TRANSFER_ENCODING);
     // `TE: trailers` is end-to-end in practice: gRPC needs it to reach the server.
-    if headers.get(TE).is_some_and(|v| v != "trailers") {
+    if te && headers.get(TE).is_some_and(|v| v != "trailers") {
         headers.remove(TE);
     }
     if upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(UPGRADE);
     }
 }
 
 /// Adds `X-Forwarded-For` (appending the client), `-Proto` and `-Host`, and makes sure
 /// `Host` is set when the request came over HTTP/2 with only an `:authority`.
 pub fn add_forwarded(headers: &mut HeaderMap, uri: &Uri, client_ip: &HeaderValue, proto: &'static str) {
-    let xff = match headers.get(&X_FORWARDED_FOR) {
-        Some(prev) => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + client_ip.len());
-            v.extend_from_slice(prev.as_bytes());
+    // One hash and probe per header: `entry` rather than a lookup followed by an insert.
+    match headers.entry(&X_FORWARDED_FOR) {
+        Entry::Occupied(mut prev) => {
+            let first = prev.get();
+            let mut v = Vec::with_capacity(first.len() + 2 + client_ip.len());
+            v.extend_from_slice(first.as_bytes());
             v.extend_from_slice(b", ");
             v.extend_from_slice(client_ip.as_bytes());
-            HeaderValue::from_bytes(&v).unwrap_or_else(|_| client_ip.clone())
+            prev.insert(HeaderValue::from_bytes(&v).unwrap_or_else(|_| client_ip.clone()));
         }
-        None => client_ip.clone(),
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), xff);
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    let host = match headers.get(HOST) {
-        Some(h) => Some(h.clone()),
-        None => {
+        Entry::Vacant(slot) => {
+            slot.insert(client_ip.clone());
+        }
+    }
+    headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    let host = match headers.entry(HOST) {
+        Entry::Occupied(h) => Some(h.get().clone()),
+        Entry::Vacant(slot) => {
             let authority = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-            if let Some(a) = &authority {
-                headers.insert(HOST, a.clone());
-            }
-            authority
+            authority.map(|a| slot.insert(a).clone())
         }
     };
     if let Some(host) = host {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+        headers.insert(&X_FORWARDED_HOST, host);
     }
 }
 

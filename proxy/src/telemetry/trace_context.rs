@@ -11,6 +11,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue};
 /// The `traceparent` header.
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
+/// The `tracestate` header.
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
 /// Trace flag: the caller records this trace.
 const SAMPLED: u8 = 0x01;
 
@@ -38,7 +41,7 @@ impl TraceContext {
             Some((trace_id, parent, flags)) => Self { trace_id, parent_id: Some(parent), span_id, flags },
             None => {
                 // A tracestate without a valid traceparent has no trace to belong to.
-                headers.remove("tracestate");
+                headers.remove(&TRACESTATE);
                 let flags = if sample_ratio >= 1.0 || fastrand::f64() < sample_ratio { SAMPLED } else { 0 };
                 Self { trace_id: random_nonzero::<16>(), parent_id: None, span_id, flags }
             }
@@ -117,8 +120,9 @@ fn hex_into(bytes: &[u8], out: &mut [u8]) {
 
 fn random_nonzero<const N: usize>() -> [u8; N] {
     loop {
+        // One 128-bit draw fills either id (8 or 16 bytes).
         let mut id = [0u8; N];
-        id.iter_mut().for_each(|b| *b = fastrand::u8(..));
+        id.copy_from_slice(&fastrand::u128(..).to_ne_bytes()[..N]);
         if id != [0; N] {
             return id;
         }

@@ -35,7 +35,7 @@ use crate::telemetry::metrics::{ServiceEndpointLabels, ServiceLabels, ServiceRea
 use crate::upstream::balance::PickContext;
 use crate::upstream::breaker::{Shed, Transition};
 use crate::upstream::conn_pool::ConnectError;
-use crate::upstream::endpoint::{Health, now_millis};
+use crate::upstream::endpoint::{Health, millis_at, now_millis};
 use crate::upstream::http1::{Exchange, Http1Error};
 use crate::upstream::outlier::{self, Outcome};
 use crate::upstream::retry::{Attempt as RetryAttempt, backoff, should_retry};
@@ -179,16 +179,19 @@ async fn dispatch(
     let deadline = started + route.timeout;
     let contract = service.contracts.as_ref().and_then(|c| c.find(&parts.method, path.path()));
     let body = match contract {
-        Some(c) => match contract::check_request(mesh, route, service, c, &parts.headers, body, deadline).await {
-            Ok(checked) => checked,
-            Err(answer) => {
-                route.metrics.count_status(answer.status());
-                return *answer;
+        Some(c) => {
+            match Box::pin(contract::check_request(mesh, route, service, c, &parts.headers, body, deadline)).await {
+                Ok(checked) => checked,
+                Err(answer) => {
+                    route.metrics.count_status(answer.status());
+                    return *answer;
+                }
             }
-        },
+        }
         None => body,
     };
-    let now_ms = now_millis();
+    // One clock read serves admission and the first pick.
+    let now_ms = millis_at(Instant::now());
     let hash = service.hash_key.as_ref().and_then(|k| k.hash(&parts.headers, down.client.ip()));
 
     let admission = match service.state.admit(&service.policy.breaker, now_ms) {
@@ -218,7 +221,7 @@ async fn dispatch(
     // Retries need the request body again: keep it when it is small and announced.
     let retry = service.policy.retry.as_ref().filter(|_| downstream_upgrade.is_none());
     let replay = match retry {
-        Some(r) => match replayable_body(body, r.max_replay_body, deadline).await {
+        Some(r) => match Box::pin(replayable_body(body, r.max_replay_body, deadline)).await {
             Ok(Replay::Kept(bytes)) => {
                 body = Body::Empty;
                 Some(bytes)
@@ -256,9 +259,10 @@ async fn dispatch(
     });
     let mut parts = Some(parts);
     let mut retry_slot = None;
-    let (endpoint_idx, result) = loop {
+    let (endpoint_idx, now, result) = loop {
         attempt += 1;
-        let idx = match pick(service, &ctx, now_millis(), tried, balancer_head.as_ref(), &mut obs) {
+        let pick_ms = if attempt == 1 { now_ms } else { now_millis() };
+        let idx = match pick(service, &ctx, pick_ms, tried, balancer_head.as_ref(), &mut obs) {
             Ok(Some(idx)) => idx,
             Ok(None) => {
                 route.metrics.count_error(ErrorKind::no_endpoint);
@@ -326,7 +330,7 @@ async fn dispatch(
             };
             let five_xx = gateway_failure || matches!(outcome, RetryAttempt::Status(s) if s.is_server_error());
             if let Some(length) =
-                outlier::record(outlier, &service.endpoints, idx, Outcome { five_xx, gateway_failure }, now_millis())
+                outlier::record(outlier, &service.endpoints, idx, Outcome { five_xx, gateway_failure }, millis_at(now))
             {
                 tracing::warn!(service = %service.name, endpoint = %endpoint.authority, ?length, "endpoint ejected");
                 let labels =
@@ -362,11 +366,10 @@ async fn dispatch(
         if sent.is_ok() {
             endpoint.stats.observe_latency(now, now - attempt_started);
         }
-        break (idx, sent.map(|e| (e, in_flight)));
+        break (idx, now, sent.map(|e| (e, in_flight)));
     };
     drop(retry_slot);
     let endpoint = &service.endpoints[endpoint_idx];
-    let now = Instant::now();
     let finished = |status| Finished {
         status,
         route: &route.name,
@@ -376,7 +379,7 @@ async fn dispatch(
         elapsed: now - started,
     };
     let success = matches!(&result, Ok((e, _)) if !e.response.status().is_server_error());
-    if let Some(t) = service.state.record(&service.policy.breaker, success, admission.probe, now_millis()) {
+    if let Some(t) = service.state.record(&service.policy.breaker, success, admission.probe, millis_at(now)) {
         note_transition(mesh, service, t);
     }
 
@@ -398,7 +401,7 @@ async fn dispatch(
     };
     if let Some(c) = contract.filter(|_| upgraded.is_none()) {
         let (parts, body) = resp.into_parts();
-        resp = match contract::check_response(mesh, route, service, c, &parts, body, deadline).await {
+        resp = match Box::pin(contract::check_response(mesh, route, service, c, &parts, body, deadline)).await {
             Ok(checked) => Response::from_parts(parts, checked),
             Err(answer) => *answer,
         };

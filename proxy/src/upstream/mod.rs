@@ -85,7 +85,7 @@ pub async fn send(
     match transport {
         Transport::Http1 => Ok(http1::send(&endpoint.conns, req, limits).await?),
         Transport::Http2(client) => {
-            let response = client.send(req).await?.map(Body::Incoming);
+            let response = Box::pin(client.send(req)).await?.map(Body::Incoming);
             Ok(Exchange { response, upgraded: None })
         }
     }

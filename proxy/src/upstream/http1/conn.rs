@@ -43,10 +43,24 @@ impl Conn {
 
     /// Reads more bytes into `read_buf`; `Ok(0)` means the peer closed.
     pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read_buf.is_empty() {
+            // Every earlier response was consumed: start again at the front of the buffer
+            // (when no response still holds a piece of it), so each exchange reuses the same
+            // warm memory instead of walking through the whole chunk.
+            let _ = self.read_buf.try_reclaim(READ_CHUNK);
+        }
         if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
             self.read_buf.reserve(READ_CHUNK);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
+    }
+
+    /// Writes all of `write_buf` and empties it, keeping its memory for the next request.
+    pub(super) async fn flush_write_buf(&mut self) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(&self.write_buf).await?;
+        self.write_buf.clear();
+        Ok(())
     }
 
     /// Reads more bytes into `read_buf`; `Ok(0)` means the peer closed.

@@ -100,7 +100,8 @@ pub async fn send(pool: &Arc<ConnPool>, req: Request<Body>, limits: Limits<'_>) 
             Some(c) => c,
             None => {
                 let _pending = limits.state.begin_connect(limits.breaker).map_err(Http1Error::Shed)?;
-                pool.connect().await?
+                // Boxed: a TLS handshake's state is large, and this path is rare.
+                Box::pin(pool.connect()).await?
             }
         };
         conn.write_buf.clear();
@@ -125,8 +126,7 @@ async fn exchange(conn: &mut Conn, body: &mut Body, framing: RequestFraming) -> 
         conn.write_buf.extend_from_slice(data);
         *body = Body::Empty;
     }
-    let head = conn.write_buf.split().freeze();
-    conn.stream_mut().write_all(&head).await.map_err(io)?;
+    conn.flush_write_buf().await.map_err(io)?;
     if framing == RequestFraming::None {
         return Ok(());
     }

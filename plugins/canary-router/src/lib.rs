@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use wasmesh_plugin_sdk::router::exports::wasmesh::plugin::lifecycle;
 use wasmesh_plugin_sdk::router::wasmesh::plugin::types::{Mutations, UpstreamChoice};
 use wasmesh_plugin_sdk::router::{Guest, Interest, RequestHead, RouteDecision};
-use wasmesh_plugin_sdk::{fnv1a, header};
+use wasmesh_plugin_sdk::{Request, fnv1a};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,12 +49,13 @@ impl lifecycle::Guest for Canary {
 impl Guest for Canary {
     fn route(req: RequestHead) -> RouteDecision {
         let Some(cfg) = CONFIG.get() else { return RouteDecision::Default };
+        let req = Request::new(req);
         let by_header = match (&cfg.header, &cfg.value) {
-            (Some(name), Some(want)) => header(&req.headers, name) == Some(want.as_str()),
-            (Some(name), None) => header(&req.headers, name).is_some(),
+            (Some(name), Some(want)) => req.header(name) == Some(want.as_str()),
+            (Some(name), None) => req.header(name).is_some(),
             _ => false,
         };
-        let key = cfg.sticky_header.as_deref().and_then(|h| header(&req.headers, h)).unwrap_or(&req.client_addr);
+        let key = cfg.sticky_header.as_deref().and_then(|h| req.header(h)).unwrap_or(req.client_addr());
         let by_share = cfg.percent > 0 && fnv1a(key.as_bytes()) % 100 < u64::from(cfg.percent);
         if by_header || by_share {
             let mutations =

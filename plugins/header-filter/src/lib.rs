@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use wasmesh_plugin_sdk::Request;
 use wasmesh_plugin_sdk::filter::exports::wasmesh::plugin::lifecycle;
 use wasmesh_plugin_sdk::filter::wasmesh::plugin::types::{LocalResponse, Mutations};
 use wasmesh_plugin_sdk::filter::{FilterAction, Guest, Hooks, Interest, RequestHead, ResponseHead};
-use wasmesh_plugin_sdk::header;
 
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -69,9 +69,8 @@ impl lifecycle::Guest for HeaderFilter {
 impl Guest for HeaderFilter {
     fn on_request(req: RequestHead) -> FilterAction {
         let Some(cfg) = CONFIG.get() else { return FilterAction::Proceed };
-        if !cfg.api_keys.is_empty()
-            && !header(&req.headers, "x-api-key").is_some_and(|k| cfg.api_keys.iter().any(|a| a == k))
-        {
+        let req = Request::new(req);
+        if !cfg.api_keys.is_empty() && !req.header("x-api-key").is_some_and(|k| cfg.api_keys.iter().any(|a| a == k)) {
             return FilterAction::Respond(LocalResponse {
                 status: 401,
                 headers: vec![
@@ -82,7 +81,7 @@ impl Guest for HeaderFilter {
             });
         }
         let mut set = pairs(&cfg.request_set);
-        if cfg.request_id && header(&req.headers, "x-request-id").is_none() {
+        if cfg.request_id && req.header("x-request-id").is_none() {
             set.push(("x-request-id".into(), format!("wm-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)).into_bytes()));
         }
         if set.is_empty() && cfg.request_remove.is_empty() {

@@ -1,11 +1,19 @@
 //! The wasmesh plugin SDK: bindings for each plugin world of `wit/plugin.wit`, an export
 //! macro per world, and small helpers for headers and decisions.
 //!
-//! A router plugin is:
+//! Request and response heads arrive packed in one buffer each (see `request-head` in the WIT);
+//! [`Request`] and [`Response`] read them in place. A router plugin is:
 //! ```ignore
+//! use wasmesh_plugin_sdk::Request;
 //! use wasmesh_plugin_sdk::router::{self, Guest, Interest, RequestHead, RouteDecision};
 //! struct Mine;
-//! impl Guest for Mine { fn route(req: RequestHead) -> RouteDecision { RouteDecision::Default } }
+//! impl Guest for Mine {
+//!     fn route(req: RequestHead) -> RouteDecision {
+//!         let req = Request::new(req);
+//!         if req.header("x-canary") == Some("1") { /* ... */ }
+//!         RouteDecision::Default
+//!     }
+//! }
 //! impl wasmesh_plugin_sdk::router::exports::wasmesh::plugin::lifecycle::Guest for Mine {
 //!     // The headers this plugin reads: the host passes no others.
 //!     fn init(_config: String) -> Result<Interest, String> { Ok(Interest::headers(["x-canary"])) }
@@ -112,12 +120,185 @@ pub fn init_panic_hook() {
     }));
 }
 
-/// The value of header `name` (lower-case) in `headers`, if present and UTF-8.
+/// The value of header `name` (lower-case) in a header list (a probe's, for instance), if
+/// present and UTF-8.
 pub fn header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(k, _)| k == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+}
+
+/// A request head as the host packs it (`request-head` in `wit/plugin.wit`), read in place:
+/// method, authority, path and client address, then the headers the plugin declared.
+#[derive(Debug, Clone)]
+pub struct Request {
+    buf: Vec<u8>,
+    /// Byte ranges of method, authority, path and client address.
+    fields: [(usize, usize); 4],
+    headers_at: usize,
+}
+
+impl Request {
+    /// Reads the packed head `buf`. A malformed buffer (never sent by the host) reads as empty
+    /// fields and no headers rather than failing the plugin.
+    pub fn new(buf: Vec<u8>) -> Self {
+        let mut fields = [(0, 0); 4];
+        let mut at = 0;
+        for slot in &mut fields {
+            let Some(range) = field(&buf, at) else { break };
+            *slot = range;
+            at = range.1;
+        }
+        Self { buf, fields, headers_at: at }
+    }
+
+    fn text(&self, i: usize) -> &str {
+        let (start, end) = self.fields[i];
+        std::str::from_utf8(&self.buf[start..end]).unwrap_or_default()
+    }
+
+    /// The method, e.g. `GET`.
+    pub fn method(&self) -> &str {
+        self.text(0)
+    }
+
+    /// The authority (`Host`), empty when the request had none.
+    pub fn authority(&self) -> &str {
+        self.text(1)
+    }
+
+    /// The path and query.
+    pub fn path(&self) -> &str {
+        self.text(2)
+    }
+
+    /// The downstream client's `ip:port`.
+    pub fn client_addr(&self) -> &str {
+        self.text(3)
+    }
+
+    /// The headers passed: the ones the plugin declared in its `interest`.
+    pub fn headers(&self) -> Headers<'_> {
+        Headers { rest: &self.buf[self.headers_at..] }
+    }
+
+    /// The first value of header `name` (lower-case), if passed and UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers().get(name)
+    }
+}
+
+/// A response head as the host packs it (`response-head` in `wit/plugin.wit`), read in place.
+#[derive(Debug, Clone)]
+pub struct Response {
+    buf: Vec<u8>,
+}
+
+impl Response {
+    /// Reads the packed head `buf`.
+    pub fn new(buf: Vec<u8>) -> Self {
+        Self { buf }
+    }
+
+    /// The status code (0 in a malformed buffer, never sent by the host).
+    pub fn status(&self) -> u16 {
+        match self.buf.get(..2) {
+            Some(&[lo, hi]) => u16::from_le_bytes([lo, hi]),
+            _ => 0,
+        }
+    }
+
+    /// The headers passed: the ones the plugin declared in its `interest`.
+    pub fn headers(&self) -> Headers<'_> {
+        Headers { rest: self.buf.get(2..).unwrap_or_default() }
+    }
+
+    /// The first value of header `name` (lower-case), if passed and UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers().get(name)
+    }
+}
+
+/// Packed header name (lower-case), value pairs, iterated in the order the host passed them.
+#[derive(Debug, Clone, Copy)]
+pub struct Headers<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Headers<'a> {
+    /// The first value of header `name` (lower-case), if present and UTF-8.
+    pub fn get(mut self, name: &str) -> Option<&'a str> {
+        self.find(|(n, _)| *n == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+    }
+}
+
+impl<'a> Iterator for Headers<'a> {
+    type Item = (&'a str, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let (name_start, name_end) = field(self.rest, 0)?;
+        let (value_start, value_end) = field(self.rest, name_end)?;
+        let name = std::str::from_utf8(&self.rest[name_start..name_end]).unwrap_or_default();
+        let value = &self.rest[value_start..value_end];
+        self.rest = &self.rest[value_end..];
+        Some((name, value))
+    }
+}
+
+/// The byte range of the length-prefixed field at `at`, if `buf` holds all of it.
+fn field(buf: &[u8], at: usize) -> Option<(usize, usize)> {
+    let len = buf.get(at..at.checked_add(4)?)?;
+    let len = u32::from_le_bytes(len.try_into().ok()?) as usize;
+    let start = at + 4;
+    let end = start.checked_add(len)?;
+    (end <= buf.len()).then_some((start, end))
 }
 
 /// A stable 64-bit FNV-1a hash, for sticky percentage splits.
 pub fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(fields: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for f in fields {
+            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            out.extend_from_slice(f);
+        }
+        out
+    }
+
+    #[test]
+    fn a_packed_request_reads_back() {
+        let req =
+            Request::new(pack(&[b"GET", b"api", b"/x?y=1", b"1.2.3.4:5", b"x-a", b"1", b"x-b", b"\xff", b"x-a", b"2"]));
+        assert_eq!(
+            (req.method(), req.authority(), req.path(), req.client_addr()),
+            ("GET", "api", "/x?y=1", "1.2.3.4:5")
+        );
+        assert_eq!(req.header("x-a"), Some("1"), "the first of repeated headers");
+        assert_eq!(req.header("x-b"), None, "not UTF-8");
+        assert_eq!(req.headers().count(), 3);
+    }
+
+    #[test]
+    fn a_truncated_buffer_reads_as_what_is_whole() {
+        let mut buf = pack(&[b"GET", b"api", b"/", b"c", b"x-a", b"1"]);
+        buf.truncate(buf.len() - 1);
+        let req = Request::new(buf);
+        assert_eq!(req.path(), "/");
+        assert_eq!(req.headers().count(), 0);
+        assert_eq!(Request::new(vec![9, 0, 0]).method(), "");
+    }
+
+    #[test]
+    fn a_packed_response_reads_back() {
+        let mut buf = 404u16.to_le_bytes().to_vec();
+        buf.extend(pack(&[b"server", b"x"]));
+        let resp = Response::new(buf);
+        assert_eq!(resp.status(), 404);
+        assert_eq!(resp.header("server"), Some("x"));
+    }
 }

@@ -9,9 +9,9 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use wasmesh_plugin_sdk::Request;
 use wasmesh_plugin_sdk::balancer::exports::wasmesh::plugin::lifecycle;
 use wasmesh_plugin_sdk::balancer::{Endpoint, Guest, Interest, RequestHead};
-use wasmesh_plugin_sdk::header;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,7 +72,8 @@ fn cost(e: &Endpoint) -> u64 {
 impl Guest for ZoneBalancer {
     fn pick(req: RequestHead, candidates: Vec<Endpoint>) -> Option<u32> {
         let cfg = CONFIG.get()?;
-        let wanted = cfg.zone_header.as_deref().and_then(|h| header(&req.headers, h)).or(cfg.zone.as_deref());
+        let req = Request::new(req);
+        let wanted = cfg.zone_header.as_deref().and_then(|h| req.header(h)).or(cfg.zone.as_deref());
         let local = |e: &Endpoint| e.healthy && wanted.is_some() && zone_of(e, &cfg.zone_key) == wanted;
         let local_count = candidates.iter().filter(|e| local(e)).count();
         // The host passes only endpoints it would route to; in its panic mode they may all be

@@ -26,8 +26,8 @@ use response::{InFlight, ResponseBody, SHED_HEADER, local};
 use crate::body::Body;
 use crate::config::FailMode;
 use crate::mesh::Mesh;
-use crate::plugin::BalancerPlugin;
 use crate::plugin::types::{FilterAction, Hooks, RouteDecision};
+use crate::plugin::{BalancerPlugin, ResponseView};
 use crate::routing::{RequestView, host_without_port};
 use crate::snapshot::{Route, Service};
 use crate::telemetry::metrics::ErrorKind;
@@ -133,13 +133,10 @@ async fn dispatch(
 
     // Plugins: the router may pick another service or answer; filters may change or answer.
     if route.router.is_some() || !route.filters.is_empty() {
-        let authority =
-            parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_owned();
+        let authority = parts.headers.get(http::header::HOST).cloned();
         if let Some(router) = &route.router {
             let head =
-                plugins::request_head(&parts.method, &authority, &path, &down.client_text, &parts.headers, |h| {
-                    router.reads_header(h)
-                });
+                plugins::request_view(&parts.method, authority.as_ref(), &path, &down.client_text, &parts.headers);
             match obs.plugin_call(router.name(), "route", || router.route(&head)) {
                 Ok(RouteDecision::Default) => {}
                 Ok(RouteDecision::Upstream(choice)) => {
@@ -161,9 +158,7 @@ async fn dispatch(
         }
         for filter in route.filters.iter().filter(|f| f.wants(Hooks::ON_REQUEST)) {
             let head =
-                plugins::request_head(&parts.method, &authority, &path, &down.client_text, &parts.headers, |h| {
-                    filter.reads_header(h)
-                });
+                plugins::request_view(&parts.method, authority.as_ref(), &path, &down.client_text, &parts.headers);
             match obs.plugin_call(filter.name(), "on_request", || filter.on_request(&head)) {
                 Ok(FilterAction::Proceed) => {}
                 Ok(FilterAction::Mutate(m)) => plugins::apply(&m, &mut parts.headers, Some(&mut path)),
@@ -244,19 +239,12 @@ async fn dispatch(
 
     let ctx = PickContext { hash, now: started };
     let balancer_head = service.balancer_plugin.as_ref().map(|plugin| {
-        let authority = parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-        plugins::request_head(&parts.method, authority, &path, &down.client_text, &parts.headers, |h| {
-            plugin.reads_header(h)
-        })
+        let authority = parts.headers.get(http::header::HOST);
+        plugin.pack(&plugins::request_view(&parts.method, authority, &path, &down.client_text, &parts.headers))
     });
     let mut tried = 0u64;
     let mut attempt = 0;
-    let request_line = route.filters.iter().any(|f| f.wants(Hooks::ON_RESPONSE)).then(|| RequestCopy {
-        method: parts.method.clone(),
-        authority: parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_owned(),
-        path: path.clone(),
-        headers: parts.headers.clone(),
-    });
+    let request_line = RequestCopy::for_response_filters(route, &parts, &path);
     let mut parts = Some(parts);
     let mut retry_slot = None;
     let (endpoint_idx, now, result) = loop {
@@ -430,12 +418,30 @@ async fn dispatch(
     }
 }
 
-/// What response filters see of the request, kept when a route has filters.
+/// What response filters see of the request, kept when a route has any: the request line and
+/// only the headers those filters read.
 struct RequestCopy {
     method: http::Method,
-    authority: String,
+    authority: Option<http::HeaderValue>,
     path: PathAndQuery,
     headers: http::HeaderMap,
+}
+
+impl RequestCopy {
+    fn for_response_filters(route: &Route, parts: &http::request::Parts, path: &PathAndQuery) -> Option<Self> {
+        let mut filters = route.filters.iter().filter(|f| f.wants(Hooks::ON_RESPONSE)).peekable();
+        filters.peek()?;
+        let mut headers = http::HeaderMap::new();
+        for filter in filters {
+            filter.header_interest().copy(&parts.headers, &mut headers);
+        }
+        Some(Self {
+            method: parts.method.clone(),
+            authority: parts.headers.get(http::header::HOST).cloned(),
+            path: path.clone(),
+            headers,
+        })
+    }
 }
 
 /// Runs the route's filters on a response head, last filter first. Returns a replacement
@@ -448,13 +454,8 @@ fn response_filters(
     obs: &mut Observer,
 ) -> Option<Response<ResponseBody>> {
     for filter in route.filters.iter().rev().filter(|f| f.wants(Hooks::ON_RESPONSE)) {
-        let head = plugins::request_head(&req.method, &req.authority, &req.path, client, &req.headers, |h| {
-            filter.reads_header(h)
-        });
-        let resp = crate::plugin::types::ResponseHead {
-            status: parts.status.as_u16(),
-            headers: crate::plugin::header_list(&parts.headers, |h| filter.reads_header(h)),
-        };
+        let head = plugins::request_view(&req.method, req.authority.as_ref(), &req.path, client, &req.headers);
+        let resp = ResponseView { status: parts.status.as_u16(), headers: &parts.headers };
         match obs.plugin_call(filter.name(), "on_response", || filter.on_response(&head, &resp)) {
             Ok(FilterAction::Proceed) => {}
             Ok(FilterAction::Mutate(m)) => plugins::apply(&m, &mut parts.headers, None),
@@ -478,7 +479,7 @@ fn pick<'s>(
     ctx: &PickContext,
     now_ms: u64,
     tried: u64,
-    head: Option<&crate::plugin::types::RequestHead>,
+    head: Option<&crate::plugin::PackedRequest>,
     obs: &mut Observer,
 ) -> Result<Option<usize>, &'s BalancerPlugin> {
     let endpoints = &service.endpoints;

@@ -7,23 +7,23 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use super::response::{ERROR_HEADER, ResponseBody};
 use crate::body::Body;
-use crate::plugin::{header_list, types};
+use crate::plugin::{RequestView, types};
 
-/// The request as a plugin sees it, with only the headers `reads` accepts.
-pub fn request_head(
-    method: &http::Method,
-    authority: &str,
-    path: &PathAndQuery,
-    client: &str,
-    headers: &HeaderMap,
-    reads: impl Fn(&str) -> bool,
-) -> types::RequestHead {
-    types::RequestHead {
-        method: method.as_str().to_owned(),
-        authority: authority.to_owned(),
-        path: path.as_str().to_owned(),
-        client_addr: client.to_owned(),
-        headers: header_list(headers, reads),
+/// The request as plugins see it. `authority` is the `Host` header as it arrived, kept apart
+/// from `headers`, which plugins may change.
+pub fn request_view<'a>(
+    method: &'a http::Method,
+    authority: Option<&'a HeaderValue>,
+    path: &'a PathAndQuery,
+    client: &'a str,
+    headers: &'a HeaderMap,
+) -> RequestView<'a> {
+    RequestView {
+        method: method.as_str(),
+        authority: authority.and_then(|h| h.to_str().ok()).unwrap_or_default(),
+        path: path.as_str(),
+        client_addr: client,
+        headers,
     }
 }
 

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{Plugin, PluginCounters, PluginError, load, types};
+use super::{Plugin, PluginCounters, PluginError, RequestView, ResponseView, load, types};
 use crate::config::{FailMode, PluginConfig, PluginKind};
 use crate::telemetry::metrics::Metrics;
 
@@ -218,19 +218,28 @@ pub fn run(plugin: &Path, fixture: &Path) -> Result<Vec<CaseResult>, FixtureErro
 }
 
 fn run_case(plugin: &Plugin, case: &Case) -> CaseResult {
-    // Only the headers the plugin declared, as the proxy would pass them.
-    let pairs = |map: &BTreeMap<String, String>| -> Vec<(String, Vec<u8>)> {
-        map.iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
-            .filter(|(k, _)| plugin.reads_header(k))
-            .collect()
+    let failed = |why: String| CaseResult {
+        name: case.name.clone(),
+        decision: format!("error: {why}"),
+        response_decision: None,
+        passed: false,
     };
-    let head = types::RequestHead {
-        method: case.method.clone(),
-        authority: case.authority.clone(),
-        path: case.path.clone(),
-        client_addr: case.client.to_string(),
-        headers: pairs(&case.headers),
+    let headers = match header_map(&case.headers) {
+        Ok(h) => h,
+        Err(why) => return failed(why),
+    };
+    let response_headers = match case.response.as_ref().map(|r| header_map(&r.headers)).transpose() {
+        Ok(h) => h.unwrap_or_default(),
+        Err(why) => return failed(why),
+    };
+    let client = case.client.to_string();
+    // The plugin is passed only the headers it declared, as the proxy passes them.
+    let head = RequestView {
+        method: &case.method,
+        authority: &case.authority,
+        path: &case.path,
+        client_addr: &client,
+        headers: &headers,
     };
     let (decision, response_decision) = match plugin {
         Plugin::Router(r) => {
@@ -247,7 +256,7 @@ fn run_case(plugin: &Plugin, case: &Case) -> CaseResult {
                 if !f.wants(types::Hooks::ON_RESPONSE) {
                     return not_called();
                 }
-                let resp = types::ResponseHead { status: r.status, headers: pairs(&r.headers) };
+                let resp = ResponseView { status: r.status, headers: &response_headers };
                 f.on_response(&head, &resp).map_or_else(|e| format!("error: {}", e.reason), |a| describe_action(&a))
             });
             (decision, response)
@@ -255,7 +264,7 @@ fn run_case(plugin: &Plugin, case: &Case) -> CaseResult {
         Plugin::Balancer(b) => {
             let candidates: Vec<types::Endpoint> =
                 case.candidates.iter().zip(0..).map(|(c, id)| c.to_wit(id)).collect();
-            let decision = match b.pick(&head, &candidates) {
+            let decision = match b.pick(&b.pack(&head), &candidates) {
                 Ok(Some(i)) => format!("pick {i}"),
                 Ok(None) => "none".into(),
                 Err(e) => format!("error: {}", e.reason),
@@ -281,7 +290,12 @@ fn run_case(plugin: &Plugin, case: &Case) -> CaseResult {
                 || types::ProbeResponse { status: 200, headers: vec![], body: vec![] },
                 |p| types::ProbeResponse {
                     status: p.status,
-                    headers: pairs(&p.headers),
+                    headers: p
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
+                        .filter(|(k, _)| h.reads_header(k))
+                        .collect(),
                     body: p.body.as_bytes().to_vec(),
                 },
             );
@@ -295,6 +309,18 @@ fn run_case(plugin: &Plugin, case: &Case) -> CaseResult {
     };
     let passed = holds(&case.expect, Some(&decision)) && holds(&case.expect_response, response_decision.as_ref());
     CaseResult { name: case.name.clone(), decision, response_decision, passed }
+}
+
+/// A fixture's headers as a request or response carries them.
+fn header_map(headers: &BTreeMap<String, String>) -> Result<http::HeaderMap, String> {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in headers {
+        let name =
+            http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name `{name}`"))?;
+        let value = http::HeaderValue::from_str(value).map_err(|_| format!("invalid value for header `{name}`"))?;
+        map.append(name, value);
+    }
+    Ok(map)
 }
 
 fn describe_route(d: &types::RouteDecision) -> String {

@@ -8,6 +8,7 @@
 
 mod bindings;
 pub mod fixture;
+mod head;
 mod host;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,8 @@ use bindings::{
     balancer as balancer_world, filter as filter_world, health_check as health_world, router as router_world,
 };
 use filter_world::FilterPre;
+use head::with_scratch;
+pub use head::{HeaderInterest, RequestView, ResponseView};
 use health_world::HealthCheckPre;
 pub use host::{HostState, PluginMetricFamilies};
 use router_world::RouterPre;
@@ -187,8 +190,8 @@ pub struct Common<W: World> {
     idle: ArrayQueue<Instance<W>>,
     families: PluginMetricFamilies,
     counters: PluginCounters,
-    /// Headers passed to the plugin; `None`: all of them.
-    headers: Option<Vec<String>>,
+    /// Headers passed to the plugin.
+    headers: HeaderInterest,
     /// The filter hooks the plugin asked for.
     hooks: types::Hooks,
     /// What a failure means for the request.
@@ -276,7 +279,12 @@ impl<W: World> Common<W> {
 
     /// Whether a request or response header should be passed to this plugin.
     pub fn reads_header(&self, name: &str) -> bool {
-        self.headers.as_ref().is_none_or(|names| names.iter().any(|h| h == name))
+        self.headers.reads(name)
+    }
+
+    /// The headers passed to this plugin.
+    pub fn header_interest(&self) -> &HeaderInterest {
+        &self.headers
     }
 
     /// Whether the plugin asked for `hook` to be called (filters; other kinds have one hook).
@@ -301,31 +309,52 @@ pub type HealthCheckPlugin = Common<HealthCheckWorld>;
 
 impl RouterPlugin {
     /// Decides where `req` goes.
-    pub fn route(&self, req: &types::RequestHead) -> Result<types::RouteDecision, CallError> {
-        self.call(0, |b, store| b.call_route(store, req))
+    pub fn route(&self, req: &RequestView<'_>) -> Result<types::RouteDecision, CallError> {
+        with_scratch(|buf, _| {
+            req.encode(&self.headers, buf);
+            self.call(0, |b, store| b.call_route(store, buf))
+        })
     }
 }
 
 impl FilterPlugin {
     /// The filter's decision on a request.
-    pub fn on_request(&self, req: &types::RequestHead) -> Result<types::FilterAction, CallError> {
-        self.call(0, |b, store| b.call_on_request(store, req))
+    pub fn on_request(&self, req: &RequestView<'_>) -> Result<types::FilterAction, CallError> {
+        with_scratch(|buf, _| {
+            req.encode(&self.headers, buf);
+            self.call(0, |b, store| b.call_on_request(store, buf))
+        })
     }
 
     /// The filter's decision on a response.
     pub fn on_response(
         &self,
-        req: &types::RequestHead,
-        resp: &types::ResponseHead,
+        req: &RequestView<'_>,
+        resp: &ResponseView<'_>,
     ) -> Result<types::FilterAction, CallError> {
-        self.call(1, |b, store| b.call_on_response(store, req, resp))
+        with_scratch(|req_buf, resp_buf| {
+            req.encode(&self.headers, req_buf);
+            resp.encode(&self.headers, resp_buf);
+            self.call(1, |b, store| b.call_on_response(store, req_buf, resp_buf))
+        })
     }
 }
 
+/// A request packed once for a balancer, which may be asked again on a retry.
+#[derive(Debug)]
+pub struct PackedRequest(Vec<u8>);
+
 impl BalancerPlugin {
+    /// Packs `req` as this balancer is passed it.
+    pub fn pack(&self, req: &RequestView<'_>) -> PackedRequest {
+        let mut buf = Vec::new();
+        req.encode(&self.headers, &mut buf);
+        PackedRequest(buf)
+    }
+
     /// The index into `candidates` of the endpoint `req` should go to; `None` declines.
-    pub fn pick(&self, req: &types::RequestHead, candidates: &[types::Endpoint]) -> Result<Option<u32>, CallError> {
-        self.call(0, |b, store| b.call_pick(store, req, candidates))
+    pub fn pick(&self, req: &PackedRequest, candidates: &[types::Endpoint]) -> Result<Option<u32>, CallError> {
+        self.call(0, |b, store| b.call_pick(store, &req.0, candidates))
     }
 }
 
@@ -454,14 +483,14 @@ pub fn load(
                 idle: ArrayQueue::new(POOL_SIZE),
                 families: families.clone(),
                 counters,
-                headers: None,
+                headers: HeaderInterest::All,
                 hooks: types::Hooks::all(),
                 fail: cfg.fail,
                 fail_status: cfg.fail_status,
                 logged_failure: AtomicBool::new(false),
             };
             let (first, interest) = plugin.instantiate().map_err(err)?;
-            plugin.headers = passed_headers(interest.headers, &cfg.headers);
+            plugin.headers = HeaderInterest::new(passed_headers(interest.headers, &cfg.headers).as_deref());
             plugin.hooks = interest.hooks;
             let _ = plugin.idle.push(first);
             Ok(Plugin::$variant(Arc::new(plugin)))

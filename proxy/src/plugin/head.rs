@@ -1,0 +1,200 @@
+//! What a plugin sees of a request or response: the head packed into one buffer, laid out as
+//! `request-head` and `response-head` in `wit/plugin.wit` say. One buffer is one allocation in
+//! the plugin and one copy; a string per field and per header cost the plugin an allocation
+//! (a call from the host into the plugin's allocator) and a free each, on every call.
+
+use std::cell::RefCell;
+
+use http::{HeaderMap, HeaderName};
+
+/// A request as the proxy holds it, borrowed for one plugin call.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// Method.
+    pub method: &'a str,
+    /// `Host` (or `:authority`).
+    pub authority: &'a str,
+    /// Path and query.
+    pub path: &'a str,
+    /// `ip:port` of the downstream client.
+    pub client_addr: &'a str,
+    /// All request headers; the plugin is passed the ones it declared.
+    pub headers: &'a HeaderMap,
+}
+
+/// A response head, borrowed for one plugin call.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseView<'a> {
+    /// Status code.
+    pub status: u16,
+    /// All response headers; the plugin is passed the ones it declared.
+    pub headers: &'a HeaderMap,
+}
+
+/// The headers a plugin is passed.
+#[derive(Debug, Clone)]
+pub enum HeaderInterest {
+    /// Every header.
+    All,
+    /// Only these (an empty list: none).
+    Only(Vec<HeaderName>),
+}
+
+impl HeaderInterest {
+    /// From the lower-case names a plugin declared (`None`: all). A name that is not a valid
+    /// header name can never be present, so it is dropped.
+    pub fn new(names: Option<&[String]>) -> Self {
+        match names {
+            None => Self::All,
+            Some(names) => Self::Only(names.iter().filter_map(|n| HeaderName::from_bytes(n.as_bytes()).ok()).collect()),
+        }
+    }
+
+    /// Whether header `name` (lower-case) is passed.
+    pub fn reads(&self, name: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(names) => names.iter().any(|h| h.as_str() == name),
+        }
+    }
+
+    /// Appends the passed headers of `headers` to `out` as name, value pairs.
+    fn encode(&self, headers: &HeaderMap, out: &mut Vec<u8>) {
+        match self {
+            Self::All => {
+                for (name, value) in headers {
+                    put(out, name.as_str().as_bytes());
+                    put(out, value.as_bytes());
+                }
+            }
+            Self::Only(names) => {
+                for name in names {
+                    for value in headers.get_all(name) {
+                        put(out, name.as_str().as_bytes());
+                        put(out, value.as_bytes());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies the passed headers of `from` into `into`.
+    pub fn copy(&self, from: &HeaderMap, into: &mut HeaderMap) {
+        match self {
+            Self::All => into.extend(from.iter().map(|(n, v)| (n.clone(), v.clone()))),
+            Self::Only(names) => {
+                for name in names {
+                    for value in from.get_all(name) {
+                        into.append(name.clone(), value.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl RequestView<'_> {
+    /// Appends this request, with the headers `interest` passes, to `out`.
+    pub fn encode(&self, interest: &HeaderInterest, out: &mut Vec<u8>) {
+        for field in [self.method, self.authority, self.path, self.client_addr] {
+            put(out, field.as_bytes());
+        }
+        interest.encode(self.headers, out);
+    }
+}
+
+impl ResponseView<'_> {
+    /// Appends this response, with the headers `interest` passes, to `out`.
+    pub fn encode(&self, interest: &HeaderInterest, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.status.to_le_bytes());
+        interest.encode(self.headers, out);
+    }
+}
+
+/// Appends `bytes` with its length. Heads are bounded far below 4 GiB by the listener's
+/// header limits; a longer field would be cut, never misframed.
+fn put(out: &mut Vec<u8>, bytes: &[u8]) {
+    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&bytes[..len as usize]);
+}
+
+/// Runs `f` with two empty buffers (a request's and a response's) that keep their capacity
+/// from call to call on this thread, so packing heads allocates nothing once warm.
+pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> R) -> R {
+    /// A buffer grown past this by one huge head is not kept.
+    const KEEP: usize = 64 * 1024;
+    type Pair = (Vec<u8>, Vec<u8>);
+    thread_local!(static SCRATCH: RefCell<Pair> = const { RefCell::new((Vec::new(), Vec::new())) });
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut pair) => {
+            let (request, response) = &mut *pair;
+            request.clear();
+            response.clear();
+            let r = f(request, response);
+            for buf in [request, response] {
+                if buf.capacity() > KEEP {
+                    *buf = Vec::new();
+                }
+            }
+            r
+        }
+        // Only if a plugin call ever nests in another: fresh buffers.
+        Err(_) => f(&mut Vec::new(), &mut Vec::new()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads the fields back as the SDK does.
+    fn fields(mut buf: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while buf.len() >= 4 {
+            let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+            out.push(buf[4..4 + len].to_vec());
+            buf = &buf[4 + len..];
+        }
+        assert!(buf.is_empty(), "no trailing bytes");
+        out
+    }
+
+    #[test]
+    fn a_request_packs_its_fields_then_the_declared_headers_only() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-canary", "1".parse().expect("value"));
+        headers.append("x-user", "a".parse().expect("value"));
+        headers.append("x-user", "b".parse().expect("value"));
+        headers.insert("cookie", "secret".parse().expect("value"));
+        let view = RequestView {
+            method: "GET",
+            authority: "api.local",
+            path: "/v1?x=1",
+            client_addr: "127.0.0.1:5000",
+            headers: &headers,
+        };
+        let mut buf = Vec::new();
+        let only = HeaderInterest::new(Some(&["x-user".into(), "x-absent".into(), "not a name".into()]));
+        view.encode(&only, &mut buf);
+        let got = fields(&buf);
+        let want: Vec<&[u8]> =
+            vec![b"GET", b"api.local", b"/v1?x=1", b"127.0.0.1:5000", b"x-user", b"a", b"x-user", b"b"];
+        assert_eq!(got, want.iter().map(|f| f.to_vec()).collect::<Vec<_>>());
+
+        buf.clear();
+        view.encode(&HeaderInterest::new(None), &mut buf);
+        assert_eq!(fields(&buf).len(), 4 + 2 * 4, "all four headers when the plugin declared none");
+        assert!(HeaderInterest::new(None).reads("cookie") && !only.reads("cookie") && only.reads("x-user"));
+    }
+
+    #[test]
+    fn a_response_packs_its_status_then_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("server", "x".parse().expect("value"));
+        let mut buf = Vec::new();
+        ResponseView { status: 503, headers: &headers }.encode(&HeaderInterest::All, &mut buf);
+        assert_eq!(u16::from_le_bytes([buf[0], buf[1]]), 503);
+        assert_eq!(fields(&buf[2..]), vec![b"server".to_vec(), b"x".to_vec()]);
+    }
+}

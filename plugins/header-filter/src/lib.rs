@@ -35,11 +35,35 @@ fn yes() -> bool {
     true
 }
 
-static CONFIG: OnceLock<Config> = OnceLock::new();
+/// The configuration as the hooks use it: header names lower-cased and values as bytes once,
+/// at `init`, not on every request.
+struct Prepared {
+    config: Config,
+    request_set: Vec<(String, Vec<u8>)>,
+    response_set: Vec<(String, Vec<u8>)>,
+}
+
+static CONFIG: OnceLock<Prepared> = OnceLock::new();
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 fn pairs(map: &BTreeMap<String, String>) -> Vec<(String, Vec<u8>)> {
     map.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec())).collect()
+}
+
+/// The next request id, `wm-<n>`, written without the formatting machinery.
+fn next_request_id() -> Vec<u8> {
+    let mut n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    [b"wm-".as_slice(), &digits[at..]].concat()
 }
 
 struct HeaderFilter;
@@ -61,14 +85,15 @@ impl lifecycle::Guest for HeaderFilter {
         if !config.response_set.is_empty() || !config.response_remove.is_empty() {
             hooks |= Hooks::ON_RESPONSE;
         }
-        let _ = CONFIG.set(config);
+        let (request_set, response_set) = (pairs(&config.request_set), pairs(&config.response_set));
+        let _ = CONFIG.set(Prepared { config, request_set, response_set });
         Ok(Interest::headers(reads.into_iter().filter_map(|(used, name)| used.then_some(name))).hooks(hooks))
     }
 }
 
 impl Guest for HeaderFilter {
     fn on_request(req: RequestHead) -> FilterAction {
-        let Some(cfg) = CONFIG.get() else { return FilterAction::Proceed };
+        let Some(Prepared { config: cfg, request_set, .. }) = CONFIG.get() else { return FilterAction::Proceed };
         let req = Request::new(req);
         if !cfg.api_keys.is_empty() && !req.header("x-api-key").is_some_and(|k| cfg.api_keys.iter().any(|a| a == k)) {
             return FilterAction::Respond(LocalResponse {
@@ -80,9 +105,9 @@ impl Guest for HeaderFilter {
                 body: b"missing or invalid API key\n".to_vec(),
             });
         }
-        let mut set = pairs(&cfg.request_set);
+        let mut set = request_set.clone();
         if cfg.request_id && req.header("x-request-id").is_none() {
-            set.push(("x-request-id".into(), format!("wm-{}", NEXT_ID.fetch_add(1, Ordering::Relaxed)).into_bytes()));
+            set.push(("x-request-id".into(), next_request_id()));
         }
         if set.is_empty() && cfg.request_remove.is_empty() {
             return FilterAction::Proceed;
@@ -91,15 +116,11 @@ impl Guest for HeaderFilter {
     }
 
     fn on_response(_req: RequestHead, _resp: ResponseHead) -> FilterAction {
-        let Some(cfg) = CONFIG.get() else { return FilterAction::Proceed };
-        if cfg.response_set.is_empty() && cfg.response_remove.is_empty() {
+        let Some(Prepared { config: cfg, response_set, .. }) = CONFIG.get() else { return FilterAction::Proceed };
+        if response_set.is_empty() && cfg.response_remove.is_empty() {
             return FilterAction::Proceed;
         }
-        FilterAction::Mutate(Mutations {
-            set: pairs(&cfg.response_set),
-            remove: cfg.response_remove.clone(),
-            path: None,
-        })
+        FilterAction::Mutate(Mutations { set: response_set.clone(), remove: cfg.response_remove.clone(), path: None })
     }
 }
 

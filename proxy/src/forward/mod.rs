@@ -145,7 +145,7 @@ async fn dispatch(
                         return plugins::failed_closed(router.name(), 502);
                     };
                     service_idx = idx;
-                    if let Some(m) = &choice.mutations {
+                    if let Some(m) = choice.mutations {
                         plugins::apply(m, &mut parts.headers, Some(&mut path));
                     }
                 }
@@ -161,7 +161,7 @@ async fn dispatch(
                 plugins::request_view(&parts.method, authority.as_ref(), &path, &down.client_text, &parts.headers);
             match obs.plugin_call(filter.name(), "on_request", || filter.on_request(&head)) {
                 Ok(FilterAction::Proceed) => {}
-                Ok(FilterAction::Mutate(m)) => plugins::apply(&m, &mut parts.headers, Some(&mut path)),
+                Ok(FilterAction::Mutate(m)) => plugins::apply(m, &mut parts.headers, Some(&mut path)),
                 Ok(FilterAction::Respond(answer)) => return plugins::local_response(answer),
                 Err(_) if filter.fail == FailMode::Closed => {
                     return plugins::failed_closed(filter.name(), filter.fail_status);
@@ -458,7 +458,7 @@ fn response_filters(
         let resp = ResponseView { status: parts.status.as_u16(), headers: &parts.headers };
         match obs.plugin_call(filter.name(), "on_response", || filter.on_response(&head, &resp)) {
             Ok(FilterAction::Proceed) => {}
-            Ok(FilterAction::Mutate(m)) => plugins::apply(&m, &mut parts.headers, None),
+            Ok(FilterAction::Mutate(m)) => plugins::apply(m, &mut parts.headers, None),
             Ok(FilterAction::Respond(answer)) => return Some(plugins::local_response(answer)),
             Err(_) if filter.fail == FailMode::Closed => {
                 return Some(plugins::failed_closed(filter.name(), filter.fail_status));

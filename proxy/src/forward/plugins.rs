@@ -28,22 +28,23 @@ pub fn request_view<'a>(
 }
 
 /// Applies header and path changes; invalid names or values are skipped with a debug log.
-pub fn apply(m: &types::Mutations, headers: &mut HeaderMap, path: Option<&mut PathAndQuery>) {
+/// Takes the changes by value: a header value keeps the bytes lifted from the plugin.
+pub fn apply(m: types::Mutations, headers: &mut HeaderMap, path: Option<&mut PathAndQuery>) {
     for name in &m.remove {
         headers.remove(name.as_str());
     }
-    for (name, value) in &m.set {
-        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(value)) {
+    for (name, value) in m.set {
+        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_maybe_shared(Bytes::from(value))) {
             (Ok(n), Ok(v)) => {
                 headers.insert(n, v);
             }
             _ => tracing::debug!(header = %name, "plugin set an invalid header; skipped"),
         }
     }
-    if let (Some(new), Some(path)) = (&m.path, path) {
-        match PathAndQuery::try_from(new.as_str()) {
+    if let (Some(new), Some(path)) = (m.path, path) {
+        match PathAndQuery::try_from(new) {
             Ok(p) => *path = p,
-            Err(_) => tracing::debug!(path = %new, "plugin set an invalid path; skipped"),
+            Err(e) => tracing::debug!(error = %e, "plugin set an invalid path; skipped"),
         }
     }
 }
@@ -52,7 +53,7 @@ pub fn apply(m: &types::Mutations, headers: &mut HeaderMap, path: Option<&mut Pa
 pub fn local_response(lr: types::LocalResponse) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::plain(Body::full(Bytes::from(lr.body))));
     *resp.status_mut() = StatusCode::from_u16(lr.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    apply(&types::Mutations { set: lr.headers, remove: vec![], path: None }, resp.headers_mut(), None);
+    apply(types::Mutations { set: lr.headers, remove: vec![], path: None }, resp.headers_mut(), None);
     resp
 }
 

@@ -21,6 +21,13 @@
 //! wasmesh_plugin_sdk::router::export_router!(Mine with_types_in wasmesh_plugin_sdk::router);
 //! ```
 
+pub mod alloc;
+
+/// Plugins are single-threaded components: the size-class allocator needs no locking.
+#[cfg(all(feature = "allocator", target_arch = "wasm32"))]
+#[global_allocator]
+static ALLOCATOR: alloc::SizeClasses = alloc::SizeClasses::new(std::alloc::System);
+
 /// Constructors of `Interest` (what `init` returns) in one world's bindings.
 macro_rules! interest_helpers {
     () => {

@@ -286,19 +286,15 @@ fn run_case(plugin: &Plugin, case: &Case) -> CaseResult {
                 },
                 |e| e.to_wit(0),
             );
-            let probe = case.probe.as_ref().map_or_else(
-                || types::ProbeResponse { status: 200, headers: vec![], body: vec![] },
-                |p| types::ProbeResponse {
+            let probe = match case.probe.as_ref().map(|p| header_map(&p.headers).map(|h| (p, h))).transpose() {
+                Ok(None) => types::ProbeResponse { status: 200, headers: vec![], body: vec![] },
+                Ok(Some((p, probe_headers))) => types::ProbeResponse {
                     status: p.status,
-                    headers: p
-                        .headers
-                        .iter()
-                        .map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec()))
-                        .filter(|(k, _)| h.reads_header(k))
-                        .collect(),
+                    headers: h.header_interest().list(&probe_headers),
                     body: p.body.as_bytes().to_vec(),
                 },
-            );
+                Err(why) => return failed(why),
+            };
             (h.judge(&endpoint, &probe).map_or_else(|e| format!("error: {}", e.reason), |v| describe_health(&v)), None)
         }
     };

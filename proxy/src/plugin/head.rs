@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// A request as the proxy holds it, borrowed for one plugin call.
 #[derive(Debug, Clone, Copy)]
@@ -58,38 +58,38 @@ impl HeaderInterest {
         }
     }
 
-    /// Appends the passed headers of `headers` to `out` as name, value pairs.
-    fn encode(&self, headers: &HeaderMap, out: &mut Vec<u8>) {
+    /// Calls `f` with each passed header of `headers`, in the declared order.
+    fn each(&self, headers: &HeaderMap, mut f: impl FnMut(&HeaderName, &HeaderValue)) {
         match self {
-            Self::All => {
-                for (name, value) in headers {
-                    put(out, name.as_str().as_bytes());
-                    put(out, value.as_bytes());
-                }
-            }
+            Self::All => headers.iter().for_each(|(name, value)| f(name, value)),
             Self::Only(names) => {
                 for name in names {
-                    for value in headers.get_all(name) {
-                        put(out, name.as_str().as_bytes());
-                        put(out, value.as_bytes());
-                    }
+                    headers.get_all(name).iter().for_each(|value| f(name, value));
                 }
             }
         }
     }
 
+    /// Appends the passed headers of `headers` to `out` as name, value pairs.
+    fn encode(&self, headers: &HeaderMap, out: &mut Vec<u8>) {
+        self.each(headers, |name, value| {
+            put(out, name.as_str().as_bytes());
+            put(out, value.as_bytes());
+        });
+    }
+
     /// Copies the passed headers of `from` into `into`.
     pub fn copy(&self, from: &HeaderMap, into: &mut HeaderMap) {
-        match self {
-            Self::All => into.extend(from.iter().map(|(n, v)| (n.clone(), v.clone()))),
-            Self::Only(names) => {
-                for name in names {
-                    for value in from.get_all(name) {
-                        into.append(name.clone(), value.clone());
-                    }
-                }
-            }
-        }
+        self.each(from, |name, value| {
+            into.append(name.clone(), value.clone());
+        });
+    }
+
+    /// The passed headers of `headers` as owned name, value pairs (the health-check probe's form).
+    pub fn list(&self, headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        self.each(headers, |name, value| out.push((name.as_str().to_owned(), value.as_bytes().to_vec())));
+        out
     }
 }
 

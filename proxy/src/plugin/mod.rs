@@ -106,18 +106,6 @@ pub enum Plugin {
     HealthCheck(Arc<HealthCheckPlugin>),
 }
 
-impl Plugin {
-    /// Whether a header should be passed to the plugin.
-    pub fn reads_header(&self, name: &str) -> bool {
-        match self {
-            Plugin::Router(p) => p.reads_header(name),
-            Plugin::Filter(p) => p.reads_header(name),
-            Plugin::Balancer(p) => p.reads_header(name),
-            Plugin::HealthCheck(p) => p.reads_header(name),
-        }
-    }
-}
-
 /// A plugin world as the host drives it: how to instantiate it and call its `init`.
 pub trait World {
     /// The pre-linked component.
@@ -277,11 +265,6 @@ impl<W: World> Common<W> {
         CallError { plugin: self.name.clone(), reason }
     }
 
-    /// Whether a request or response header should be passed to this plugin.
-    pub fn reads_header(&self, name: &str) -> bool {
-        self.headers.reads(name)
-    }
-
     /// The headers passed to this plugin.
     pub fn header_interest(&self) -> &HeaderInterest {
         &self.headers
@@ -363,15 +346,6 @@ impl HealthCheckPlugin {
     pub fn judge(&self, target: &types::Endpoint, probe: &types::ProbeResponse) -> Result<types::Health, CallError> {
         self.call(0, |b, store| b.call_judge(store, target, probe))
     }
-}
-
-/// Headers as a plugin sees them.
-pub fn header_list(headers: &http::HeaderMap, reads: impl Fn(&str) -> bool) -> Vec<(String, Vec<u8>)> {
-    headers
-        .iter()
-        .filter(|(name, _)| reads(name.as_str()))
-        .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
-        .collect()
 }
 
 /// The headers passed to a plugin: those it declared (`None`: all), narrowed to the ones its

@@ -215,7 +215,7 @@ fn judge(
             refresh_live_stats(&mut target, stats, std::time::Instant::now(), now_millis());
             let probe = types::ProbeResponse {
                 status: answer.status,
-                headers: crate::plugin::header_list(&answer.headers, |h| plugin.reads_header(h)),
+                headers: plugin.header_interest().list(&answer.headers),
                 body: answer.body,
             };
             match plugin.judge(&target, &probe) {

@@ -1,6 +1,8 @@
 //! Glue between the request path and Wasm plugins: what a plugin sees, and applying what it
 //! decides.
 
+use std::cell::RefCell;
+
 use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
@@ -34,7 +36,7 @@ pub fn apply(m: types::Mutations, headers: &mut HeaderMap, path: Option<&mut Pat
         headers.remove(name.as_str());
     }
     for (name, value) in m.set {
-        match (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_maybe_shared(Bytes::from(value))) {
+        match (header_name(name.as_bytes()), HeaderValue::from_maybe_shared(Bytes::from(value))) {
             (Ok(n), Ok(v)) => {
                 headers.insert(n, v);
             }
@@ -47,6 +49,31 @@ pub fn apply(m: types::Mutations, headers: &mut HeaderMap, path: Option<&mut Pat
             Err(e) => tracing::debug!(error = %e, "plugin set an invalid path; skipped"),
         }
     }
+}
+
+/// How many header names [`header_name`] keeps per thread.
+const CACHED_NAMES: usize = 32;
+
+/// The header name `name` (any case). Plugins set the same few names on every request, and
+/// `HeaderName::from_bytes` allocates a copy of each name that is not a standard one, so the
+/// names seen last are kept per thread and cloned (a reference count) instead.
+fn header_name(name: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
+    thread_local! {
+        static NAMES: RefCell<Vec<HeaderName>> = const { RefCell::new(Vec::new()) };
+    }
+    NAMES.with(|names| {
+        let mut names = names.borrow_mut();
+        if let Some(known) = names.iter().find(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name)) {
+            return Ok(known.clone());
+        }
+        let parsed = HeaderName::from_bytes(name)?;
+        // A plugin that invents a new name per request only refills the cache.
+        if names.len() == CACHED_NAMES {
+            names.clear();
+        }
+        names.push(parsed.clone());
+        Ok(parsed)
+    })
 }
 
 /// A plugin's own answer.
@@ -65,4 +92,39 @@ pub fn failed_closed(plugin: &str, status: u16) -> Response<ResponseBody> {
     resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp.headers_mut().insert(ERROR_HEADER, HeaderValue::from_static("plugin_failed"));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_names_are_cached_case_insensitively_and_validated() {
+        let first = header_name(b"X-Env").expect("valid");
+        assert_eq!(first.as_str(), "x-env");
+        assert_eq!(header_name(b"x-env").expect("valid"), first);
+        assert!(header_name(b"bad name").is_err());
+        // More distinct names than the cache holds: every answer is still the right name.
+        for i in 0..CACHED_NAMES * 2 {
+            let name = format!("x-name-{i}");
+            assert_eq!(header_name(name.as_bytes()).expect("valid").as_str(), name);
+        }
+        assert_eq!(header_name(b"X-ENV").expect("valid").as_str(), "x-env");
+    }
+
+    #[test]
+    fn apply_sets_removes_and_skips_invalid_headers() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-old", HeaderValue::from_static("1"));
+        let mut path = PathAndQuery::from_static("/a");
+        let m = types::Mutations {
+            set: vec![("X-New".into(), b"v".to_vec()), ("bad name".into(), b"v".to_vec())],
+            remove: vec!["x-old".into()],
+            path: Some("/b?q=1".into()),
+        };
+        apply(m, &mut headers, Some(&mut path));
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["x-new"], "v");
+        assert_eq!(path.as_str(), "/b?q=1");
+    }
 }

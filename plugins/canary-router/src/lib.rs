@@ -7,9 +7,9 @@
 use std::sync::OnceLock;
 
 use wasmesh_plugin_sdk::router::exports::wasmesh::plugin::lifecycle;
-use wasmesh_plugin_sdk::router::wasmesh::plugin::types::{Mutations, UpstreamChoice};
+use wasmesh_plugin_sdk::router::wasmesh::plugin::types::UpstreamChoice;
 use wasmesh_plugin_sdk::router::{Guest, Interest, RequestHead, RouteDecision};
-use wasmesh_plugin_sdk::{Request, fnv1a};
+use wasmesh_plugin_sdk::{Changes, Request, fnv1a};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -58,9 +58,8 @@ impl Guest for Canary {
         let key = cfg.sticky_header.as_deref().and_then(|h| req.header(h)).unwrap_or(req.client_addr());
         let by_share = cfg.percent > 0 && fnv1a(key.as_bytes()) % 100 < u64::from(cfg.percent);
         if by_header || by_share {
-            let mutations =
-                Mutations { set: vec![("x-canary-routed".into(), b"1".to_vec())], remove: vec![], path: None };
-            RouteDecision::Upstream(UpstreamChoice { service: cfg.canary.clone(), mutations: Some(mutations) })
+            let changes = Changes::new().set("x-canary-routed", "1");
+            RouteDecision::Upstream(UpstreamChoice { service: cfg.canary.clone(), mutations: Some(changes.into()) })
         } else {
             RouteDecision::Default
         }

@@ -6,8 +6,8 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use wasmesh_plugin_sdk::Changes;
 use wasmesh_plugin_sdk::filter::exports::wasmesh::plugin::lifecycle;
-use wasmesh_plugin_sdk::filter::wasmesh::plugin::types::Mutations;
 use wasmesh_plugin_sdk::filter::{FilterAction, Guest, Hooks, Interest, RequestHead, ResponseHead};
 
 #[derive(serde::Deserialize)]
@@ -69,11 +69,7 @@ impl Guest for Fault {
                 _ => {}
             }
         }
-        FilterAction::Mutate(Mutations {
-            set: vec![("x-fault-filter".into(), b"ok".to_vec())],
-            remove: vec![],
-            path: None,
-        })
+        FilterAction::Mutate(Changes::new().set("x-fault-filter", "ok").into())
     }
 
     fn on_response(_req: RequestHead, _resp: ResponseHead) -> FilterAction {

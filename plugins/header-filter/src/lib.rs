@@ -9,10 +9,10 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use wasmesh_plugin_sdk::Request;
 use wasmesh_plugin_sdk::filter::exports::wasmesh::plugin::lifecycle;
-use wasmesh_plugin_sdk::filter::wasmesh::plugin::types::{LocalResponse, Mutations};
+use wasmesh_plugin_sdk::filter::wasmesh::plugin::types::LocalResponse;
 use wasmesh_plugin_sdk::filter::{FilterAction, Guest, Hooks, Interest, RequestHead, ResponseHead};
+use wasmesh_plugin_sdk::{Changes, Request};
 
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -35,35 +35,37 @@ fn yes() -> bool {
     true
 }
 
-/// The configuration as the hooks use it: header names lower-cased and values as bytes once,
-/// at `init`, not on every request.
+/// The configuration as the hooks use it: the changes packed once, at `init`, not on every
+/// request. Removals come first so that a header both removed and set ends up set.
 struct Prepared {
     config: Config,
-    request_set: Vec<(String, Vec<u8>)>,
-    response_set: Vec<(String, Vec<u8>)>,
+    request: Changes,
+    response: Changes,
 }
 
 static CONFIG: OnceLock<Prepared> = OnceLock::new();
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-fn pairs(map: &BTreeMap<String, String>) -> Vec<(String, Vec<u8>)> {
-    map.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.as_bytes().to_vec())).collect()
+fn changes(set: &BTreeMap<String, String>, remove: &[String]) -> Changes {
+    let removed = remove.iter().fold(Changes::new(), |c, name| c.remove(&name.to_ascii_lowercase()));
+    set.iter().fold(removed, |c, (name, value)| c.set(&name.to_ascii_lowercase(), value))
 }
 
-/// The next request id, `wm-<n>`, written without the formatting machinery.
-fn next_request_id() -> Vec<u8> {
+/// Writes the next request id, `wm-<n>`, into `buf` without the formatting machinery.
+fn next_request_id(buf: &mut [u8; 23]) -> &[u8] {
     let mut n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
+    let mut at = buf.len();
     loop {
         at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
+        buf[at] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    [b"wm-".as_slice(), &digits[at..]].concat()
+    at -= 3;
+    buf[at..at + 3].copy_from_slice(b"wm-");
+    &buf[at..]
 }
 
 struct HeaderFilter;
@@ -85,15 +87,16 @@ impl lifecycle::Guest for HeaderFilter {
         if !config.response_set.is_empty() || !config.response_remove.is_empty() {
             hooks |= Hooks::ON_RESPONSE;
         }
-        let (request_set, response_set) = (pairs(&config.request_set), pairs(&config.response_set));
-        let _ = CONFIG.set(Prepared { config, request_set, response_set });
+        let request = changes(&config.request_set, &config.request_remove);
+        let response = changes(&config.response_set, &config.response_remove);
+        let _ = CONFIG.set(Prepared { config, request, response });
         Ok(Interest::headers(reads.into_iter().filter_map(|(used, name)| used.then_some(name))).hooks(hooks))
     }
 }
 
 impl Guest for HeaderFilter {
     fn on_request(req: RequestHead) -> FilterAction {
-        let Some(Prepared { config: cfg, request_set, .. }) = CONFIG.get() else { return FilterAction::Proceed };
+        let Some(Prepared { config: cfg, request, .. }) = CONFIG.get() else { return FilterAction::Proceed };
         let req = Request::new(req);
         if !cfg.api_keys.is_empty() && !req.header("x-api-key").is_some_and(|k| cfg.api_keys.iter().any(|a| a == k)) {
             return FilterAction::Respond(LocalResponse {
@@ -105,22 +108,24 @@ impl Guest for HeaderFilter {
                 body: b"missing or invalid API key\n".to_vec(),
             });
         }
-        let mut set = request_set.clone();
-        if cfg.request_id && req.header("x-request-id").is_none() {
-            set.push(("x-request-id".into(), next_request_id()));
-        }
-        if set.is_empty() && cfg.request_remove.is_empty() {
+        let changes = if cfg.request_id && req.header("x-request-id").is_none() {
+            // Room for the id change too: one allocation.
+            let mut id = [0; 23];
+            Changes::with_capacity(request.len() + 48).extend(request).set("x-request-id", next_request_id(&mut id))
+        } else {
+            request.clone()
+        };
+        if changes.is_empty() {
             return FilterAction::Proceed;
         }
-        FilterAction::Mutate(Mutations { set, remove: cfg.request_remove.clone(), path: None })
+        FilterAction::Mutate(changes.into())
     }
 
     fn on_response(_req: RequestHead, _resp: ResponseHead) -> FilterAction {
-        let Some(Prepared { config: cfg, response_set, .. }) = CONFIG.get() else { return FilterAction::Proceed };
-        if response_set.is_empty() && cfg.response_remove.is_empty() {
-            return FilterAction::Proceed;
+        match CONFIG.get() {
+            Some(Prepared { response, .. }) if !response.is_empty() => FilterAction::Mutate(response.clone().into()),
+            _ => FilterAction::Proceed,
         }
-        FilterAction::Mutate(Mutations { set: response_set.clone(), remove: cfg.response_remove.clone(), path: None })
     }
 }
 

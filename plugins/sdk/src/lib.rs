@@ -2,7 +2,8 @@
 //! macro per world, and small helpers for headers and decisions.
 //!
 //! Request and response heads arrive packed in one buffer each (see `request-head` in the WIT);
-//! [`Request`] and [`Response`] read them in place. A router plugin is:
+//! [`Request`] and [`Response`] read them in place. Header and path changes go back packed
+//! too, written by [`Changes`]. A router plugin is:
 //! ```ignore
 //! use wasmesh_plugin_sdk::Request;
 //! use wasmesh_plugin_sdk::router::{self, Guest, Interest, RequestHead, RouteDecision};
@@ -250,6 +251,89 @@ impl<'a> Iterator for Headers<'a> {
     }
 }
 
+/// Header and path changes, packed as the host reads them (`mutations` in `wit/plugin.wit`),
+/// applied in the order they were added. Build it once where it does not change (at `init`)
+/// and [`extend`](Self::extend) or clone it per call: one buffer, one allocation.
+/// ```ignore
+/// let changes = Changes::new().remove("x-debug").set("x-env", "prod");
+/// FilterAction::Mutate(changes.into())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    buf: Vec<u8>,
+}
+
+impl Changes {
+    const SET: u8 = 1;
+    const APPEND: u8 = 2;
+    const REMOVE: u8 = 3;
+    const PATH: u8 = 4;
+
+    /// No changes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// No changes yet, with room for `bytes` of them.
+    pub fn with_capacity(bytes: usize) -> Self {
+        Self { buf: Vec::with_capacity(bytes) }
+    }
+
+    /// Sets header `name` to `value`, replacing any header of that name.
+    pub fn set(self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.change(Self::SET, &[name.as_bytes(), value.as_ref()])
+    }
+
+    /// Adds a value to header `name`, keeping those present.
+    pub fn append(self, name: &str, value: impl AsRef<[u8]>) -> Self {
+        self.change(Self::APPEND, &[name.as_bytes(), value.as_ref()])
+    }
+
+    /// Removes header `name`.
+    pub fn remove(self, name: &str) -> Self {
+        self.change(Self::REMOVE, &[name.as_bytes()])
+    }
+
+    /// Replaces the path and query (requests only).
+    pub fn path(self, path: &str) -> Self {
+        self.change(Self::PATH, &[path.as_bytes()])
+    }
+
+    /// Adds all of `other`'s changes after these.
+    pub fn extend(mut self, other: &Changes) -> Self {
+        self.buf.extend_from_slice(&other.buf);
+        self
+    }
+
+    /// Whether there are no changes.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
+    /// The packed size in bytes (for [`with_capacity`](Self::with_capacity)).
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    fn change(mut self, tag: u8, fields: &[&[u8]]) -> Self {
+        self.buf.push(tag);
+        for field in fields {
+            // Names, values and paths are far below 4 GiB; a longer one would be cut.
+            let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+            self.buf.extend_from_slice(&len.to_le_bytes());
+            self.buf.extend_from_slice(&field[..len as usize]);
+        }
+        self
+    }
+}
+
+/// The packed buffer a `mutate` decision carries.
+impl From<Changes> for Vec<u8> {
+    fn from(changes: Changes) -> Self {
+        changes.buf
+    }
+}
+
 /// The byte range of the length-prefixed field at `at`, if `buf` holds all of it.
 fn field(buf: &[u8], at: usize) -> Option<(usize, usize)> {
     let len = buf.get(at..at.checked_add(4)?)?;
@@ -298,6 +382,23 @@ mod tests {
         assert_eq!(req.path(), "/");
         assert_eq!(req.headers().count(), 0);
         assert_eq!(Request::new(vec![9, 0, 0]).method(), "");
+    }
+
+    #[test]
+    fn changes_pack_in_order_as_the_wit_says() {
+        let base = Changes::new().remove("x-debug");
+        let changes = Changes::with_capacity(64).extend(&base).set("x-env", "prod").append("vary", b"a").path("/v2");
+        let mut want = vec![3];
+        want.extend(pack(&[b"x-debug"]));
+        want.push(1);
+        want.extend(pack(&[b"x-env", b"prod"]));
+        want.push(2);
+        want.extend(pack(&[b"vary", b"a"]));
+        want.push(4);
+        want.extend(pack(&[b"/v2"]));
+        assert_eq!(Vec::from(changes.clone()), want);
+        assert_eq!(changes.len(), want.len());
+        assert!(Changes::new().is_empty() && !base.is_empty());
     }
 
     #[test]

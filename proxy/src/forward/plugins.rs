@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use super::response::{ERROR_HEADER, ResponseBody};
 use crate::body::Body;
-use crate::plugin::{RequestView, types};
+use crate::plugin::{Change, RequestView, changes, types};
 
 /// The request as plugins see it. `authority` is the `Host` header as it arrived, kept apart
 /// from `headers`, which plugins may change.
@@ -29,24 +29,48 @@ pub fn request_view<'a>(
     }
 }
 
-/// Applies header and path changes; invalid names or values are skipped with a debug log.
-/// Takes the changes by value: a header value keeps the bytes lifted from the plugin.
-pub fn apply(m: types::Mutations, headers: &mut HeaderMap, path: Option<&mut PathAndQuery>) {
-    for name in &m.remove {
-        headers.remove(name.as_str());
-    }
-    for (name, value) in m.set {
-        match (header_name(name.as_bytes()), HeaderValue::from_maybe_shared(Bytes::from(value))) {
-            (Ok(n), Ok(v)) => {
-                headers.insert(n, v);
+/// Applies a plugin's packed changes in order; an invalid name, value or path is skipped and
+/// a malformed buffer applied up to where it breaks, each with a debug log. The header values
+/// share the buffer lifted from the plugin (no copy per value).
+pub fn apply(m: types::Mutations, headers: &mut HeaderMap, mut path: Option<&mut PathAndQuery>) {
+    let buf = Bytes::from(m);
+    for change in changes(&buf) {
+        match change {
+            Ok(Change::Set(name, value)) => {
+                if let Some((name, value)) = header(name, buf.slice_ref(value)) {
+                    headers.insert(name, value);
+                }
             }
-            _ => tracing::debug!(header = %name, "plugin set an invalid header; skipped"),
+            Ok(Change::Append(name, value)) => {
+                if let Some((name, value)) = header(name, buf.slice_ref(value)) {
+                    headers.append(name, value);
+                }
+            }
+            Ok(Change::Remove(name)) => {
+                // A name that is not valid cannot be present.
+                if let Ok(name) = std::str::from_utf8(name) {
+                    headers.remove(name);
+                }
+            }
+            Ok(Change::Path(new)) => {
+                let Some(path) = path.as_deref_mut() else { continue };
+                match PathAndQuery::from_maybe_shared(buf.slice_ref(new)) {
+                    Ok(p) => *path = p,
+                    Err(e) => tracing::debug!(error = %e, "plugin set an invalid path; skipped"),
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "plugin returned malformed changes; the rest skipped"),
         }
     }
-    if let (Some(new), Some(path)) = (m.path, path) {
-        match PathAndQuery::try_from(new) {
-            Ok(p) => *path = p,
-            Err(e) => tracing::debug!(error = %e, "plugin set an invalid path; skipped"),
+}
+
+/// A header from a plugin, or `None` (logged) when the name or value is invalid.
+fn header(name: &[u8], value: Bytes) -> Option<(HeaderName, HeaderValue)> {
+    match (header_name(name), HeaderValue::from_maybe_shared(value)) {
+        (Ok(name), Ok(value)) => Some((name, value)),
+        _ => {
+            tracing::debug!(header = %String::from_utf8_lossy(name), "plugin set an invalid header; skipped");
+            None
         }
     }
 }
@@ -80,7 +104,11 @@ fn header_name(name: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderNam
 pub fn local_response(lr: types::LocalResponse) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::plain(Body::full(Bytes::from(lr.body))));
     *resp.status_mut() = StatusCode::from_u16(lr.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    apply(types::Mutations { set: lr.headers, remove: vec![], path: None }, resp.headers_mut(), None);
+    for (name, value) in lr.headers {
+        if let Some((name, value)) = header(name.as_bytes(), Bytes::from(value)) {
+            resp.headers_mut().insert(name, value);
+        }
+    }
     resp
 }
 
@@ -113,18 +141,33 @@ mod tests {
     }
 
     #[test]
-    fn apply_sets_removes_and_skips_invalid_headers() {
+    fn apply_changes_in_order_and_skips_invalid_ones() {
         let mut headers = HeaderMap::new();
         headers.insert("x-old", HeaderValue::from_static("1"));
+        headers.insert("vary", HeaderValue::from_static("a"));
         let mut path = PathAndQuery::from_static("/a");
-        let m = types::Mutations {
-            set: vec![("X-New".into(), b"v".to_vec()), ("bad name".into(), b"v".to_vec())],
-            remove: vec!["x-old".into()],
-            path: Some("/b?q=1".into()),
+        let mut m = Vec::new();
+        let mut change = |tag: u8, fields: &[&[u8]]| {
+            m.push(tag);
+            for f in fields {
+                m.extend_from_slice(&(f.len() as u32).to_le_bytes());
+                m.extend_from_slice(f);
+            }
         };
+        change(3, &[b"X-Old"]);
+        change(1, &[b"X-New", b"v"]);
+        change(1, &[b"bad name", b"v"]);
+        change(1, &[b"x-bad-value", b"a\nb"]);
+        change(2, &[b"vary", b"b"]);
+        change(4, &[b"/b?q=1"]);
+        change(4, &[b"not a path"]);
+        change(1, &[b"x-last", b"1"]);
+        m.push(7);
         apply(m, &mut headers, Some(&mut path));
-        assert_eq!(headers.len(), 1);
+        assert_eq!(headers.len(), 4, "{headers:?}");
         assert_eq!(headers["x-new"], "v");
+        assert_eq!(headers.get_all("vary").iter().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(headers["x-last"], "1", "changes after an invalid one still apply");
         assert_eq!(path.as_str(), "/b?q=1");
     }
 }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{Plugin, PluginCounters, PluginError, RequestView, ResponseView, load, types};
+use super::{Change, Plugin, PluginCounters, PluginError, RequestView, ResponseView, load, types};
 use crate::config::{FailMode, PluginConfig, PluginKind};
 use crate::telemetry::metrics::Metrics;
 
@@ -350,15 +350,16 @@ fn describe_health(h: &types::Health) -> String {
 }
 
 fn describe_mutations(m: &types::Mutations) -> String {
+    let text = String::from_utf8_lossy;
     let mut out = String::new();
-    for (k, v) in &m.set {
-        out.push_str(&format!(" set {k}={}", String::from_utf8_lossy(v)));
-    }
-    for k in &m.remove {
-        out.push_str(&format!(" remove {k}"));
-    }
-    if let Some(p) = &m.path {
-        out.push_str(&format!(" path {p}"));
+    for change in super::changes(m) {
+        match change {
+            Ok(Change::Set(k, v)) => out.push_str(&format!(" set {}={}", text(k), text(v))),
+            Ok(Change::Append(k, v)) => out.push_str(&format!(" append {}={}", text(k), text(v))),
+            Ok(Change::Remove(k)) => out.push_str(&format!(" remove {}", text(k))),
+            Ok(Change::Path(p)) => out.push_str(&format!(" path {}", text(p))),
+            Err(e) => out.push_str(&format!(" ({e})")),
+        }
     }
     out
 }

@@ -1,7 +1,7 @@
-//! What a plugin sees of a request or response: the head packed into one buffer, laid out as
-//! `request-head` and `response-head` in `wit/plugin.wit` say. One buffer is one allocation in
-//! the plugin and one copy; a string per field and per header cost the plugin an allocation
-//! (a call from the host into the plugin's allocator) and a free each, on every call.
+//! The packed buffers that cross the sandbox boundary, laid out as `wit/plugin.wit` says: the
+//! heads a plugin sees (`request-head`, `response-head`) and the changes it answers
+//! (`mutations`). One buffer is one allocation and one copy; a string per field, header or
+//! change cost an allocation on one side and a free on the other, on every call.
 
 use std::cell::RefCell;
 
@@ -111,6 +111,70 @@ impl ResponseView<'_> {
     }
 }
 
+/// One change of a packed `mutations` buffer, borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// Set header `name` to `value`, replacing any of that name.
+    Set(&'a [u8], &'a [u8]),
+    /// Add `value` to header `name`, keeping those present.
+    Append(&'a [u8], &'a [u8]),
+    /// Remove header `name`.
+    Remove(&'a [u8]),
+    /// Replace the path and query.
+    Path(&'a [u8]),
+}
+
+/// A packed `mutations` buffer that stops following the layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed changes from byte {at}")]
+pub struct MalformedChanges {
+    /// Offset of the change that could not be read.
+    pub at: usize,
+}
+
+/// The changes packed in `buf`, in order. A malformed change is yielded as an error and ends
+/// the iteration: what follows it cannot be framed.
+pub fn changes(buf: &[u8]) -> Changes<'_> {
+    Changes { buf, at: 0 }
+}
+
+/// Iterator over a packed `mutations` buffer; see [`changes`].
+#[derive(Debug, Clone)]
+pub struct Changes<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Iterator for Changes<'a> {
+    type Item = Result<Change<'a>, MalformedChanges>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let start = self.at;
+        let &tag = self.buf.get(start)?;
+        let mut at = start + 1;
+        let mut field = || take(self.buf, &mut at);
+        let change = match tag {
+            1 => field().zip(field()).map(|(name, value)| Change::Set(name, value)),
+            2 => field().zip(field()).map(|(name, value)| Change::Append(name, value)),
+            3 => field().map(Change::Remove),
+            4 => field().map(Change::Path),
+            _ => None,
+        };
+        self.at = if change.is_some() { at } else { self.buf.len() };
+        Some(change.ok_or(MalformedChanges { at: start }))
+    }
+}
+
+/// The length-prefixed field at `*at`, moving `*at` past it; `None` if `buf` does not hold it.
+fn take<'a>(buf: &'a [u8], at: &mut usize) -> Option<&'a [u8]> {
+    let len = buf.get(*at..at.checked_add(4)?)?;
+    let start = *at + 4;
+    let end = start.checked_add(u32::from_le_bytes(len.try_into().ok()?) as usize)?;
+    let field = buf.get(start..end)?;
+    *at = end;
+    Some(field)
+}
+
 /// Appends `bytes` with its length. Heads are bounded far below 4 GiB by the listener's
 /// header limits; a longer field would be cut, never misframed.
 fn put(out: &mut Vec<u8>, bytes: &[u8]) {
@@ -158,6 +222,47 @@ mod tests {
         }
         assert!(buf.is_empty(), "no trailing bytes");
         out
+    }
+
+    /// Packs changes as the SDK's `Changes` does.
+    fn change(out: &mut Vec<u8>, tag: u8, fields: &[&[u8]]) {
+        out.push(tag);
+        fields.iter().for_each(|f| put(out, f));
+    }
+
+    #[test]
+    fn packed_changes_read_back_in_order_and_stop_at_a_malformed_one() {
+        let mut buf = Vec::new();
+        change(&mut buf, 3, &[b"x-debug"]);
+        change(&mut buf, 1, &[b"x-env", b"prod"]);
+        change(&mut buf, 2, &[b"vary", b""]);
+        change(&mut buf, 4, &[b"/v2?a=1"]);
+        let got: Vec<_> = changes(&buf).collect();
+        assert_eq!(
+            got,
+            vec![
+                Ok(Change::Remove(b"x-debug")),
+                Ok(Change::Set(b"x-env", b"prod")),
+                Ok(Change::Append(b"vary", b"")),
+                Ok(Change::Path(b"/v2?a=1")),
+            ]
+        );
+
+        let whole = buf.len();
+        change(&mut buf, 9, &[b"x"]);
+        change(&mut buf, 3, &[b"never-read"]);
+        let got: Vec<_> = changes(&buf).collect();
+        assert_eq!(got.len(), 5, "four changes, then the unknown tag ends it");
+        assert_eq!(got[4], Err(MalformedChanges { at: whole }));
+
+        // A field cut short: its change is malformed, the ones before it stand.
+        let mut cut = Vec::new();
+        change(&mut cut, 3, &[b"x-a"]);
+        change(&mut cut, 1, &[b"x-b", b"value"]);
+        cut.truncate(cut.len() - 2);
+        let got: Vec<_> = changes(&cut).collect();
+        assert_eq!(got, vec![Ok(Change::Remove(b"x-a")), Err(MalformedChanges { at: 8 })]);
+        assert_eq!(changes(&[]).count(), 0);
     }
 
     #[test]

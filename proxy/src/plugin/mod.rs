@@ -27,7 +27,7 @@ use bindings::{
 };
 use filter_world::FilterPre;
 use head::with_scratch;
-pub use head::{HeaderInterest, RequestView, ResponseView};
+pub use head::{Change, Changes, HeaderInterest, MalformedChanges, RequestView, ResponseView, changes};
 use health_world::HealthCheckPre;
 pub use host::{HostState, PluginMetricFamilies};
 use router_world::RouterPre;

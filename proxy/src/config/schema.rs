@@ -266,7 +266,8 @@ pub struct PluginConfig {
     /// the plugin declared (for instance to keep `authorization` from a third-party plugin).
     #[serde(default)]
     pub headers: Vec<String>,
-    /// Deadline of one call; a plugin still running is stopped.
+    /// Deadline of one call; a plugin still running is stopped (within up to 20 ms more: the
+    /// deadline is counted in 10 ms epoch ticks).
     #[serde(default = "PluginConfig::default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
     /// Linear memory an instance may grow to.

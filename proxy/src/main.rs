@@ -9,6 +9,11 @@ use wasmesh::config::{self, LogFormat};
 use wasmesh::server::{Server, termination_signal};
 use wasmesh::telemetry::logging;
 
+/// mimalloc instead of the system allocator: the request path allocates and frees small blocks
+/// all the time, and mimalloc's per-thread free lists serve them in fewer instructions.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "wasmesh", version, about = "A service-mesh data plane programmed with WebAssembly")]
 struct Cli {

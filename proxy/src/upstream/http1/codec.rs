@@ -123,7 +123,15 @@ fn common_name(raw: &[u8]) -> Option<HeaderName> {
         17 => &[(b"transfer-encoding", TRANSFER_ENCODING)],
         _ => return None,
     };
-    candidates.iter().find(|(known, _)| raw.eq_ignore_ascii_case(known)).map(|(_, name)| name.clone())
+    candidates.iter().find(|(known, _)| is_token_lowercase(raw, known)).map(|(_, name)| name.clone())
+}
+
+/// Whether the header name `raw`, which httparse accepted as a token, is the lower-case `known`
+/// in any case. Setting bit 0x20 lower-cases a letter; no other token character becomes a
+/// letter, digit or `-` by it, so one OR per byte, without branches, replaces the per-byte
+/// case folding of `eq_ignore_ascii_case` (a seventh of a response head's parse).
+fn is_token_lowercase(raw: &[u8], known: &[u8]) -> bool {
+    raw.len() == known.len() && raw.iter().zip(known).fold(0, |diff, (r, k)| diff | ((r | 0x20) ^ k)) == 0
 }
 
 /// Headers a response map has room for at least; see [`parse_head`].
@@ -387,6 +395,19 @@ mod tests {
         assert_eq!(response_framing(&Method::HEAD, &head).expect("framing"), BodyDecoder::Length(0));
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-"[..]);
         assert!(parse_head(&mut partial).expect("valid so far").is_none());
+    }
+
+    #[test]
+    fn common_names_match_in_any_case_and_nothing_else() {
+        for raw in ["content-length", "Content-Length", "CONTENT-LENGTH", "cOnTeNt-LeNgTh"] {
+            assert_eq!(common_name(raw.as_bytes()), Some(CONTENT_LENGTH), "{raw}");
+        }
+        assert_eq!(common_name(b"Date"), Some(http::header::DATE));
+        assert_eq!(common_name(b"ETag"), Some(http::header::ETAG));
+        // Same lengths, other names: the general parse takes them.
+        for raw in ["content_length", "content-lengti", "dat_", "x-served-by-abc"] {
+            assert_eq!(common_name(raw.as_bytes()), None, "{raw}");
+        }
     }
 
     #[test]

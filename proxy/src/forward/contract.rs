@@ -5,11 +5,9 @@
 
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
-use http_body::Body as _;
-use http_body_util::BodyExt;
 
+use super::buffer::{Read, read_limited};
 use super::response::{ERROR_HEADER, ResponseBody, error_name, local, local_body};
 use crate::body::Body;
 use crate::config::ContractMode;
@@ -17,35 +15,6 @@ use crate::contract::{Contract, Schema, Violation};
 use crate::mesh::Mesh;
 use crate::snapshot::{Route, Service};
 use crate::telemetry::metrics::{ContractLabels, ErrorKind};
-
-/// A body read in full (within the limit), or what was read before the limit and the rest.
-enum Read {
-    Whole(Bytes),
-    TooLarge { prefix: Bytes, rest: Body },
-}
-
-/// Reads `body` until its end or until it passes `limit` bytes, by `deadline`.
-async fn read_limited(mut body: Body, limit: usize, deadline: Instant) -> Result<Read, ErrorKind> {
-    if body.size_hint().lower() > limit as u64 {
-        return Ok(Read::TooLarge { prefix: Bytes::new(), rest: body });
-    }
-    let mut buf = BytesMut::new();
-    loop {
-        let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
-            Err(_) => return Err(ErrorKind::timeout),
-            Ok(None) => return Ok(Read::Whole(buf.freeze())),
-            Ok(Some(Err(_))) => return Err(ErrorKind::bad_request),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        // Trailers are dropped: a JSON body checked against a schema carries none.
-        if let Ok(data) = frame.into_data() {
-            buf.extend_from_slice(&data);
-            if buf.len() > limit {
-                return Ok(Read::TooLarge { prefix: buf.freeze(), rest: body });
-            }
-        }
-    }
-}
 
 /// The JSON answer listing `violations`.
 fn violation_response(status: StatusCode, error: &str, schema: &Schema, violations: &[Violation]) -> Response<Body> {

@@ -3,6 +3,7 @@
 //! This is the hot path. It loads the snapshot once, allocates only what the upstream
 //! request needs, and takes no lock.
 
+mod buffer;
 mod contract;
 mod headers;
 mod observe;
@@ -14,7 +15,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -216,12 +216,12 @@ async fn dispatch(
     // Retries need the request body again: keep it when it is small and announced.
     let retry = service.policy.retry.as_ref().filter(|_| downstream_upgrade.is_none());
     let replay = match retry {
-        Some(r) => match Box::pin(replayable_body(body, r.max_replay_body, deadline)).await {
-            Ok(Replay::Kept(bytes)) => {
+        Some(r) => match Box::pin(buffer::replayable(body, r.max_replay_body, deadline)).await {
+            Ok(buffer::Replay::Kept(bytes)) => {
                 body = Body::Empty;
                 Some(bytes)
             }
-            Ok(Replay::Streamed(b)) => {
+            Ok(buffer::Replay::Streamed(b)) => {
                 body = b;
                 None
             }
@@ -546,30 +546,6 @@ fn upstream_request(
     *req.headers_mut() = headers;
     *req.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
     req
-}
-
-/// A request body read for replay, or handed back to stream when it cannot be kept.
-enum Replay {
-    Kept(Bytes),
-    Streamed(Body),
-}
-
-/// Reads a body announced at no more than `limit` bytes, so it can be sent more than once.
-async fn replayable_body(body: Body, limit: usize, deadline: Instant) -> Result<Replay, ErrorKind> {
-    use http_body::Body as _;
-    if body.is_end_stream() {
-        return Ok(Replay::Kept(Bytes::new()));
-    }
-    match body.size_hint().exact() {
-        Some(n) if n <= limit as u64 => {
-            let collected = tokio::time::timeout_at(deadline.into(), http_body_util::BodyExt::collect(body))
-                .await
-                .map_err(|_| ErrorKind::timeout)?
-                .map_err(|_| ErrorKind::bad_request)?;
-            Ok(Replay::Kept(collected.to_bytes()))
-        }
-        _ => Ok(Replay::Streamed(body)),
-    }
 }
 
 /// Why an attempt produced no upstream response.

@@ -147,13 +147,7 @@ mod tests {
         headers.insert("vary", HeaderValue::from_static("a"));
         let mut path = PathAndQuery::from_static("/a");
         let mut m = Vec::new();
-        let mut change = |tag: u8, fields: &[&[u8]]| {
-            m.push(tag);
-            for f in fields {
-                m.extend_from_slice(&(f.len() as u32).to_le_bytes());
-                m.extend_from_slice(f);
-            }
-        };
+        let mut change = |tag: u8, fields: &[&[u8]]| crate::plugin::pack_change(&mut m, tag, fields);
         change(3, &[b"X-Old"]);
         change(1, &[b"X-New", b"v"]);
         change(1, &[b"bad name", b"v"]);

@@ -183,6 +183,14 @@ fn put(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(&bytes[..len as usize]);
 }
 
+/// Packs one change as the SDK's `Changes` does: the tag, then each field with its length.
+/// For tests that play a plugin's answer.
+#[cfg(test)]
+pub fn pack_change(out: &mut Vec<u8>, tag: u8, fields: &[&[u8]]) {
+    out.push(tag);
+    fields.iter().for_each(|f| put(out, f));
+}
+
 /// Runs `f` with two empty buffers (a request's and a response's) that keep their capacity
 /// from call to call on this thread, so packing heads allocates nothing once warm.
 pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> R) -> R {
@@ -224,19 +232,13 @@ mod tests {
         out
     }
 
-    /// Packs changes as the SDK's `Changes` does.
-    fn change(out: &mut Vec<u8>, tag: u8, fields: &[&[u8]]) {
-        out.push(tag);
-        fields.iter().for_each(|f| put(out, f));
-    }
-
     #[test]
     fn packed_changes_read_back_in_order_and_stop_at_a_malformed_one() {
         let mut buf = Vec::new();
-        change(&mut buf, 3, &[b"x-debug"]);
-        change(&mut buf, 1, &[b"x-env", b"prod"]);
-        change(&mut buf, 2, &[b"vary", b""]);
-        change(&mut buf, 4, &[b"/v2?a=1"]);
+        pack_change(&mut buf, 3, &[b"x-debug"]);
+        pack_change(&mut buf, 1, &[b"x-env", b"prod"]);
+        pack_change(&mut buf, 2, &[b"vary", b""]);
+        pack_change(&mut buf, 4, &[b"/v2?a=1"]);
         let got: Vec<_> = changes(&buf).collect();
         assert_eq!(
             got,
@@ -249,16 +251,16 @@ mod tests {
         );
 
         let whole = buf.len();
-        change(&mut buf, 9, &[b"x"]);
-        change(&mut buf, 3, &[b"never-read"]);
+        pack_change(&mut buf, 9, &[b"x"]);
+        pack_change(&mut buf, 3, &[b"never-read"]);
         let got: Vec<_> = changes(&buf).collect();
         assert_eq!(got.len(), 5, "four changes, then the unknown tag ends it");
         assert_eq!(got[4], Err(MalformedChanges { at: whole }));
 
         // A field cut short: its change is malformed, the ones before it stand.
         let mut cut = Vec::new();
-        change(&mut cut, 3, &[b"x-a"]);
-        change(&mut cut, 1, &[b"x-b", b"value"]);
+        pack_change(&mut cut, 3, &[b"x-a"]);
+        pack_change(&mut cut, 1, &[b"x-b", b"value"]);
         cut.truncate(cut.len() - 2);
         let got: Vec<_> = changes(&cut).collect();
         assert_eq!(got, vec![Ok(Change::Remove(b"x-a")), Err(MalformedChanges { at: 8 })]);

@@ -26,6 +26,8 @@ use bindings::{
     balancer as balancer_world, filter as filter_world, health_check as health_world, router as router_world,
 };
 use filter_world::FilterPre;
+#[cfg(test)]
+pub use head::pack_change;
 use head::with_scratch;
 pub use head::{Change, Changes, HeaderInterest, MalformedChanges, RequestView, ResponseView, changes};
 use health_world::HealthCheckPre;

@@ -36,13 +36,11 @@ pub fn apply(m: types::Mutations, headers: &mut HeaderMap, mut path: Option<&mut
     let buf = Bytes::from(m);
     for change in changes(&buf) {
         match change {
-            Ok(Change::Set(name, value)) => {
-                if let Some((name, value)) = header(name, buf.slice_ref(value)) {
+            Ok(change @ (Change::Set(name, value) | Change::Append(name, value))) => {
+                let Some((name, value)) = header(name, buf.slice_ref(value)) else { continue };
+                if matches!(change, Change::Set(..)) {
                     headers.insert(name, value);
-                }
-            }
-            Ok(Change::Append(name, value)) => {
-                if let Some((name, value)) = header(name, buf.slice_ref(value)) {
+                } else {
                     headers.append(name, value);
                 }
             }

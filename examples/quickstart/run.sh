@@ -6,6 +6,7 @@
 #   curl -s localhost:10010/metrics    # Prometheus metrics
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+.ci/deps build
 cargo build --release --bin wasmesh --bin demo-backend
 target=${CARGO_TARGET_DIR:-target}/release
 pids=()

@@ -160,3 +160,85 @@ async fn a_pooled_connection_closed_by_the_upstream_is_replaced_transparently() 
     }
     assert!(connections.load(std::sync::atomic::Ordering::Relaxed) >= 20);
 }
+
+/// Reads one HTTP/1.1 response from `conn` (`buf` keeps bytes read past it): the status, the
+/// head's lines lower-cased, and the body of its `content-length` (none for `HEAD`).
+async fn read_response(
+    conn: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    head_request: bool,
+) -> (u16, Vec<String>, String) {
+    use tokio::io::AsyncReadExt;
+    let read_more = async |conn: &mut tokio::net::TcpStream, buf: &mut Vec<u8>| {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .expect("read");
+        assert!(n > 0, "connection closed early; have {:?}", String::from_utf8_lossy(buf));
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        read_more(conn, buf).await;
+    };
+    let head = String::from_utf8(buf.drain(..end).collect()).expect("utf-8 head");
+    let lines: Vec<String> = head.lines().map(str::to_ascii_lowercase).collect();
+    let status = lines[0].split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status line");
+    let length: usize =
+        lines.iter().find_map(|l| l.strip_prefix("content-length: ")).map_or(0, |n| n.parse().expect("length"));
+    let length = if head_request { 0 } else { length };
+    while buf.len() < length {
+        read_more(conn, buf).await;
+    }
+    let body = String::from_utf8(buf.drain(..length).collect()).expect("utf-8 body");
+    (status, lines, body)
+}
+
+#[tokio::test]
+async fn one_connection_serves_pipelined_head_and_body_requests_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let b = backends(1).await;
+    let proxy = Proxy::start(&one_route(b[0].addr)).await;
+    let mut conn = tokio::net::TcpStream::connect(proxy.listen).await.expect("connect");
+    let mut buf = Vec::new();
+    // Two requests in one write: answered in order.
+    conn.write_all(b"GET /echo?n=1 HTTP/1.1\r\nHost: a\r\n\r\nGET /echo?n=2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .expect("write");
+    for n in 1..=2 {
+        let (status, _, body) = read_response(&mut conn, &mut buf, false).await;
+        assert_eq!(status, 200);
+        let seen: serde_json::Value = serde_json::from_str(&body).expect("echo");
+        assert_eq!(seen["path"], format!("/echo?n={n}"));
+    }
+    // HEAD: the head with its length, and no body, then the connection goes on.
+    conn.write_all(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n").await.expect("write");
+    let (status, lines, body) = read_response(&mut conn, &mut buf, true).await;
+    assert_eq!((status, body.as_str()), (200, ""));
+    assert!(lines.iter().any(|l| l.starts_with("content-length: ")), "{lines:?}");
+    // A body, then a plain request again, on the same connection.
+    conn.write_all(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello").await.expect("write");
+    let (status, _, body) = read_response(&mut conn, &mut buf, false).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, "5", "the backend read the 5 body bytes");
+    conn.write_all(b"GET /echo?n=3 HTTP/1.1\r\nHost: a\r\n\r\n").await.expect("write");
+    let (status, _, body) = read_response(&mut conn, &mut buf, false).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("/echo?n=3"), "{body}");
+    // `Connection: close` is honoured: answered, then closed.
+    conn.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.expect("write");
+    let (status, lines, _) = read_response(&mut conn, &mut buf, false).await;
+    assert_eq!(status, 200);
+    assert!(lines.iter().any(|l| l == "connection: close"), "{lines:?}");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read_to_end(&mut conn, &mut rest));
+    assert_eq!(read.await.expect("closed in time").expect("read"), 0);
+    // A request the fast path serves also closes cleanly for a client that says so first.
+    let mut fresh = tokio::net::TcpStream::connect(proxy.listen).await.expect("connect");
+    fresh.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await.expect("write");
+    let (status, _, body) = read_response(&mut fresh, &mut Vec::new(), false).await;
+    assert_eq!((status, body.as_str()), (200, "backend b0\n"));
+}

@@ -96,7 +96,7 @@ impl CallRequest {
 
 impl Admin {
     /// Answers a request whose path starts with [`PREFIX`].
-    pub(super) async fn mesh_api(&self, req: Request<hyper::body::Incoming>, peer: SocketAddr) -> JsonResponse {
+    pub(super) async fn mesh_api(&self, req: Request<Body>, peer: SocketAddr) -> JsonResponse {
         let path = req.uri().path()[PREFIX.len()..].to_owned();
         let method = req.method().clone();
         match (&method, path.as_str()) {
@@ -383,7 +383,7 @@ fn endpoint_view(snap: &Snapshot, service: &Service, e: &crate::upstream::Endpoi
 }
 
 /// Reads a JSON body of at most [`super::MAX_BODY`] bytes into `T`, or the 400 to answer.
-async fn read_json<T: serde::de::DeserializeOwned>(req: Request<hyper::body::Incoming>) -> Result<T, Refusal> {
+async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Body>) -> Result<T, Refusal> {
     let bytes = match http_body_util::Limited::new(req.into_body(), super::MAX_BODY).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) => return Err(Refusal(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))),

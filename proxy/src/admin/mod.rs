@@ -15,7 +15,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::body::Body;
 use crate::mesh::Mesh;
@@ -54,7 +53,7 @@ impl Admin {
     }
 
     /// Answers one admin request from `peer`.
-    pub async fn handle(&self, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    pub async fn handle(&self, req: Request<Body>, peer: SocketAddr) -> Response<Body> {
         if req.method() == Method::GET
             && let Some(page) = dashboard::file(req.uri().path())
         {
@@ -85,7 +84,7 @@ impl Admin {
         }
     }
 
-    fn authorized(&self, req: &Request<Incoming>) -> bool {
+    fn authorized(&self, req: &Request<Body>) -> bool {
         let Some(token) = &self.token else { return true };
         let Some(given) = req.headers().get(AUTHORIZATION).and_then(|v| v.as_bytes().strip_prefix(b"Bearer ")) else {
             return false;

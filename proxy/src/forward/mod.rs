@@ -17,7 +17,6 @@ use std::time::Instant;
 
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 
 pub use headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
 use observe::{Finished, Observer};
@@ -65,7 +64,7 @@ impl Downstream {
 }
 
 /// Forwards one downstream request and returns the response to send back.
-pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, req: Request<Incoming>) -> Response<ResponseBody> {
+pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, req: Request<Body>) -> Response<ResponseBody> {
     let started = Instant::now();
     let snap = mesh.snapshot();
     let Some((listener_idx, table)) = snap.listener(&down.listener) else {
@@ -83,7 +82,7 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, req: Request<Incomi
         mesh.metrics.unrouted_error(ErrorKind::no_route);
         return local(ErrorKind::no_route);
     };
-    dispatch(&mesh, snap, &down, (listener_idx, route_idx), req.map(Body::Incoming), started).await
+    dispatch(&mesh, snap, &down, (listener_idx, route_idx), req, started).await
 }
 
 /// Sends `req` to the service named `service` on the mesh API's route to it: balancing,

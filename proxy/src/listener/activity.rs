@@ -16,9 +16,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response, Version};
 use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper::service::Service;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+
+use crate::body::Body;
 
 /// What one connection has been doing.
 #[derive(Debug, Default)]
@@ -47,7 +50,13 @@ impl ConnActivity {
         self.moved.store(true, Ordering::Relaxed);
     }
 
-    fn begin(self: &Arc<Self>, version: Version) -> RequestGuard {
+    /// Whether no request is in flight: an HTTP/1 connection is between requests.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
+    /// Counts a request as in flight until the guard drops.
+    pub fn begin(self: &Arc<Self>, version: Version) -> RequestGuard {
         if version == Version::HTTP_2 {
             self.multiplexed.store(true, Ordering::Relaxed);
         }
@@ -107,7 +116,8 @@ impl Drop for RequestGuard {
     }
 }
 
-/// Wraps a service so every request is counted on its connection until its response body ends.
+/// Wraps a service for hyper: every request is counted on its connection until its response
+/// body ends, and its body becomes the proxy's [`Body`].
 #[derive(Debug, Clone)]
 pub struct Tracked<S> {
     inner: S,
@@ -121,9 +131,9 @@ impl<S> Tracked<S> {
     }
 }
 
-impl<S, B, ReqBody> Service<Request<ReqBody>> for Tracked<S>
+impl<S, B> Service<Request<Incoming>> for Tracked<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<B>>,
+    S: Service<Request<Body>, Response = Response<B>>,
     S::Future: Send + 'static,
     B: Send + 'static,
 {
@@ -131,9 +141,9 @@ where
     type Error = S::Error;
     type Future = TrackedFuture<S::Future>;
 
-    fn call(&self, req: Request<ReqBody>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
         let guard = self.activity.begin(req.version());
-        TrackedFuture { inner: self.inner.call(req), guard: Some(guard) }
+        TrackedFuture { inner: self.inner.call(req.map(Body::Incoming)), guard: Some(guard) }
     }
 }
 

@@ -3,15 +3,17 @@
 //! machinery.
 
 mod activity;
+mod http1;
+mod rewind;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -23,8 +25,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use activity::{ActivityIo, Expired, Tracked, watchdog};
+use http1::Ended;
+use rewind::Rewind;
 
-use crate::body::BoxError;
+use crate::body::{Body, BoxError};
 
 /// Per-connection limits of a listener.
 #[derive(Debug, Clone)]
@@ -75,7 +79,8 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
 }
 
 /// Accepts connections on `tcp` until `shutdown` fires, serving each with the service
-/// `make_service` returns for the client address; with `tls`, after a TLS handshake that must
+/// `make_service` returns for the client address (plain HTTP/1.1 requests on the fast path of
+/// [`http1`], everything else with hyper); with `tls`, after a TLS handshake that must
 /// finish within the header-read timeout. On shutdown every connection is asked to finish
 /// its in-flight requests and close; the tasks are tracked by `tracker`. The socket is
 /// shared so that a reload can restart the loop with new limits without closing it.
@@ -90,7 +95,7 @@ pub async fn serve<F, S, B>(
     make_service: F,
 ) where
     F: Fn(SocketAddr) -> S,
-    S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Send + Sync + 'static,
     S::Future: Send + 'static,
     B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
 {
@@ -120,7 +125,7 @@ pub async fn serve<F, S, B>(
         };
         let _ = stream.set_nodelay(true);
         let (io, activity) = ActivityIo::new(stream);
-        let service = Tracked::new(make_service(peer), activity.clone());
+        let service = make_service(peer);
         let tls_config = match &tls {
             None => None,
             Some(source) => match source() {
@@ -175,20 +180,62 @@ struct Conn {
 
 impl Conn {
     /// Serves HTTP on `io` until the client closes, the watchdog expires it or shutdown
-    /// drains it.
+    /// drains it: on the fast path while requests suit it, then with hyper.
     async fn serve<I, S, B>(self, io: I, service: S)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-        S: Service<Request<Incoming>, Response = Response<B>, Error = Infallible> + Send + 'static,
+        S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Send + Sync + 'static,
         S::Future: Send + 'static,
         B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
     {
         let peer = self.peer;
+        let expiry = watchdog(self.activity.clone(), self.idle_timeout, self.head_timeout);
+        tokio::pin!(expiry);
+        // Set when the connection should end after the response in progress.
+        let closing = AtomicBool::new(false);
+        let handoff = {
+            let fast = http1::serve(io, &service, &self.activity, &closing);
+            tokio::pin!(fast);
+            loop {
+                let wind_down = tokio::select! {
+                    ended = fast.as_mut() => match ended {
+                        Ok(Ended::Handoff(io, unread)) => break Some(Rewind::new(io, unread)),
+                        Ok(Ended::Closed) => break None,
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                            break None;
+                        }
+                    },
+                    () = self.shutdown.cancelled(), if !closing.load(Ordering::Relaxed) => true,
+                    expired = &mut expiry, if !closing.load(Ordering::Relaxed) => match expired {
+                        Expired::Idle => {
+                            tracing::debug!(%peer, "closing idle connection");
+                            true
+                        }
+                        Expired::HeadTimeout => {
+                            tracing::debug!(%peer, "request head not received in time: closing");
+                            break None;
+                        }
+                    },
+                };
+                if wind_down {
+                    // Between requests the loop waits for a head: drop it, closing the
+                    // connection; otherwise it ends after the response in progress.
+                    if self.activity.is_idle() {
+                        break None;
+                    }
+                    closing.store(true, Ordering::Relaxed);
+                }
+            }
+        };
+        let Some(io) = handoff else { return };
+        let service = Tracked::new(service, self.activity.clone());
         let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
-        let expiry = watchdog(self.activity, self.idle_timeout, self.head_timeout);
-        tokio::pin!(expiry);
-        let mut closing = false;
+        let mut closing = closing.into_inner();
+        if closing {
+            conn.as_mut().graceful_shutdown();
+        }
         loop {
             tokio::select! {
                 result = conn.as_mut() => {

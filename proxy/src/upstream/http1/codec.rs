@@ -6,11 +6,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
 
 use super::Http1Error;
-
-/// Response heads larger than this are refused.
-pub const MAX_HEAD: usize = 64 * 1024;
-/// Response headers beyond this count are refused.
-const MAX_HEADERS: usize = 100;
+use crate::wire::{MAX_HEAD, MAX_HEADERS, head_end, header_name};
 
 /// How a request body is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,36 +100,6 @@ impl HeadFraming {
     }
 }
 
-/// The header names most responses carry, matched by length and then bytes: cheaper than
-/// the general parse in `HeaderName::from_bytes`, which was a sixth of a response head's cost.
-fn common_name(raw: &[u8]) -> Option<HeaderName> {
-    use http::header::{
-        ACCEPT_RANGES, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, DATE, ETAG, LAST_MODIFIED, SERVER, VARY,
-    };
-    let candidates: &[(&[u8], HeaderName)] = match raw.len() {
-        4 => &[(b"date", DATE), (b"etag", ETAG), (b"vary", VARY)],
-        6 => &[(b"server", SERVER)],
-        10 => &[(b"connection", CONNECTION)],
-        12 => &[(b"content-type", CONTENT_TYPE)],
-        13 => {
-            &[(b"cache-control", CACHE_CONTROL), (b"last-modified", LAST_MODIFIED), (b"accept-ranges", ACCEPT_RANGES)]
-        }
-        14 => &[(b"content-length", CONTENT_LENGTH)],
-        16 => &[(b"content-encoding", CONTENT_ENCODING)],
-        17 => &[(b"transfer-encoding", TRANSFER_ENCODING)],
-        _ => return None,
-    };
-    candidates.iter().find(|(known, _)| is_token_lowercase(raw, known)).map(|(_, name)| name.clone())
-}
-
-/// Whether the header name `raw`, which httparse accepted as a token, is the lower-case `known`
-/// in any case. Setting bit 0x20 lower-cases a letter; no other token character becomes a
-/// letter, digit or `-` by it, so one OR per byte, without branches, replaces the per-byte
-/// case folding of `eq_ignore_ascii_case` (a seventh of a response head's parse).
-fn is_token_lowercase(raw: &[u8], known: &[u8]) -> bool {
-    raw.len() == known.len() && raw.iter().zip(known).fold(0, |diff, (r, k)| diff | ((r | 0x20) ^ k)) == 0
-}
-
 /// Headers a response map has room for at least; see [`parse_head`].
 const RECYCLED_HEADERS: usize = 12;
 
@@ -161,10 +127,7 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, Http1Error
     // (`X-Forwarded-*`, `traceparent`) and a filter's go in, a rehash per request.
     let mut headers = HeaderMap::with_capacity(res.headers.len().max(RECYCLED_HEADERS));
     for h in res.headers.iter() {
-        let name = match common_name(h.name.as_bytes()) {
-            Some(name) => name,
-            None => HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| Http1Error::Invalid(e.to_string()))?,
-        };
+        let name = header_name(h.name.as_bytes()).map_err(|e| Http1Error::Invalid(e.to_string()))?;
         if !framing.note(&name, h.value) {
             continue;
         }
@@ -173,16 +136,6 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, Http1Error
         headers.append(name, value);
     }
     Ok(Some(ResponseHead { status, version, headers, framing }))
-}
-
-/// The length of the head (through its blank line), accepting bare LF line ends as httparse does.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    memchr::memchr_iter(b'\n', buf).find_map(|lf| match buf.get(lf + 1..lf + 3) {
-        Some([b'\r', b'\n']) => Some(lf + 3),
-        Some([b'\n', _]) => Some(lf + 2),
-        None if buf.get(lf + 1) == Some(&b'\n') => Some(lf + 2),
-        _ => None,
-    })
 }
 
 /// Whether the connection may carry another request after this response.
@@ -395,19 +348,6 @@ mod tests {
         assert_eq!(response_framing(&Method::HEAD, &head).expect("framing"), BodyDecoder::Length(0));
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-"[..]);
         assert!(parse_head(&mut partial).expect("valid so far").is_none());
-    }
-
-    #[test]
-    fn common_names_match_in_any_case_and_nothing_else() {
-        for raw in ["content-length", "Content-Length", "CONTENT-LENGTH", "cOnTeNt-LeNgTh"] {
-            assert_eq!(common_name(raw.as_bytes()), Some(CONTENT_LENGTH), "{raw}");
-        }
-        assert_eq!(common_name(b"Date"), Some(http::header::DATE));
-        assert_eq!(common_name(b"ETag"), Some(http::header::ETAG));
-        // Same lengths, other names: the general parse takes them.
-        for raw in ["content_length", "content-lengti", "dat_", "x-served-by-abc"] {
-            assert_eq!(common_name(raw.as_bytes()), None, "{raw}");
-        }
     }
 
     #[test]

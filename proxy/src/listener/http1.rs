@@ -1,0 +1,386 @@
+//! The downstream HTTP/1.1 fast path: the request every proxy mostly sees (HTTP/1.1, no body,
+//! no upgrade) is parsed, served and answered here, on the connection's own task, with one
+//! read buffer and one write buffer reused for the connection's life.
+//!
+//! Anything else (a request with a body, an upgrade, HTTP/1.0, an HTTP/2 preface, a head
+//! httparse refuses or one larger than [`MAX_HEAD`]) hands the connection, with the bytes
+//! already read, to hyper, which serves it from there on: hyper keeps every corner of the
+//! protocol; this loop only makes the common request cheap. Measured with callgrind on the
+//! peers benchmark, hyper's server side was about 7k of wasmesh's 25k instructions per
+//! proxied request.
+
+use std::io;
+use std::pin::pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::Poll;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use hyper::service::Service;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::activity::ConnActivity;
+use crate::body::{Body, BoxError};
+use crate::wire::{MAX_HEAD, MAX_HEADERS, head_end, header_name};
+
+/// Read buffer growth step: a typical head, or several pipelined ones, in one read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Buffered response bytes are written out at this size; larger body frames go straight out.
+const WRITE_CHUNK: usize = 16 * 1024;
+/// Room a request map is made with beyond the client's headers: the proxy adds
+/// `X-Forwarded-*` and `traceparent`, and filters may add more, without a rehash.
+const ADDED_HEADERS: usize = 6;
+
+/// How the fast path ended.
+pub(super) enum Ended<I> {
+    /// The connection is finished: the client closed it, asked to, or it is draining.
+    Closed,
+    /// A request the fast path leaves to hyper: the stream and every byte read from it
+    /// that hyper has not seen, starting with that request's head.
+    Handoff(I, BytesMut),
+}
+
+/// Serves requests on `io` until it closes or meets one for hyper. `closing` asks the loop
+/// to end after the response in progress (which then says `Connection: close`); the caller
+/// drops the loop outright while no request is in flight.
+pub(super) async fn serve<I, S, B>(
+    mut io: I,
+    service: &S,
+    activity: &Arc<ConnActivity>,
+    closing: &AtomicBool,
+) -> io::Result<Ended<I>>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    S: Service<Request<Body>, Response = Response<B>, Error = std::convert::Infallible>,
+    B: http_body::Body<Data = Bytes, Error = BoxError>,
+{
+    let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut write_buf = BytesMut::with_capacity(WRITE_CHUNK);
+    loop {
+        let end = loop {
+            if let Some(end) = head_end(&read_buf) {
+                break end;
+            }
+            if read_buf.len() > MAX_HEAD {
+                return Ok(Ended::Handoff(io, read_buf));
+            }
+            if read_buf.is_empty() {
+                // The last request's memory is free again (no header value still points into
+                // it): reuse the front of the buffer, which is warm in the cache.
+                let _ = read_buf.try_reclaim(READ_CHUNK);
+            }
+            if read_buf.capacity() - read_buf.len() < READ_CHUNK / 4 {
+                read_buf.reserve(READ_CHUNK);
+            }
+            if io.read_buf(&mut read_buf).await? == 0 {
+                return Ok(Ended::Closed);
+            }
+        };
+        // The head's bytes become shared memory that header values point into: no copies.
+        let head = read_buf.split_to(end).freeze();
+        let Some(Head { request, keep_alive }) = parse_request(&head) else {
+            let mut unread = BytesMut::with_capacity(head.len() + read_buf.len());
+            unread.extend_from_slice(&head);
+            unread.extend_from_slice(&read_buf);
+            return Ok(Ended::Handoff(io, unread));
+        };
+        let head_only = request.method() == Method::HEAD;
+        let _in_flight = activity.begin(Version::HTTP_11);
+        let Ok(response) = service.call(request).await;
+        let close = !keep_alive || closing.load(Ordering::Relaxed);
+        let reusable = write_response(&mut io, &mut write_buf, response, head_only, close).await?;
+        if !reusable {
+            let _ = io.shutdown().await;
+            return Ok(Ended::Closed);
+        }
+    }
+}
+
+/// A request the fast path serves, and whether the client lets the connection stay open.
+struct Head {
+    request: Request<Body>,
+    keep_alive: bool,
+}
+
+/// Parses the complete head `head`; `None` when it is one for hyper (see the module docs).
+fn parse_request(head: &Bytes) -> Option<Head> {
+    // httparse fills only the slots it uses; initialising all of them costs more than parsing.
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut parsed, head, &mut slots) {
+        Ok(httparse::Status::Complete(_)) => {}
+        _ => return None,
+    }
+    if parsed.version != Some(1) {
+        return None;
+    }
+    let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
+    let uri = Uri::from_maybe_shared(head.slice_ref(parsed.path?.as_bytes())).ok()?;
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + ADDED_HEADERS);
+    let mut keep_alive = true;
+    for h in parsed.headers.iter() {
+        let name = header_name(h.name.as_bytes()).ok()?;
+        if name == TRANSFER_ENCODING || name == UPGRADE {
+            return None;
+        }
+        if name == CONTENT_LENGTH && h.value.trim_ascii() != b"0" {
+            return None;
+        }
+        if name == CONNECTION {
+            for token in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                }
+            }
+        }
+        headers.append(name, HeaderValue::from_maybe_shared(head.slice_ref(h.value)).ok()?);
+    }
+    let mut request = Request::new(Body::Empty);
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Some(Head { request, keep_alive })
+}
+
+/// How the response body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body may follow (`HEAD`, 1xx, 204, 304).
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+}
+
+/// Writes `response`; returns whether the connection may carry another request (it may not
+/// after `close`, or when the body failed or fell short of its length).
+async fn write_response<I, B>(
+    io: &mut I,
+    out: &mut BytesMut,
+    response: Response<B>,
+    head_only: bool,
+    close: bool,
+) -> io::Result<bool>
+where
+    I: AsyncWrite + Unpin,
+    B: http_body::Body<Data = Bytes, Error = BoxError>,
+{
+    let (parts, body) = response.into_parts();
+    let mut body = pin!(body);
+    let framing = encode_head(&parts.status, &parts.headers, &*body, head_only, close, out);
+    let mut sent = 0u64;
+    let mut complete = true;
+    if framing != Framing::None {
+        loop {
+            // Take what the body has now; only when it must wait, send what is buffered first.
+            let polled = std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
+            let frame = match polled {
+                Poll::Ready(frame) => frame,
+                Poll::Pending => {
+                    flush(io, out).await?;
+                    std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await
+                }
+            };
+            let data = match frame {
+                None => break,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "response body failed: closing the connection");
+                    complete = false;
+                    break;
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => data,
+                    // Trailers have no place in an HTTP/1.1 response without a `TE: trailers` ask.
+                    _ => continue,
+                },
+            };
+            sent += data.len() as u64;
+            if let Framing::Length(n) = framing
+                && sent > n
+            {
+                tracing::debug!(length = n, "response body longer than its content-length: closing the connection");
+                complete = false;
+                break;
+            }
+            write_data(io, out, framing, data).await?;
+        }
+    }
+    match framing {
+        Framing::Chunked if complete => out.put_slice(b"0\r\n\r\n"),
+        Framing::Length(n) if sent < n => complete = false,
+        _ => {}
+    }
+    flush(io, out).await?;
+    io.flush().await?;
+    Ok(complete && !close)
+}
+
+/// Writes the status line and headers, adding the framing header, `Date` when missing and
+/// `Connection: close` when closing; returns the framing the body takes.
+fn encode_head<B: http_body::Body>(
+    status: &StatusCode,
+    headers: &HeaderMap,
+    body: &B,
+    head_only: bool,
+    close: bool,
+    out: &mut BytesMut,
+) -> Framing {
+    out.reserve(128 + headers.len() * 48);
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+    let (mut length, mut has_date) = (None, false);
+    for (name, value) in headers {
+        if name == TRANSFER_ENCODING || name == CONNECTION {
+            continue;
+        }
+        if name == CONTENT_LENGTH {
+            if length.is_some() {
+                continue;
+            }
+            length = std::str::from_utf8(value.as_bytes()).ok().and_then(|v| v.trim().parse::<u64>().ok());
+        }
+        has_date |= name == DATE;
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    let no_body = head_only
+        || status.is_informational()
+        || *status == StatusCode::NO_CONTENT
+        || *status == StatusCode::NOT_MODIFIED;
+    let framing = if no_body {
+        Framing::None
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        let n = if body.is_end_stream() { Some(0) } else { body.size_hint().exact() };
+        match n {
+            Some(n) => {
+                out.put_slice(b"content-length: ");
+                out.put_slice(itoa::Buffer::new().format(n).as_bytes());
+                out.put_slice(b"\r\n");
+                Framing::Length(n)
+            }
+            None => {
+                out.put_slice(b"transfer-encoding: chunked\r\n");
+                Framing::Chunked
+            }
+        }
+    };
+    if !has_date {
+        out.put_slice(b"date: ");
+        out.put_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    if close {
+        out.put_slice(b"connection: close\r\n");
+    }
+    out.put_slice(b"\r\n");
+    framing
+}
+
+/// Buffers `data` (framed), or writes it straight out when it is large.
+async fn write_data<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    out: &mut BytesMut,
+    framing: Framing,
+    data: Bytes,
+) -> io::Result<()> {
+    if framing == Framing::Chunked {
+        // Writing into a `BytesMut` cannot fail.
+        let _ = std::fmt::Write::write_fmt(out, format_args!("{:x}\r\n", data.len()));
+    }
+    if data.len() >= WRITE_CHUNK {
+        flush(io, out).await?;
+        io.write_all(&data).await?;
+    } else {
+        out.put_slice(&data);
+    }
+    if framing == Framing::Chunked {
+        out.put_slice(b"\r\n");
+    }
+    if out.len() >= WRITE_CHUNK {
+        flush(io, out).await?;
+    }
+    Ok(())
+}
+
+async fn flush<I: AsyncWrite + Unpin>(io: &mut I, out: &mut BytesMut) -> io::Result<()> {
+    if !out.is_empty() {
+        io.write_all(out).await?;
+        out.clear();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(wire: &[u8]) -> Option<Head> {
+        parse_request(&Bytes::copy_from_slice(wire))
+    }
+
+    #[test]
+    fn plain_requests_are_served_here() {
+        let head = parse(b"GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nX-Custom: v\r\nContent-Length: 0\r\n\r\n")
+            .expect("a plain request");
+        assert_eq!(head.request.method(), Method::GET);
+        assert_eq!(head.request.uri().path_and_query().map(|p| p.as_str()), Some("/a?b=1"));
+        assert_eq!(head.request.headers()["host"], "example.com");
+        assert_eq!(head.request.headers()["x-custom"], "v");
+        assert!(head.keep_alive);
+        let head = parse(b"GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n").expect("a plain request");
+        assert!(!head.keep_alive);
+    }
+
+    #[test]
+    fn everything_else_is_left_to_hyper() {
+        for wire in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            b"G@T / HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(parse(wire).is_none(), "{}", String::from_utf8_lossy(wire));
+        }
+    }
+
+    fn head_of(status: u16, headers: &[(&str, &str)], body: Body, head_only: bool, close: bool) -> (String, Framing) {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        let mut out = BytesMut::new();
+        let status = StatusCode::from_u16(status).unwrap();
+        let framing = encode_head(&status, &map, &body, head_only, close, &mut out);
+        (String::from_utf8(out.to_vec()).unwrap(), framing)
+    }
+
+    #[test]
+    fn response_heads_carry_the_framing_their_body_needs() {
+        let (text, framing) = head_of(200, &[("date", "x")], Body::full("hello"), false, false);
+        assert_eq!(text, "HTTP/1.1 200 OK\r\ndate: x\r\ncontent-length: 5\r\n\r\n");
+        assert_eq!(framing, Framing::Length(5));
+        let (text, framing) = head_of(200, &[("content-length", "7"), ("date", "x")], Body::Empty, true, false);
+        assert_eq!(text, "HTTP/1.1 200 OK\r\ncontent-length: 7\r\ndate: x\r\n\r\n");
+        assert_eq!(framing, Framing::None);
+        let (text, _) =
+            head_of(404, &[("transfer-encoding", "chunked"), ("connection", "x")], Body::Empty, false, true);
+        assert!(text.starts_with("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\ndate: "), "{text}");
+        assert!(text.ends_with("\r\nconnection: close\r\n\r\n"), "{text}");
+        let (_, framing) = head_of(204, &[], Body::Empty, false, false);
+        assert_eq!(framing, Framing::None);
+    }
+}

@@ -18,8 +18,10 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum Body {
     /// Streamed from a peer, never buffered.
     Incoming(Incoming),
-    /// Streamed from an upstream HTTP/1.1 connection.
-    Http1(crate::upstream::http1::Http1Body),
+    /// Streamed from an upstream HTTP/1.1 connection; boxed because it holds the connection,
+    /// and a request or response is moved a dozen times on its way through the proxy: a body
+    /// that arrived whole with its head (the usual case) never takes this variant.
+    Http1(Box<crate::upstream::http1::Http1Body>),
     /// Fully known bytes (taken on first poll).
     Full(Option<Bytes>),
     /// Bytes already read, then the rest of the stream: a body read in part (to check it)
@@ -51,7 +53,7 @@ impl http_body::Body for Body {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Self::Http1(b) => Pin::new(b).poll_frame(cx),
+            Self::Http1(b) => Pin::new(b.as_mut()).poll_frame(cx),
             Self::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             Self::Prefixed(prefix, rest) => match prefix.take() {
                 Some(d) => Poll::Ready(Some(Ok(Frame::data(d)))),

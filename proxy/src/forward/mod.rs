@@ -357,13 +357,14 @@ async fn dispatch(
     };
     drop(retry_slot);
     let endpoint = &service.endpoints[endpoint_idx];
+    let elapsed = now - started;
     let finished = |status| Finished {
         status,
         route: &route.name,
         service: &service.name,
         upstream: &endpoint.authority,
         resends: attempt - 1,
-        elapsed: now - started,
+        elapsed,
     };
     let success = matches!(&result, Ok((e, _)) if !e.response.status().is_server_error());
     if let Some(t) = service.state.record(&service.policy.breaker, success, admission.probe, millis_at(now)) {
@@ -380,8 +381,8 @@ async fn dispatch(
                 None => local(kind),
             };
             route.metrics.count_status(resp.status());
-            route.metrics.duration.observe(now - started);
-            route.edge(service_idx).record(true, now - started);
+            route.metrics.duration.observe(elapsed);
+            route.edge(service_idx).record(true, elapsed);
             obs.finish(down.client, finished(resp.status()));
             return resp;
         }
@@ -395,8 +396,8 @@ async fn dispatch(
     }
     let status = resp.status();
     route.metrics.count_status(status);
-    route.metrics.duration.observe(now - started);
-    route.edge(service_idx).record(status.is_server_error(), now - started);
+    route.metrics.duration.observe(elapsed);
+    route.edge(service_idx).record(status.is_server_error(), elapsed);
 
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgraded.is_some() && downstream_upgrade.is_some());

@@ -100,9 +100,6 @@ impl HeadFraming {
     }
 }
 
-/// Headers a response map has room for at least; see [`parse_head`].
-const RECYCLED_HEADERS: usize = 12;
-
 /// Parses a complete response head at the start of `buf`, removing it from `buf`.
 /// Returns `Ok(None)` when more bytes are needed.
 pub fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, Http1Error> {
@@ -122,10 +119,8 @@ pub fn parse_head(buf: &mut BytesMut) -> Result<Option<ResponseHead>, Http1Error
     let status = res.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(Http1Error::Invalid("bad status".into()))?;
     let version = if res.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     let mut framing = HeadFraming { close: version == Version::HTTP_10, ..HeadFraming::default() };
-    // hyper recycles a response's map, drained, as the connection's next request head: sized to
-    // a short response alone (8 slots), it grows on that request once the proxy's own headers
-    // (`X-Forwarded-*`, `traceparent`) and a filter's go in, a rehash per request.
-    let mut headers = HeaderMap::with_capacity(res.headers.len().max(RECYCLED_HEADERS));
+    // Room for the response's own headers and two more (a filter's, say) without a rehash.
+    let mut headers = HeaderMap::with_capacity(res.headers.len() + 2);
     for h in res.headers.iter() {
         let name = header_name(h.name.as_bytes()).map_err(|e| Http1Error::Invalid(e.to_string()))?;
         if !framing.note(&name, h.value) {

@@ -191,7 +191,7 @@ async fn read_response(mut conn: Conn, pool: &Arc<ConnPool>, method: &http::Meth
         }
         return Ok(Exchange { response: response(head, data), upgraded: None });
     }
-    let body = Body::Http1(Http1Body::new(conn, pool.clone(), decoder, reusable));
+    let body = Body::Http1(Box::new(Http1Body::new(conn, pool.clone(), decoder, reusable)));
     Ok(Exchange { response: response(head, body), upgraded: None })
 }
 

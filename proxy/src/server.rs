@@ -73,8 +73,15 @@ impl Server {
 
         let registry = registry::open(&config.registry).await?;
         let mesh = Mesh::new(config)?;
+        // The instances the registry already holds (persisted, or in etcd or Consul) are in the
+        // snapshot before anything serves, so a restart never answers from an empty view.
+        let view = registry.watch();
+        let known = view.borrow().clone();
+        if *known != *mesh.snapshot().instances {
+            mesh.set_instances(known);
+        }
         listeners.commit(&mesh, bound);
-        tokio::spawn(follow_registry(mesh.clone(), registry.watch(), shutdown.clone()));
+        tokio::spawn(follow_registry(mesh.clone(), view, shutdown.clone()));
 
         let sweep_mesh = mesh.clone();
         conn_pool::spawn_sweeper(

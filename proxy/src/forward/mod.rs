@@ -294,17 +294,14 @@ async fn dispatch(
             None => deadline,
         };
         let limits = Limits { state: &service.state, breaker: &service.policy.breaker };
-        let sent = tokio::time::timeout_at(try_deadline.into(), upstream::send(&service.transport, endpoint, request, limits))
-            .await
-            .map_err(|_| Failure::timeout())
-            .and_then(|r| r.map_err(|e| {
-                if e.is_tls_handshake() {
-                    tracing::warn!(route = %route.name, upstream = %endpoint.authority, error = %e, "upstream TLS handshake failed");
-                } else {
-                    tracing::debug!(route = %route.name, upstream = %endpoint.authority, error = %e, "upstream request failed");
-                }
-                Failure::from(&e)
-            }));
+        let sent = upstream::send(&service.transport, endpoint, request, limits, try_deadline).await.map_err(|e| {
+            if e.is_tls_handshake() {
+                tracing::warn!(route = %route.name, upstream = %endpoint.authority, error = %e, "upstream TLS handshake failed");
+            } else {
+                tracing::debug!(route = %route.name, upstream = %endpoint.authority, error = %e, "upstream request failed");
+            }
+            Failure::from(&e)
+        });
         let now = Instant::now();
         let outcome = match &sent {
             Ok(exchange) => RetryAttempt::Status(exchange.response.status()),
@@ -556,15 +553,12 @@ struct Failure {
     shed: Option<Shed>,
 }
 
-impl Failure {
-    fn timeout() -> Self {
-        Self { kind: ErrorKind::timeout, attempt: RetryAttempt::Timeout, shed: None }
-    }
-}
-
 impl From<&UpstreamError> for Failure {
     fn from(e: &UpstreamError) -> Self {
         let (kind, attempt, shed) = match e {
+            UpstreamError::Timeout | UpstreamError::Http1(Http1Error::Timeout) => {
+                (ErrorKind::timeout, RetryAttempt::Timeout, None)
+            }
             UpstreamError::Http1(Http1Error::Shed(s)) => (ErrorKind::overflow, RetryAttempt::ConnectFailure, Some(*s)),
             UpstreamError::Http1(Http1Error::Connect(ConnectError::Timeout(_))) => {
                 (ErrorKind::timeout, RetryAttempt::ConnectFailure, None)

@@ -12,6 +12,8 @@ pub mod outlier;
 pub mod retry;
 pub mod stream;
 
+use std::time::Instant;
+
 use http::Request;
 
 pub use endpoint::{Endpoint, EndpointStats};
@@ -41,6 +43,9 @@ pub enum UpstreamError {
     /// Over HTTP/2.
     #[error(transparent)]
     Http2(#[from] hyper_util::client::legacy::Error),
+    /// No HTTP/2 response head before the deadline (HTTP/1.1 says [`Http1Error::Timeout`]).
+    #[error("no response before the deadline")]
+    Timeout,
 }
 
 impl UpstreamError {
@@ -50,7 +55,7 @@ impl UpstreamError {
         let tls = |c: &ConnectError| matches!(c, ConnectError::Tls(..));
         match self {
             Self::Http1(Http1Error::Connect(c)) => tls(c),
-            Self::Http1(_) => false,
+            Self::Http1(_) | Self::Timeout => false,
             Self::Http2(e) => {
                 let mut source = std::error::Error::source(e);
                 while let Some(s) = source {
@@ -75,17 +80,20 @@ pub struct Limits<'a> {
     pub breaker: &'a CircuitBreakerConfig,
 }
 
-/// Sends `req` (absolute URI) to `endpoint` over `transport`.
+/// Sends `req` (absolute URI) to `endpoint` over `transport`, waiting for the response head
+/// until `deadline`.
 pub async fn send(
     transport: &Transport,
     endpoint: &Endpoint,
     req: Request<Body>,
     limits: Limits<'_>,
+    deadline: Instant,
 ) -> Result<Exchange, UpstreamError> {
     match transport {
-        Transport::Http1 => Ok(http1::send(&endpoint.conns, req, limits).await?),
+        Transport::Http1 => Ok(http1::send(&endpoint.conns, req, limits, deadline).await?),
         Transport::Http2(client) => {
-            let response = Box::pin(client.send(req)).await?.map(Body::Incoming);
+            let sent = tokio::time::timeout_at(deadline.into(), Box::pin(client.send(req))).await;
+            let response = sent.map_err(|_| UpstreamError::Timeout)??.map(Body::Incoming);
             Ok(Exchange { response, upgraded: None })
         }
     }

@@ -6,8 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
+use std::time::Instant;
+
 use bytes::BytesMut;
 use prometheus_client::metrics::gauge::Gauge;
+use tokio::time::Sleep;
 
 use crate::upstream::stream::UpstreamStream;
 
@@ -22,6 +25,10 @@ pub struct Conn {
     pub(super) read_buf: BytesMut,
     /// Scratch space for encoding request heads, kept to avoid an allocation per request.
     pub(super) write_buf: BytesMut,
+    /// The timer that bounds each exchange, kept for the connection's life: moving a
+    /// registered deadline later is one atomic store, where a fresh timer per request takes
+    /// the timer driver's lock twice (insert and clear).
+    deadline: Option<Pin<Box<Sleep>>>,
     open: OpenGuard,
 }
 
@@ -32,6 +39,7 @@ impl Conn {
             stream,
             read_buf: BytesMut::with_capacity(READ_CHUNK),
             write_buf: BytesMut::with_capacity(1024),
+            deadline: None,
             open: OpenGuard::new(open, service_conns),
         }
     }
@@ -66,6 +74,22 @@ impl Conn {
     /// Reads more bytes into `read_buf`; `Ok(0)` means the peer closed.
     pub(super) async fn fill(&mut self) -> io::Result<usize> {
         std::future::poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// The connection's timer, set to fire at `deadline`; give it back with [`Self::keep_timer`].
+    pub(super) fn timer_until(&mut self, deadline: Instant) -> Pin<Box<Sleep>> {
+        match self.deadline.take() {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline.into());
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline.into())),
+        }
+    }
+
+    /// Keeps `timer` for the next exchange.
+    pub(super) fn keep_timer(&mut self, timer: Pin<Box<Sleep>>) {
+        self.deadline = Some(timer);
     }
 
     /// Gives up the stream, any bytes already read past the response head (for upgrades),

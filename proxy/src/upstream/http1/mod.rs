@@ -9,13 +9,18 @@ mod body;
 pub(crate) mod codec;
 mod conn;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
+use tokio::time::Sleep;
 
 pub use body::Http1Body;
 pub use conn::{Conn, OpenGuard};
@@ -50,6 +55,9 @@ pub enum Http1Error {
     /// Reading the downstream request body failed.
     #[error("request body: {0}")]
     RequestBody(String),
+    /// The deadline passed before the response head arrived.
+    #[error("no response before the deadline")]
+    Timeout,
     /// A new connection was needed but a service limit forbade it.
     #[error("service limit reached: {}", .0.as_str())]
     Shed(Shed),
@@ -76,8 +84,14 @@ pub struct Exchange {
     pub upgraded: Option<Upgraded>,
 }
 
-/// Sends `req` (origin-form path in its URI) to the endpoint of `pool`.
-pub async fn send(pool: &Arc<ConnPool>, req: Request<Body>, limits: Limits<'_>) -> Result<Exchange, Http1Error> {
+/// Sends `req` (origin-form path in its URI) to the endpoint of `pool`; fails with
+/// [`Http1Error::Timeout`] when the response head has not arrived by `deadline`.
+pub async fn send(
+    pool: &Arc<ConnPool>,
+    req: Request<Body>,
+    limits: Limits<'_>,
+    deadline: Instant,
+) -> Result<Exchange, Http1Error> {
     let (parts, mut body) = req.into_parts();
     let framing =
         if let Some(n) = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()) {
@@ -101,21 +115,43 @@ pub async fn send(pool: &Arc<ConnPool>, req: Request<Body>, limits: Limits<'_>) 
             None => {
                 let _pending = limits.state.begin_connect(limits.breaker).map_err(Http1Error::Shed)?;
                 // Boxed: a TLS handshake's state is large, and this path is rare.
-                Box::pin(pool.connect()).await?
+                match tokio::time::timeout_at(deadline.into(), Box::pin(pool.connect())).await {
+                    Ok(connected) => connected?,
+                    Err(_) => return Err(Http1Error::Timeout),
+                }
             }
         };
         conn.write_buf.clear();
         codec::encode_head(&parts.method, path, &parts.headers, framing, &mut conn.write_buf);
         let sent_body = framing != RequestFraming::None;
-        let result = match exchange(&mut conn, &mut body, framing).await {
-            Ok(()) => read_response(conn, pool, &parts.method).await,
-            Err(e) => Err(e),
-        };
-        match result {
+        let mut timer = conn.timer_until(deadline);
+        let head = before(timer.as_mut(), async {
+            exchange(&mut conn, &mut body, framing).await?;
+            read_head(&mut conn).await
+        })
+        .await;
+        conn.keep_timer(timer);
+        match head {
+            Ok(head) => return respond(conn, pool, &parts.method, head),
             Err(Http1Error::Closed | Http1Error::Io(_)) if reused && !sent_body => use_pool = false,
-            other => return other,
+            Err(e) => return Err(e),
         }
     }
+}
+
+/// Runs `work` until it completes or `timer` fires.
+async fn before<T>(
+    mut timer: Pin<&mut Sleep>,
+    work: impl Future<Output = Result<T, Http1Error>>,
+) -> Result<T, Http1Error> {
+    let mut work = std::pin::pin!(work);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(done) = work.as_mut().poll(cx) {
+            return Poll::Ready(done);
+        }
+        timer.as_mut().poll(cx).map(|()| Err(Http1Error::Timeout))
+    })
+    .await
 }
 
 /// Writes the head (already in `write_buf`) and the body.
@@ -156,12 +192,12 @@ async fn write_data(conn: &mut Conn, framing: RequestFraming, data: Bytes) -> Re
     }
 }
 
-/// Reads the response head (skipping interim 1xx answers other than 101) and sets up the body.
-async fn read_response(mut conn: Conn, pool: &Arc<ConnPool>, method: &http::Method) -> Result<Exchange, Http1Error> {
-    let head = loop {
+/// Reads the response head, skipping interim 1xx answers other than 101.
+async fn read_head(conn: &mut Conn) -> Result<codec::ResponseHead, Http1Error> {
+    loop {
         match codec::parse_head(&mut conn.read_buf)? {
             Some(head) if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS => continue,
-            Some(head) => break head,
+            Some(head) => return Ok(head),
             None => {}
         }
         match conn.fill().await {
@@ -169,7 +205,16 @@ async fn read_response(mut conn: Conn, pool: &Arc<ConnPool>, method: &http::Meth
             Ok(_) => {}
             Err(e) => return Err(Http1Error::Io(e)),
         }
-    };
+    }
+}
+
+/// Sets up the response body for `head`: the bytes already read, or the connection itself.
+fn respond(
+    mut conn: Conn,
+    pool: &Arc<ConnPool>,
+    method: &http::Method,
+    head: codec::ResponseHead,
+) -> Result<Exchange, Http1Error> {
     let reusable = codec::keeps_alive(&head);
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
         let response = response(head, Body::Empty);

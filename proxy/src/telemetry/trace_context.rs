@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::{Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// The `traceparent` header.
 pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -35,18 +35,32 @@ impl TraceContext {
     /// recorded with probability `sample_ratio`, and points `traceparent` at the proxy's span
     /// for the upstream.
     pub fn propagate(headers: &mut HeaderMap, sample_ratio: f64) -> Self {
-        let incoming = headers.get(&TRACEPARENT).and_then(|v| parse(v.as_bytes()));
         let span_id = random_nonzero::<8>();
+        // One hash and probe finds the caller's `traceparent` and replaces it.
+        let mut slot = headers.entry(&TRACEPARENT);
+        let incoming = match &slot {
+            Entry::Occupied(e) => parse(e.get().as_bytes()),
+            Entry::Vacant(_) => None,
+        };
         let ctx = match incoming {
             Some((trace_id, parent, flags)) => Self { trace_id, parent_id: Some(parent), span_id, flags },
             None => {
-                // A tracestate without a valid traceparent has no trace to belong to.
-                headers.remove(&TRACESTATE);
                 let flags = if sample_ratio >= 1.0 || fastrand::f64() < sample_ratio { SAMPLED } else { 0 };
                 Self { trace_id: random_nonzero::<16>(), parent_id: None, span_id, flags }
             }
         };
-        headers.insert(&TRACEPARENT, ctx.header_value());
+        match slot {
+            Entry::Occupied(ref mut e) => {
+                e.insert(ctx.header_value());
+            }
+            Entry::Vacant(e) => {
+                e.insert(ctx.header_value());
+            }
+        }
+        if incoming.is_none() {
+            // A tracestate without a valid traceparent has no trace to belong to.
+            headers.remove(&TRACESTATE);
+        }
         ctx
     }
 

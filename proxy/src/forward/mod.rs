@@ -184,8 +184,9 @@ async fn dispatch(
         }
         None => body,
     };
-    // One clock read serves admission and the first pick.
-    let now_ms = millis_at(Instant::now());
+    // One clock read serves admission and the first pick: the request's arrival, unless its
+    // body was read for a contract check, which may have taken a while.
+    let now_ms = millis_at(if contract.is_some() { Instant::now() } else { started });
     let hash = service.hash_key.as_ref().and_then(|k| k.hash(&parts.headers, down.client.ip()));
 
     let admission = match service.state.admit(&service.policy.breaker, now_ms) {

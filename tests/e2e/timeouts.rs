@@ -97,6 +97,36 @@ async fn idle_downstream_connections_are_closed() {
 }
 
 #[tokio::test]
+async fn a_client_that_stops_reading_its_response_is_cut_off() {
+    let b = backends(1).await;
+    let proxy = Proxy::start_with(
+        &one_service(&b[0].addr.to_string(), "request = \"60s\""),
+        "idle_timeout = \"800ms\"\nheader_read_timeout = \"30s\"",
+    )
+    .await;
+    // Far more than loopback socket buffers hold, so the proxy's writes must wait for the client.
+    const BODY: usize = 64 << 20;
+    let mut conn = TcpStream::connect(proxy.listen).await.expect("connect");
+    conn.write_all(format!("GET /stream/{BODY} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.expect("request");
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = conn.read(&mut buf).await.expect("response head");
+    assert!(String::from_utf8_lossy(&buf[..total]).starts_with("HTTP/1.1 200"));
+    // The client stops reading for well past the idle timeout, then drains what was sent.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let drained = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the connection is still open after 20 s of reading");
+    assert!(total < BODY, "{total} bytes arrived: the stalled response was never cut off");
+}
+
+#[tokio::test]
 async fn idle_upstream_connections_leave_the_pool() {
     let b = backends(1).await;
     let proxy = Proxy::start(&one_service(&b[0].addr.to_string(), "idle = \"500ms\"")).await;

@@ -36,6 +36,8 @@ pub struct ConnActivity {
     started: AtomicU64,
     /// HTTP/2: heads arrive interleaved on streams, so head timing does not apply.
     multiplexed: AtomicBool,
+    /// A write is waiting for the client to read: the socket's send buffer is full.
+    write_blocked: AtomicBool,
 }
 
 impl ConnActivity {
@@ -48,6 +50,16 @@ impl ConnActivity {
 
     fn on_write(&self) {
         self.moved.store(true, Ordering::Relaxed);
+        self.write_blocked.store(false, Ordering::Relaxed);
+    }
+
+    /// Notes the outcome of a write: progress, or a wait for the client to read.
+    fn on_write_polled(&self, polled: &Poll<io::Result<usize>>) {
+        match polled {
+            Poll::Ready(Ok(n)) if *n > 0 => self.on_write(),
+            Poll::Pending => self.write_blocked.store(true, Ordering::Relaxed),
+            Poll::Ready(_) => {}
+        }
     }
 
     /// Whether no request is in flight: an HTTP/1 connection is between requests.
@@ -72,12 +84,16 @@ impl ConnActivity {
 pub enum Expired {
     /// No bytes either way for the idle timeout.
     Idle,
+    /// A response has waited the idle timeout for a client that does not read it. Nothing
+    /// can finish it, so the connection is dropped at once (Envoy's stream idle timeout).
+    WriteStalled,
     /// A request head took longer than the header-read timeout.
     HeadTimeout,
 }
 
-/// Resolves when the connection has been idle for `idle`, or has been receiving one request
-/// head for `head` (each to within a quarter of the smaller period).
+/// Resolves when the connection has been idle for `idle` (its write stalled, or not), or has
+/// been receiving one request head for `head` (each to within a quarter of the smaller period).
+/// After [`Expired::Idle`] with a request in flight, call again: the response may stall next.
 pub async fn watchdog(activity: Arc<ConnActivity>, idle: Duration, head: Duration) -> Expired {
     let tick = idle.min(head) / 4;
     let (mut quiet, mut pending) = (Duration::ZERO, Duration::ZERO);
@@ -89,7 +105,11 @@ pub async fn watchdog(activity: Arc<ConnActivity>, idle: Duration, head: Duratio
         } else {
             quiet += tick;
             if quiet >= idle {
-                return Expired::Idle;
+                return if activity.write_blocked.load(Ordering::Relaxed) {
+                    Expired::WriteStalled
+                } else {
+                    Expired::Idle
+                };
             }
         }
         let started = activity.started.load(Ordering::Relaxed);
@@ -227,9 +247,7 @@ impl AsyncWrite for ActivityIo {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.on_write();
-        }
+        this.activity.on_write_polled(&polled);
         polled
     }
 
@@ -240,9 +258,7 @@ impl AsyncWrite for ActivityIo {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            this.activity.on_write();
-        }
+        this.activity.on_write_polled(&polled);
         polled
     }
 

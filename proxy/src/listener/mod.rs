@@ -189,7 +189,8 @@ impl Conn {
         B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
     {
         let peer = self.peer;
-        let expiry = watchdog(self.activity.clone(), self.idle_timeout, self.head_timeout);
+        let watch = || watchdog(self.activity.clone(), self.idle_timeout, self.head_timeout);
+        let expiry = watch();
         tokio::pin!(expiry);
         // Set when the connection should end after the response in progress.
         let closing = AtomicBool::new(false);
@@ -207,10 +208,15 @@ impl Conn {
                         }
                     },
                     () = self.shutdown.cancelled(), if !closing.load(Ordering::Relaxed) => true,
-                    expired = &mut expiry, if !closing.load(Ordering::Relaxed) => match expired {
+                    expired = &mut expiry => match expired {
                         Expired::Idle => {
                             tracing::debug!(%peer, "closing idle connection");
+                            expiry.set(watch());
                             true
+                        }
+                        Expired::WriteStalled => {
+                            tracing::debug!(%peer, "client stopped reading its response: closing");
+                            break None;
                         }
                         Expired::HeadTimeout => {
                             tracing::debug!(%peer, "request head not received in time: closing");
@@ -248,11 +254,18 @@ impl Conn {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }
-                expired = &mut expiry, if !closing => match expired {
+                expired = &mut expiry => match expired {
                     Expired::Idle => {
-                        tracing::debug!(%peer, "closing idle connection");
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
+                        if !closing {
+                            tracing::debug!(%peer, "closing idle connection");
+                            conn.as_mut().graceful_shutdown();
+                            closing = true;
+                        }
+                        expiry.set(watch());
+                    }
+                    Expired::WriteStalled => {
+                        tracing::debug!(%peer, "client stopped reading its response: closing");
+                        break;
                     }
                     Expired::HeadTimeout => {
                         tracing::debug!(%peer, "request head not received in time: closing");

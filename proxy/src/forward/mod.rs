@@ -557,9 +557,7 @@ struct Failure {
 impl From<&UpstreamError> for Failure {
     fn from(e: &UpstreamError) -> Self {
         let (kind, attempt, shed) = match e {
-            UpstreamError::Timeout | UpstreamError::Http1(Http1Error::Timeout) => {
-                (ErrorKind::timeout, RetryAttempt::Timeout, None)
-            }
+            UpstreamError::Timeout => (ErrorKind::timeout, RetryAttempt::Timeout, None),
             UpstreamError::Http1(Http1Error::Shed(s)) => (ErrorKind::overflow, RetryAttempt::ConnectFailure, Some(*s)),
             UpstreamError::Http1(Http1Error::Connect(ConnectError::Timeout(_))) => {
                 (ErrorKind::timeout, RetryAttempt::ConnectFailure, None)

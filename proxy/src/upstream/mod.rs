@@ -37,15 +37,24 @@ pub enum Transport {
 /// An upstream request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// Over HTTP/1.1.
+    /// Over HTTP/1.1 (its timeout is [`Self::Timeout`]).
     #[error(transparent)]
-    Http1(#[from] Http1Error),
+    Http1(Http1Error),
     /// Over HTTP/2.
     #[error(transparent)]
     Http2(#[from] hyper_util::client::legacy::Error),
-    /// No HTTP/2 response head before the deadline (HTTP/1.1 says [`Http1Error::Timeout`]).
+    /// No response head before the deadline, over either protocol.
     #[error("no response before the deadline")]
     Timeout,
+}
+
+impl From<Http1Error> for UpstreamError {
+    fn from(e: Http1Error) -> Self {
+        match e {
+            Http1Error::Timeout => Self::Timeout,
+            e => Self::Http1(e),
+        }
+    }
 }
 
 impl UpstreamError {

@@ -32,6 +32,9 @@ pub enum Body {
     Empty,
 }
 
+/// The proxy's own bodies come with their headers in the map.
+impl crate::wire::WithRawHeaders for Body {}
+
 impl Body {
     /// A body of known bytes.
     pub fn full(bytes: impl Into<Bytes>) -> Self {

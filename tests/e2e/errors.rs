@@ -7,7 +7,7 @@ use http::Request;
 use http_body_util::Full;
 use tokio::io::AsyncReadExt;
 
-use crate::harness::{Proxy, backends, free_port, get, json, one_route, send, text};
+use crate::harness::{Proxy, backends, free_port, get, h2c_client, json, one_route, send, text};
 
 #[tokio::test]
 async fn each_error_has_its_status_reason_and_metric() {
@@ -119,6 +119,36 @@ async fn hop_by_hop_headers_are_stripped_and_forwarded_headers_added() {
     assert!(resp.headers().get("x-resp").is_none(), "{:?}", resp.headers());
     assert!(resp.headers().get("keep-alive").is_none(), "{:?}", resp.headers());
     assert_eq!(resp.headers()["x-kept"], "yes");
+}
+
+#[tokio::test]
+async fn response_headers_arrive_as_the_backend_sent_them_on_every_downstream_path() {
+    let b = backends(1).await;
+    let proxy = Proxy::start(&one_route(b[0].addr)).await;
+    let url = proxy.url("/respond-headers?x-multi=1&x-multi=2&keep-alive=timeout&proxy-connection=x&x-kept=yes");
+    // A plain GET takes the HTTP/1.1 fast path, a GET with a body and any HTTP/2 request hyper's.
+    let h1_body = Request::get(&url).body(Full::new(Bytes::from_static(b"abc"))).expect("request");
+    let h2 = Request::get(&url).body(Full::new(Bytes::new())).expect("request");
+    for (path, resp) in [
+        ("h1 fast path", get(&url).await.expect("request")),
+        ("h1 with a body", send(h1_body).await),
+        ("h2c", h2c_client().request(h2).await.expect("request")),
+    ] {
+        assert_eq!(resp.status(), 200, "{path}");
+        let h = resp.headers().clone();
+        let all = |name: &str| h.get_all(name).iter().map(|v| v.to_str().unwrap_or("?").to_owned()).collect::<Vec<_>>();
+        assert_eq!(all("x-multi"), ["1", "2"], "{path}: {h:?}");
+        assert_eq!(all("x-kept"), ["yes"], "{path}: {h:?}");
+        assert_eq!(all("x-backend"), ["b0"], "{path}: {h:?}");
+        assert_eq!(all("date").len(), 1, "{path}: {h:?}");
+        for gone in ["keep-alive", "proxy-connection"] {
+            assert!(all(gone).is_empty(), "{path}: {gone} passed: {h:?}");
+        }
+        if path != "h2c" {
+            assert_eq!(all("content-length"), ["11"], "{path}: {h:?}");
+        }
+        assert_eq!(text(resp).await, "backend b0\n", "{path}");
+    }
 }
 
 #[tokio::test]

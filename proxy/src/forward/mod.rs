@@ -39,6 +39,7 @@ use crate::upstream::http1::{Exchange, Http1Error};
 use crate::upstream::outlier::{self, Outcome};
 use crate::upstream::retry::{Attempt as RetryAttempt, backoff, should_retry};
 use crate::upstream::{self, Limits, Transport, UpstreamError};
+use crate::wire;
 
 /// What the proxy knows about the downstream connection a request arrived on.
 #[derive(Debug)]
@@ -98,7 +99,9 @@ pub async fn call(
     let snap = mesh.snapshot();
     let (service_idx, _) = snap.service(service)?;
     let target = snap.call_route(service_idx)?;
-    Some(dispatch(mesh, snap, down, target, req, started).await)
+    let mut response = dispatch(mesh, snap, down, target, req, started).await;
+    wire::materialize(&mut response);
+    Some(response)
 }
 
 /// Forwards `req` on route `target` (listener index, route index) of `snap`.
@@ -369,7 +372,7 @@ async fn dispatch(
         note_transition(mesh, service, t);
     }
 
-    let (Exchange { response: mut resp, upgraded }, in_flight) = match result {
+    let (Exchange { response: mut resp, mut raw, upgraded }, in_flight) = match result {
         Ok(pair) => pair,
         Err(failure) => {
             let kind = failure.kind;
@@ -385,6 +388,13 @@ async fn dispatch(
             return resp;
         }
     };
+    // Contracts and response filters read the headers; otherwise an HTTP/1.1 upstream's
+    // header lines go downstream as they arrived.
+    if (contract.is_some() || request_line.is_some())
+        && let Some(lines) = raw.take()
+    {
+        lines.append_to(resp.headers_mut());
+    }
     if let Some(c) = contract.filter(|_| upgraded.is_none()) {
         let (parts, body) = resp.into_parts();
         resp = match Box::pin(contract::check_response(mesh, route, service, c, &parts, body, deadline)).await {
@@ -412,7 +422,10 @@ async fn dispatch(
             upgrade::tunnel(down_up, up_up, in_flight, admission);
             Response::from_parts(parts, ResponseBody::plain(Body::Empty))
         }
-        _ => Response::from_parts(parts, ResponseBody::streamed(body, in_flight, admission, deadline)),
+        _ => Response::from_parts(
+            parts,
+            ResponseBody::streamed(body, in_flight, admission, deadline).with_raw_headers(raw),
+        ),
     }
 }
 

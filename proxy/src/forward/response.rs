@@ -16,6 +16,7 @@ use crate::body::{Body, BoxError};
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::ErrorKind;
 use crate::upstream::breaker::Admission;
+use crate::wire::{RawHeaders, WithRawHeaders};
 
 /// Header naming why the proxy answered a request itself.
 pub const ERROR_HEADER: &str = "x-wasmesh-error";
@@ -67,6 +68,9 @@ pub struct ResponseBody {
     admission: Option<Admission>,
     /// The request's total deadline, still running while the body streams.
     deadline: Option<Pin<Box<Sleep>>>,
+    /// The response's header lines as the upstream sent them, for the downstream HTTP/1.1
+    /// writer to copy out (see [`RawHeaders`]).
+    raw: Option<RawHeaders>,
 }
 
 impl ResponseBody {
@@ -75,18 +79,33 @@ impl ResponseBody {
         // A body that arrived whole needs no timer.
         let streaming = !matches!(inner, Body::Full(_) | Body::Empty);
         let deadline = streaming.then(|| Box::pin(tokio::time::sleep_until(deadline.into())));
-        Self { inner, in_flight: Some(in_flight), admission: Some(admission), deadline }
+        Self { inner, in_flight: Some(in_flight), admission: Some(admission), deadline, raw: None }
+    }
+
+    /// Sends `raw` as the response's header lines, before those of its map.
+    pub fn with_raw_headers(self, raw: Option<RawHeaders>) -> Self {
+        Self { raw, ..self }
     }
 
     /// A body with no bookkeeping.
     pub fn plain(inner: Body) -> Self {
-        Self { inner, in_flight: None, admission: None, deadline: None }
+        Self { inner, in_flight: None, admission: None, deadline: None, raw: None }
     }
 
     fn release(&mut self) {
         self.in_flight = None;
         self.admission = None;
         self.deadline = None;
+    }
+}
+
+impl WithRawHeaders for ResponseBody {
+    fn raw_headers(&self) -> Option<&RawHeaders> {
+        self.raw.as_ref()
+    }
+
+    fn take_raw_headers(&mut self) -> Option<RawHeaders> {
+        self.raw.take()
     }
 }
 

@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::Body;
+use crate::wire::{WithRawHeaders, materialize};
 
 /// What one connection has been doing.
 #[derive(Debug, Default)]
@@ -155,7 +156,7 @@ impl<S, B> Service<Request<Incoming>> for Tracked<S>
 where
     S: Service<Request<Body>, Response = Response<B>>,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: WithRawHeaders + Send + 'static,
 {
     type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
@@ -179,6 +180,7 @@ pin_project_lite::pin_project! {
 impl<F, B, E> std::future::Future for TrackedFuture<F>
 where
     F: std::future::Future<Output = Result<Response<B>, E>>,
+    B: WithRawHeaders,
 {
     type Output = Result<Response<TrackedBody<B>>, E>;
 
@@ -186,7 +188,11 @@ where
         let this = self.project();
         let out = std::task::ready!(this.inner.poll(cx));
         let guard = this.guard.take();
-        Poll::Ready(out.map(|resp| resp.map(|inner| TrackedBody { inner, _guard: guard })))
+        Poll::Ready(out.map(|mut resp| {
+            // hyper writes the map alone: raw header lines must be in it.
+            materialize(&mut resp);
+            resp.map(|inner| TrackedBody { inner, _guard: guard })
+        }))
     }
 }
 

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::activity::ConnActivity;
 use crate::body::{Body, BoxError};
-use crate::wire::{MAX_HEAD, MAX_HEADERS, head_end, header_name};
+use crate::wire::{MAX_HEAD, MAX_HEADERS, RawHeaders, WithRawHeaders, head_end, header_name};
 
 /// Read buffer growth step: a typical head, or several pipelined ones, in one read.
 const READ_CHUNK: usize = 8 * 1024;
@@ -53,7 +53,7 @@ pub(super) async fn serve<I, S, B>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
     S: Service<Request<Body>, Response = Response<B>, Error = std::convert::Infallible>,
-    B: http_body::Body<Data = Bytes, Error = BoxError>,
+    B: http_body::Body<Data = Bytes, Error = BoxError> + WithRawHeaders,
 {
     let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
     let mut write_buf = BytesMut::with_capacity(WRITE_CHUNK);
@@ -166,11 +166,12 @@ async fn write_response<I, B>(
 ) -> io::Result<bool>
 where
     I: AsyncWrite + Unpin,
-    B: http_body::Body<Data = Bytes, Error = BoxError>,
+    B: http_body::Body<Data = Bytes, Error = BoxError> + WithRawHeaders,
 {
     let (parts, body) = response.into_parts();
     let mut body = pin!(body);
-    let framing = encode_head(&parts.status, &parts.headers, &*body, head_only, close, out);
+    let raw = body.raw_headers();
+    let framing = encode_head(&parts.status, raw, &parts.headers, &*body, head_only, close, out);
     let mut sent = 0u64;
     let mut complete = true;
     if framing != Framing::None {
@@ -218,10 +219,12 @@ where
     Ok(complete && !close)
 }
 
-/// Writes the status line and headers, adding the framing header, `Date` when missing and
-/// `Connection: close` when closing; returns the framing the body takes.
+/// Writes the status line and headers (`raw` lines as they are, then the map's), adding the
+/// framing header, `Date` when missing and `Connection: close` when closing; returns the
+/// framing the body takes.
 fn encode_head<B: http_body::Body>(
     status: &StatusCode,
+    raw: Option<&RawHeaders>,
     headers: &HeaderMap,
     body: &B,
     head_only: bool,
@@ -235,6 +238,10 @@ fn encode_head<B: http_body::Body>(
     out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.put_slice(b"\r\n");
     let (mut length, mut has_date) = (None, false);
+    if let Some(raw) = raw {
+        raw.write_to(out);
+        (length, has_date) = (raw.content_length(), raw.has_date());
+    }
     for (name, value) in headers {
         if name == TRANSFER_ENCODING || name == CONNECTION {
             continue;
@@ -363,7 +370,7 @@ mod tests {
         }
         let mut out = BytesMut::new();
         let status = StatusCode::from_u16(status).unwrap();
-        let framing = encode_head(&status, &map, &body, head_only, close, &mut out);
+        let framing = encode_head(&status, None, &map, &body, head_only, close, &mut out);
         (String::from_utf8(out.to_vec()).unwrap(), framing)
     }
 

@@ -29,6 +29,7 @@ use http1::Ended;
 use rewind::Rewind;
 
 use crate::body::{Body, BoxError};
+use crate::wire::WithRawHeaders;
 
 /// Per-connection limits of a listener.
 #[derive(Debug, Clone)]
@@ -97,7 +98,7 @@ pub async fn serve<F, S, B>(
     F: Fn(SocketAddr) -> S,
     S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Send + Sync + 'static,
     S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+    B: http_body::Body<Data = Bytes, Error = BoxError> + WithRawHeaders + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Header-read and idle timeouts are the watchdog's (see `activity`); writes are flattened
@@ -186,7 +187,7 @@ impl Conn {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Send + Sync + 'static,
         S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes, Error = BoxError> + Send + 'static,
+        B: http_body::Body<Data = Bytes, Error = BoxError> + WithRawHeaders + Send + 'static,
     {
         let peer = self.peer;
         let watch = || watchdog(self.activity.clone(), self.idle_timeout, self.head_timeout);

@@ -103,7 +103,7 @@ pub async fn send(
         Transport::Http2(client) => {
             let sent = tokio::time::timeout_at(deadline.into(), Box::pin(client.send(req))).await;
             let response = sent.map_err(|_| UpstreamError::Timeout)??.map(Body::Incoming);
-            Ok(Exchange { response, upgraded: None })
+            Ok(Exchange { response, raw: None, upgraded: None })
         }
     }
 }

@@ -96,7 +96,7 @@ async fn run(cfg: &HealthCheckConfig, addr: SocketAddr, tls: Option<&UpstreamTls
     }
     let mut buf = BytesMut::with_capacity(4096);
     let head = loop {
-        match codec::parse_head(&mut buf) {
+        match codec::parse_head(&mut buf, false) {
             Ok(Some(head)) => break head,
             Ok(None) => {}
             Err(e) => return ProbeOutcome::Failed(e.to_string()),

@@ -29,6 +29,7 @@ use crate::body::Body;
 use crate::upstream::Limits;
 use crate::upstream::breaker::Shed;
 use crate::upstream::conn_pool::{ConnPool, ConnectError};
+use crate::wire::RawHeaders;
 use codec::{BodyDecoder, Decoded, RequestFraming};
 
 /// An upstream HTTP/1.1 exchange failed.
@@ -80,6 +81,9 @@ pub struct Upgraded {
 pub struct Exchange {
     /// Status, headers and body.
     pub response: Response<Body>,
+    /// The end-to-end header lines as they arrived, when the response's map was left empty
+    /// for them (see [`RawHeaders`]).
+    pub raw: Option<RawHeaders>,
     /// Set on `101 Switching Protocols`.
     pub upgraded: Option<Upgraded>,
 }
@@ -195,7 +199,7 @@ async fn write_data(conn: &mut Conn, framing: RequestFraming, data: Bytes) -> Re
 /// Reads the response head, skipping interim 1xx answers other than 101.
 async fn read_head(conn: &mut Conn) -> Result<codec::ResponseHead, Http1Error> {
     loop {
-        match codec::parse_head(&mut conn.read_buf)? {
+        match codec::parse_head(&mut conn.read_buf, true)? {
             Some(head) if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS => continue,
             Some(head) => return Ok(head),
             None => {}
@@ -213,13 +217,13 @@ fn respond(
     mut conn: Conn,
     pool: &Arc<ConnPool>,
     method: &http::Method,
-    head: codec::ResponseHead,
+    mut head: codec::ResponseHead,
 ) -> Result<Exchange, Http1Error> {
     let reusable = codec::keeps_alive(&head);
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
         let response = response(head, Body::Empty);
         let (stream, leftover, guard) = conn.into_parts();
-        return Ok(Exchange { response, upgraded: Some(Upgraded { stream, leftover, guard }) });
+        return Ok(Exchange { response, raw: None, upgraded: Some(Upgraded { stream, leftover, guard }) });
     }
     let mut decoder = codec::response_framing(method, &head)?;
     // Common case: the whole body arrived with the head. Answer with it and free the
@@ -234,10 +238,12 @@ fn respond(
         if reusable && conn.read_buf.is_empty() {
             pool.checkin(conn);
         }
-        return Ok(Exchange { response: response(head, data), upgraded: None });
+        let raw = head.raw.take();
+        return Ok(Exchange { response: response(head, data), raw, upgraded: None });
     }
     let body = Body::Http1(Box::new(Http1Body::new(conn, pool.clone(), decoder, reusable)));
-    Ok(Exchange { response: response(head, body), upgraded: None })
+    let raw = head.raw.take();
+    Ok(Exchange { response: response(head, body), raw, upgraded: None })
 }
 
 fn response(head: codec::ResponseHead, body: Body) -> Response<Body> {

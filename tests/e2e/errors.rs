@@ -122,6 +122,23 @@ async fn hop_by_hop_headers_are_stripped_and_forwarded_headers_added() {
 }
 
 #[tokio::test]
+async fn forwarded_headers_can_be_turned_off_per_listener() {
+    let b = backends(1).await;
+    let proxy = Proxy::start_with(&one_route(b[0].addr), "forwarded_headers = false").await;
+    let req = Request::get(proxy.url("/echo"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let seen = json(send(req).await).await;
+    let headers = seen["headers"].as_object().expect("headers");
+    assert_eq!(headers["x-forwarded-for"], "203.0.113.9", "the client's own passes as sent");
+    for absent in ["x-forwarded-proto", "x-forwarded-host"] {
+        assert!(!headers.contains_key(absent), "{absent} added: {headers:?}");
+    }
+    assert_eq!(headers["host"], proxy.listen.to_string());
+}
+
+#[tokio::test]
 async fn response_headers_arrive_as_the_backend_sent_them_on_every_downstream_path() {
     let b = backends(1).await;
     let proxy = Proxy::start(&one_route(b[0].addr)).await;

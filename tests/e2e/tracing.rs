@@ -69,6 +69,23 @@ async fn trace_context_is_joined_and_each_hop_parents_the_next() {
     assert_eq!(logged(&inner, trace, "parent_id").await, logged(&outer, trace, "span_id").await);
 }
 
+#[tokio::test]
+async fn with_tracing_off_trace_context_passes_through_untouched() {
+    let b = backends(1).await;
+    let proxy = Proxy::start(&format!("{}\n[tracing]\nenabled = false\n", one_route(b[0].addr))).await;
+    let caller = format!("00-{TRACE}-{CALLER_SPAN}-01");
+    let req = Request::get(proxy.url("/echo"))
+        .header("traceparent", &caller)
+        .header("tracestate", "vendor=abc")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let seen = json(send(req).await).await;
+    assert_eq!(seen["headers"]["traceparent"], caller.as_str(), "the proxy made no span of its own");
+    assert_eq!(seen["headers"]["tracestate"], "vendor=abc");
+    let seen = json(send(Request::get(proxy.url("/echo")).body(Full::new(Bytes::new())).expect("request")).await).await;
+    assert!(seen["headers"].get("traceparent").is_none(), "no trace started: {}", seen["headers"]);
+}
+
 /// An OTLP/HTTP receiver: decodes each `POST /v1/traces` and keeps the spans with the
 /// `service.name` of their resource.
 struct Collector {

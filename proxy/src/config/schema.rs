@@ -386,6 +386,11 @@ impl Default for LogConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TracingConfig {
+    /// Whether the proxy takes part in traces (W3C Trace Context): joins the caller's trace
+    /// or starts one, and sends its own span id upstream in `traceparent`. Off, `traceparent`
+    /// and `tracestate` pass through untouched and no span is recorded.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
     /// Share (0 to 1) of new traces recorded; a trace the caller started keeps the caller's
     /// sampled flag (parent-based sampling). Passed to upstreams in `traceparent`.
     #[serde(default = "TracingConfig::default_sample_ratio")]
@@ -435,6 +440,7 @@ impl TracingConfig {
 impl Default for TracingConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             sample_ratio: Self::default_sample_ratio(),
             otlp_endpoint: None,
             service_name: Self::default_service_name(),
@@ -469,6 +475,11 @@ pub struct ListenerConfig {
     /// Connections beyond this many are closed at accept.
     #[serde(default = "ListenerConfig::default_max_connections")]
     pub max_connections: usize,
+    /// Whether requests go upstream with `X-Forwarded-For` (the client appended),
+    /// `X-Forwarded-Proto` and `X-Forwarded-Host`. Off, a client's own are passed on as sent
+    /// (as nginx and HAProxy do unless told otherwise).
+    #[serde(default = "default_true")]
+    pub forwarded_headers: bool,
     /// TLS termination; plain TCP when absent.
     #[serde(default)]
     pub tls: Option<ListenerTlsConfig>,

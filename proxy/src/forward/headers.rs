@@ -86,9 +86,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// Adds `X-Forwarded-For` (appending the client), `-Proto` and `-Host`, and makes sure
-/// `Host` is set when the request came over HTTP/2 with only an `:authority`.
-pub fn add_forwarded(headers: &mut HeaderMap, uri: &Uri, client_ip: &HeaderValue, proto: &'static str) {
+/// Makes sure `Host` is set when the request came over HTTP/2 with only an `:authority`;
+/// returns it.
+pub fn ensure_host(headers: &mut HeaderMap, uri: &Uri) -> Option<HeaderValue> {
+    match headers.entry(HOST) {
+        Entry::Occupied(h) => Some(h.get().clone()),
+        Entry::Vacant(slot) => {
+            let authority = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            authority.map(|a| slot.insert(a).clone())
+        }
+    }
+}
+
+/// Adds `X-Forwarded-For` (appending the client), `-Proto` and `-Host` (`host`, the
+/// request's `Host`).
+pub fn add_forwarded(headers: &mut HeaderMap, host: Option<HeaderValue>, client_ip: &HeaderValue, proto: &'static str) {
     // One hash and probe per header: `entry` rather than a lookup followed by an insert.
     match headers.entry(&X_FORWARDED_FOR) {
         Entry::Occupied(mut prev) => {
@@ -104,13 +116,6 @@ pub fn add_forwarded(headers: &mut HeaderMap, uri: &Uri, client_ip: &HeaderValue
         }
     }
     headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    let host = match headers.entry(HOST) {
-        Entry::Occupied(h) => Some(h.get().clone()),
-        Entry::Vacant(slot) => {
-            let authority = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-            authority.map(|a| slot.insert(a).clone())
-        }
-    };
     if let Some(host) = host {
         headers.insert(&X_FORWARDED_HOST, host);
     }
@@ -158,7 +163,8 @@ mod tests {
     fn forwarded_headers_append_and_fill_host() {
         let mut h = headers(&[("x-forwarded-for", "10.0.0.1")]);
         let uri: Uri = "http://api.local:8080/x".parse().expect("uri");
-        add_forwarded(&mut h, &uri, &HeaderValue::from_static("127.0.0.1"), "http");
+        let host = ensure_host(&mut h, &uri);
+        add_forwarded(&mut h, host, &HeaderValue::from_static("127.0.0.1"), "http");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["host"], "api.local:8080");

@@ -18,7 +18,7 @@ use std::time::Instant;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 
-pub use headers::{add_forwarded, is_upgrade, strip_hop_by_hop};
+pub use headers::{add_forwarded, ensure_host, is_upgrade, strip_hop_by_hop};
 use observe::{Finished, Observer};
 use response::{InFlight, ResponseBody, SHED_HEADER, local};
 
@@ -119,7 +119,10 @@ async fn dispatch(
     let downstream_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers, downstream_upgrade.is_some());
-    add_forwarded(&mut parts.headers, &parts.uri, &down.client_ip, down.proto);
+    let host = ensure_host(&mut parts.headers, &parts.uri);
+    if snap.listeners[listener_idx].forwarded_headers {
+        add_forwarded(&mut parts.headers, host, &down.client_ip, down.proto);
+    }
     let mut obs = Observer::start(&snap, &mut parts);
     let path = match &route.rewrite {
         Some(rw) => {

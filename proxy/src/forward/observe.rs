@@ -15,8 +15,9 @@ use crate::telemetry::trace_context::{Hex, TraceContext};
 
 /// The request's trace context and what its record needs.
 pub(super) struct Observer {
-    /// The proxy's hop of the trace, already in the upstream request's `traceparent`.
-    trace: TraceContext,
+    /// The proxy's hop of the trace, already in the upstream request's `traceparent`; `None`
+    /// when tracing is off.
+    trace: Option<TraceContext>,
     /// Method, URI and version, kept only when something records them (cloning shares buffers).
     request: Option<(Method, Uri, Version)>,
     access_log: bool,
@@ -49,11 +50,13 @@ pub(super) struct Finished<'a> {
 }
 
 impl Observer {
-    /// Joins or starts the request's trace (rewriting its `traceparent` for the upstream) and
-    /// decides what to record about it.
+    /// Joins or starts the request's trace (rewriting its `traceparent` for the upstream),
+    /// unless tracing is off, and decides what to record about it.
     pub fn start(snap: &Snapshot, parts: &mut http::request::Parts) -> Self {
-        let trace = TraceContext::propagate(&mut parts.headers, snap.tracing.sample_ratio);
-        let span = snap.tracing.export.as_ref().filter(|_| trace.sampled()).map(|export| SpanDraft {
+        let trace =
+            snap.tracing.enabled.then(|| TraceContext::propagate(&mut parts.headers, snap.tracing.sample_ratio));
+        let sampled = trace.is_some_and(|t| t.sampled());
+        let span = snap.tracing.export.as_ref().filter(|_| sampled).map(|export| SpanDraft {
             export: export.clone(),
             start: SystemTime::now(),
             host: parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default().to_owned(),
@@ -81,8 +84,12 @@ impl Observer {
     /// Emits the access-log event and queues the span, as configured.
     pub fn finish(self, client: std::net::SocketAddr, outcome: Finished<'_>) {
         let Some((method, uri, version)) = &self.request else { return };
-        let trace = &self.trace;
         if self.access_log {
+            let none = [0u8; 0];
+            let (trace_id, span_id, parent_id) = match &self.trace {
+                Some(t) => (Hex(&t.trace_id), Hex(&t.span_id), t.parent_id.as_ref().map_or(Hex(&none), |p| Hex(p))),
+                None => (Hex(&none), Hex(&none), Hex(&none)),
+            };
             tracing::info!(
                 target: ACCESS_LOG_TARGET,
                 method = %method,
@@ -91,12 +98,12 @@ impl Observer {
                 route = outcome.route,
                 upstream = %outcome.upstream,
                 duration_us = outcome.elapsed.as_micros() as u64,
-                trace_id = %Hex(&trace.trace_id),
-                span_id = %Hex(&trace.span_id),
-                parent_id = %trace.parent_id.as_ref().map_or(Hex(&[]), |p| Hex(p)),
+                trace_id = %trace_id,
+                span_id = %span_id,
+                parent_id = %parent_id,
             );
         }
-        let Some(span) = self.span else { return };
+        let (Some(span), Some(trace)) = (self.span, &self.trace) else { return };
         let status = outcome.status.as_u16();
         let mut attributes = vec![
             KeyValue::new("http.request.method", method.as_str().to_owned()),

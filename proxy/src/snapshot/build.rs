@@ -111,6 +111,7 @@ pub(crate) fn build(
         .map(|l| ListenerRoutes {
             name: l.name.clone(),
             tls: assets.tls.listeners.get(&l.name).cloned(),
+            forwarded_headers: l.forwarded_headers,
             routes: config
                 .routes
                 .iter()
@@ -160,7 +161,12 @@ pub(crate) fn build(
             }
         })
         .collect();
-    listeners.push(ListenerRoutes { name: CALL_LISTENER.to_owned(), tls: None, routes: calls });
+    listeners.push(ListenerRoutes {
+        name: CALL_LISTENER.to_owned(),
+        tls: None,
+        forwarded_headers: true,
+        routes: calls,
+    });
     next.spans = span_export(&config.tracing, carried.spans.take());
     *carried = next;
 
@@ -168,7 +174,11 @@ pub(crate) fn build(
         version,
         loaded_at: SystemTime::now(),
         access_log: config.log.access_log,
-        tracing: Tracing { sample_ratio: config.tracing.sample_ratio, export: carried.spans.clone() },
+        tracing: Tracing {
+            enabled: config.tracing.enabled,
+            sample_ratio: config.tracing.sample_ratio,
+            export: carried.spans.clone(),
+        },
         listeners,
         services,
         plugins: plugins.iter().map(|p| (p.config.name.clone(), p.plugin.clone())).collect(),

@@ -54,6 +54,8 @@ pub struct Snapshot {
 /// Trace sampling and span export, as the request path needs them.
 #[derive(Debug, Clone)]
 pub struct Tracing {
+    /// Whether the proxy takes part in traces at all.
+    pub enabled: bool,
     /// Share of new traces recorded.
     pub sample_ratio: f64,
     /// Where recorded spans go, when configured.
@@ -90,6 +92,8 @@ pub struct ListenerRoutes {
     /// TLS termination settings, when the listener is a TLS one; a new connection takes them
     /// from the snapshot in force, so a renewed certificate applies from the next handshake.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Whether requests get `X-Forwarded-*` headers.
+    pub forwarded_headers: bool,
     /// Routes in configuration order.
     pub routes: Vec<Route>,
 }

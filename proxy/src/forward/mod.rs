@@ -251,6 +251,9 @@ async fn dispatch(
     let mut tried = 0u64;
     let mut attempt = 0;
     let request_line = RequestCopy::for_response_filters(route, &parts, &path);
+    // Contracts and response filters read the response's headers; otherwise an HTTP/1.1
+    // upstream's header lines go downstream as they arrived.
+    let raw_headers = contract.is_none() && request_line.is_none();
     let mut parts = Some(parts);
     let mut retry_slot = None;
     let (endpoint_idx, now, result) = loop {
@@ -301,7 +304,7 @@ async fn dispatch(
             None => deadline,
         };
         let limits = Limits { state: &service.state, breaker: &service.policy.breaker };
-        let sent = upstream::send(&service.transport, endpoint, request, limits, try_deadline).await.map_err(|e| {
+        let sent = upstream::send(&service.transport, endpoint, request, limits, try_deadline, raw_headers).await.map_err(|e| {
             if e.is_tls_handshake() {
                 tracing::warn!(route = %route.name, upstream = %endpoint.authority, error = %e, "upstream TLS handshake failed");
             } else {
@@ -375,7 +378,7 @@ async fn dispatch(
         note_transition(mesh, service, t);
     }
 
-    let (Exchange { response: mut resp, mut raw, upgraded }, in_flight) = match result {
+    let (Exchange { response: mut resp, raw, upgraded }, in_flight) = match result {
         Ok(pair) => pair,
         Err(failure) => {
             let kind = failure.kind;
@@ -391,13 +394,6 @@ async fn dispatch(
             return resp;
         }
     };
-    // Contracts and response filters read the headers; otherwise an HTTP/1.1 upstream's
-    // header lines go downstream as they arrived.
-    if (contract.is_some() || request_line.is_some())
-        && let Some(lines) = raw.take()
-    {
-        lines.append_to(resp.headers_mut());
-    }
     if let Some(c) = contract.filter(|_| upgraded.is_none()) {
         let (parts, body) = resp.into_parts();
         resp = match Box::pin(contract::check_response(mesh, route, service, c, &parts, body, deadline)).await {

@@ -90,16 +90,18 @@ pub struct Limits<'a> {
 }
 
 /// Sends `req` (absolute URI) to `endpoint` over `transport`, waiting for the response head
-/// until `deadline`.
+/// until `deadline`. With `raw_headers`, an HTTP/1.1 response's header lines may come back as
+/// they arrived (see [`Exchange::raw`]).
 pub async fn send(
     transport: &Transport,
     endpoint: &Endpoint,
     req: Request<Body>,
     limits: Limits<'_>,
     deadline: Instant,
+    raw_headers: bool,
 ) -> Result<Exchange, UpstreamError> {
     match transport {
-        Transport::Http1 => Ok(http1::send(&endpoint.conns, req, limits, deadline).await?),
+        Transport::Http1 => Ok(http1::send(&endpoint.conns, req, limits, deadline, raw_headers).await?),
         Transport::Http2(client) => {
             let sent = tokio::time::timeout_at(deadline.into(), Box::pin(client.send(req))).await;
             let response = sent.map_err(|_| UpstreamError::Timeout)??.map(Body::Incoming);

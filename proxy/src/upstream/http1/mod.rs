@@ -89,12 +89,15 @@ pub struct Exchange {
 }
 
 /// Sends `req` (origin-form path in its URI) to the endpoint of `pool`; fails with
-/// [`Http1Error::Timeout`] when the response head has not arrived by `deadline`.
+/// [`Http1Error::Timeout`] when the response head has not arrived by `deadline`. With
+/// `raw_headers`, a plain response's header lines come back as they arrived
+/// ([`Exchange::raw`]) instead of in the response's map.
 pub async fn send(
     pool: &Arc<ConnPool>,
     req: Request<Body>,
     limits: Limits<'_>,
     deadline: Instant,
+    raw_headers: bool,
 ) -> Result<Exchange, Http1Error> {
     let (parts, mut body) = req.into_parts();
     let framing =
@@ -131,7 +134,7 @@ pub async fn send(
         let mut timer = conn.timer_until(deadline);
         let head = before(timer.as_mut(), async {
             exchange(&mut conn, &mut body, framing).await?;
-            read_head(&mut conn).await
+            read_head(&mut conn, raw_headers).await
         })
         .await;
         conn.keep_timer(timer);
@@ -197,9 +200,9 @@ async fn write_data(conn: &mut Conn, framing: RequestFraming, data: Bytes) -> Re
 }
 
 /// Reads the response head, skipping interim 1xx answers other than 101.
-async fn read_head(conn: &mut Conn) -> Result<codec::ResponseHead, Http1Error> {
+async fn read_head(conn: &mut Conn, raw_headers: bool) -> Result<codec::ResponseHead, Http1Error> {
     loop {
-        match codec::parse_head(&mut conn.read_buf, true)? {
+        match codec::parse_head(&mut conn.read_buf, raw_headers)? {
             Some(head) if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS => continue,
             Some(head) => return Ok(head),
             None => {}

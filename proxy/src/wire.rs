@@ -62,7 +62,7 @@ fn common_name(raw: &[u8]) -> Option<HeaderName> {
 /// in any case. Setting bit 0x20 lower-cases a letter; no other token character becomes a
 /// letter, digit or `-` by it, so one OR per byte, without branches, replaces the per-byte
 /// case folding of `eq_ignore_ascii_case` (a seventh of a response head's parse).
-pub(crate) fn is_token_lowercase(raw: &[u8], known: &[u8]) -> bool {
+fn is_token_lowercase(raw: &[u8], known: &[u8]) -> bool {
     raw.len() == known.len() && raw.iter().zip(known).fold(0, |diff, (r, k)| diff | ((r | 0x20) ^ k)) == 0
 }
 

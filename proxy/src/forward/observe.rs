@@ -85,10 +85,9 @@ impl Observer {
     pub fn finish(self, client: std::net::SocketAddr, outcome: Finished<'_>) {
         let Some((method, uri, version)) = &self.request else { return };
         if self.access_log {
-            let none = [0u8; 0];
             let (trace_id, span_id, parent_id) = match &self.trace {
-                Some(t) => (Hex(&t.trace_id), Hex(&t.span_id), t.parent_id.as_ref().map_or(Hex(&none), |p| Hex(p))),
-                None => (Hex(&none), Hex(&none), Hex(&none)),
+                Some(t) => (Hex(&t.trace_id), Hex(&t.span_id), t.parent_id.as_ref().map_or(Hex(&[]), |p| Hex(p))),
+                None => (Hex(&[]), Hex(&[]), Hex(&[])),
             };
             tracing::info!(
                 target: ACCESS_LOG_TARGET,

@@ -84,7 +84,7 @@ fn bench(c: &mut Criterion) {
     let mut response_headers = HeaderMap::new();
     response_headers.insert("content-type", HeaderValue::from_static("text/plain"));
     response_headers.insert("content-length", HeaderValue::from_static("100"));
-    let response = ResponseView { status: 200, headers: &response_headers };
+    let response = ResponseView { status: 200, raw: None, headers: &response_headers };
     group.bench_function("filter_response_hook", |b| {
         b.iter(|| filter.on_response(std::hint::black_box(&view(&ten)), &response).expect("call"))
     });

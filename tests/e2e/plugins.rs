@@ -45,7 +45,9 @@ async fn a_router_plugin_decides_the_service() {
 #[tokio::test]
 async fn filters_change_headers_both_ways_and_answer_401_locally() {
     let b = backends(1).await;
-    let filter_cfg = r#"{ request_set = { "x-env" = "prod" }, request_remove = ["x-debug"], response_set = { "x-served-by" = "wasmesh" }, response_remove = ["x-backend"] }"#;
+    // The response hook reads `date` (the backend sends one) and `cache-control` (it does not)
+    // from the backend's header lines, and replaces its `content-type`.
+    let filter_cfg = r#"{ request_set = { "x-env" = "prod" }, request_remove = ["x-debug"], response_set = { "x-served-by" = "wasmesh", "content-type" = "application/vnd.echo+json" }, response_remove = ["x-backend"], response_default = { "cache-control" = "no-store", "date" = "never" } }"#;
     let auth_cfg = r#"{ api_keys = ["k1"], request_id = false }"#;
     let config = format!(
         "{}{}\n[[routes]]\nname = \"open\"\nservice = \"s\"\nfilters = [\"headers\"]\nmatch = {{ path_prefix = \"/echo\" }}\n[[routes]]\nname = \"locked\"\nservice = \"s\"\nfilters = [\"auth\"]\nmatch = {{ path_prefix = \"/locked\" }}\n\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}]\n",
@@ -57,6 +59,11 @@ async fn filters_change_headers_both_ways_and_answer_401_locally() {
     let resp = send(Request::get(proxy.url("/echo")).header("x-debug", "1").body(empty()).expect("req")).await;
     assert_eq!(resp.headers()["x-served-by"], "wasmesh");
     assert!(resp.headers().get("x-backend").is_none(), "response header removed by the filter");
+    let all = |name: &str| resp.headers().get_all(name).iter().map(|v| v.to_str().unwrap_or("?")).collect::<Vec<_>>();
+    assert_eq!(all("content-type"), ["application/vnd.echo+json"], "the backend's value replaced, not repeated");
+    assert_eq!(all("cache-control"), ["no-store"], "a default for a header the backend did not send");
+    assert_eq!(all("date").len(), 1);
+    assert_ne!(all("date"), ["never"], "the filter saw the backend's own date");
     let seen = json(resp).await;
     let headers = seen["headers"].as_object().expect("headers");
     assert_eq!(headers["x-env"], "prod");

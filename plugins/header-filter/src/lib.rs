@@ -1,9 +1,11 @@
 //! Header filter: on requests, answers 401 when `api_keys` is set and `x-api-key` is not one
 //! of them, adds `x-request-id` when absent, and sets/removes the configured headers; on
-//! responses, sets/removes the configured response headers.
+//! responses, sets/removes the configured response headers and adds defaults for those the
+//! upstream did not send.
 //!
 //! Config: `{ request_set = { "x-env" = "prod" }, request_remove = ["x-debug"],
-//! response_set = { "x-served-by" = "wasmesh" }, response_remove = ["server"], api_keys = ["k1"] }`.
+//! response_set = { "x-served-by" = "wasmesh" }, response_remove = ["server"],
+//! response_default = { "cache-control" = "no-store" }, api_keys = ["k1"] }`.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -12,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use wasmesh_plugin_sdk::filter::exports::wasmesh::plugin::lifecycle;
 use wasmesh_plugin_sdk::filter::wasmesh::plugin::types::LocalResponse;
 use wasmesh_plugin_sdk::filter::{FilterAction, Guest, Hooks, Interest, RequestHead, ResponseHead};
-use wasmesh_plugin_sdk::{Changes, Request};
+use wasmesh_plugin_sdk::{Changes, Request, Response};
 
 #[derive(serde::Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +27,9 @@ struct Config {
     response_set: BTreeMap<String, String>,
     #[serde(default)]
     response_remove: Vec<String>,
+    /// Set on a response only when it lacks the header.
+    #[serde(default)]
+    response_default: BTreeMap<String, String>,
     #[serde(default)]
     api_keys: Vec<String>,
     #[serde(default = "yes")]
@@ -73,9 +78,14 @@ struct HeaderFilter;
 impl lifecycle::Guest for HeaderFilter {
     fn init(config_json: String) -> Result<Interest, String> {
         wasmesh_plugin_sdk::init_panic_hook();
-        let config: Config = serde_json::from_str(&config_json).map_err(|e| format!("config: {e}"))?;
+        let mut config: Config = serde_json::from_str(&config_json).map_err(|e| format!("config: {e}"))?;
+        config.response_default = config.response_default.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
         // Ask only for the headers and hooks this configuration uses.
-        let reads = [(!config.api_keys.is_empty(), "x-api-key"), (config.request_id, "x-request-id")];
+        let reads = [(!config.api_keys.is_empty(), "x-api-key"), (config.request_id, "x-request-id")]
+            .into_iter()
+            .filter_map(|(used, name)| used.then(|| name.to_owned()))
+            .chain(config.response_default.keys().cloned())
+            .collect::<Vec<_>>();
         let mut hooks = Hooks::empty();
         if !config.api_keys.is_empty()
             || config.request_id
@@ -84,13 +94,14 @@ impl lifecycle::Guest for HeaderFilter {
         {
             hooks |= Hooks::ON_REQUEST;
         }
-        if !config.response_set.is_empty() || !config.response_remove.is_empty() {
+        if !config.response_set.is_empty() || !config.response_remove.is_empty() || !config.response_default.is_empty()
+        {
             hooks |= Hooks::ON_RESPONSE;
         }
         let request = changes(&config.request_set, &config.request_remove);
         let response = changes(&config.response_set, &config.response_remove);
         let _ = CONFIG.set(Prepared { config, request, response });
-        Ok(Interest::headers(reads.into_iter().filter_map(|(used, name)| used.then_some(name))).hooks(hooks))
+        Ok(Interest::headers(reads).hooks(hooks))
     }
 }
 
@@ -121,11 +132,21 @@ impl Guest for HeaderFilter {
         FilterAction::Mutate(changes.into())
     }
 
-    fn on_response(_req: RequestHead, _resp: ResponseHead) -> FilterAction {
-        match CONFIG.get() {
-            Some(Prepared { response, .. }) if !response.is_empty() => FilterAction::Mutate(response.clone().into()),
-            _ => FilterAction::Proceed,
+    fn on_response(_req: RequestHead, resp: ResponseHead) -> FilterAction {
+        let Some(Prepared { config: cfg, response, .. }) = CONFIG.get() else { return FilterAction::Proceed };
+        let mut changes = response.clone();
+        if !cfg.response_default.is_empty() {
+            let resp = Response::new(resp);
+            for (name, value) in &cfg.response_default {
+                if resp.headers().all(|(n, _)| n != name) {
+                    changes = changes.set(name, value);
+                }
+            }
         }
+        if changes.is_empty() {
+            return FilterAction::Proceed;
+        }
+        FilterAction::Mutate(changes.into())
     }
 }
 

@@ -151,7 +151,7 @@ async fn dispatch(
                     };
                     service_idx = idx;
                     if let Some(m) = choice.mutations {
-                        plugins::apply(m, &mut parts.headers, Some(&mut path));
+                        plugins::apply(m, &mut parts.headers, &mut None, Some(&mut path));
                     }
                 }
                 Ok(RouteDecision::Respond(answer)) => return plugins::local_response(answer),
@@ -166,7 +166,7 @@ async fn dispatch(
                 plugins::request_view(&parts.method, authority.as_ref(), &path, &down.client_text, &parts.headers);
             match obs.plugin_call(filter.name(), "on_request", || filter.on_request(&head)) {
                 Ok(FilterAction::Proceed) => {}
-                Ok(FilterAction::Mutate(m)) => plugins::apply(m, &mut parts.headers, Some(&mut path)),
+                Ok(FilterAction::Mutate(m)) => plugins::apply(m, &mut parts.headers, &mut None, Some(&mut path)),
                 Ok(FilterAction::Respond(answer)) => return plugins::local_response(answer),
                 Err(_) if filter.fail == FailMode::Closed => {
                     return plugins::failed_closed(filter.name(), filter.fail_status);
@@ -251,9 +251,9 @@ async fn dispatch(
     let mut tried = 0u64;
     let mut attempt = 0;
     let request_line = RequestCopy::for_response_filters(route, &parts, &path);
-    // Contracts and response filters read the response's headers; otherwise an HTTP/1.1
-    // upstream's header lines go downstream as they arrived.
-    let raw_headers = contract.is_none() && request_line.is_none();
+    // Contracts read the response's headers from a map; otherwise an HTTP/1.1 upstream's
+    // header lines go downstream as they arrived (response filters read and change them there).
+    let raw_headers = contract.is_none();
     let mut parts = Some(parts);
     let mut retry_slot = None;
     let (endpoint_idx, now, result) = loop {
@@ -378,7 +378,7 @@ async fn dispatch(
         note_transition(mesh, service, t);
     }
 
-    let (Exchange { response: mut resp, raw, upgraded }, in_flight) = match result {
+    let (Exchange { response: mut resp, mut raw, upgraded }, in_flight) = match result {
         Ok(pair) => pair,
         Err(failure) => {
             let kind = failure.kind;
@@ -409,7 +409,9 @@ async fn dispatch(
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers, upgraded.is_some() && downstream_upgrade.is_some());
     let answer = match &request_line {
-        Some(req) if upgraded.is_none() => response_filters(route, req, &down.client_text, &mut parts, &mut obs),
+        Some(req) if upgraded.is_none() => {
+            response_filters(route, req, &down.client_text, &mut parts, &mut raw, &mut obs)
+        }
         _ => None,
     };
     obs.finish(down.client, finished(answer.as_ref().map_or(status, Response::status)));
@@ -461,14 +463,15 @@ fn response_filters(
     req: &RequestCopy,
     client: &str,
     parts: &mut http::response::Parts,
+    raw: &mut Option<wire::RawHeaders>,
     obs: &mut Observer,
 ) -> Option<Response<ResponseBody>> {
     for filter in route.filters.iter().rev().filter(|f| f.wants(Hooks::ON_RESPONSE)) {
         let head = plugins::request_view(&req.method, req.authority.as_ref(), &req.path, client, &req.headers);
-        let resp = ResponseView { status: parts.status.as_u16(), headers: &parts.headers };
+        let resp = ResponseView { status: parts.status.as_u16(), raw: raw.as_ref(), headers: &parts.headers };
         match obs.plugin_call(filter.name(), "on_response", || filter.on_response(&head, &resp)) {
             Ok(FilterAction::Proceed) => {}
-            Ok(FilterAction::Mutate(m)) => plugins::apply(m, &mut parts.headers, None),
+            Ok(FilterAction::Mutate(m)) => plugins::apply(m, &mut parts.headers, raw, None),
             Ok(FilterAction::Respond(answer)) => return Some(plugins::local_response(answer)),
             Err(_) if filter.fail == FailMode::Closed => {
                 return Some(plugins::failed_closed(filter.name(), filter.fail_status));

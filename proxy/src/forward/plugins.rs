@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use super::response::{ERROR_HEADER, ResponseBody};
 use crate::body::Body;
 use crate::plugin::{Change, RequestView, changes, types};
+use crate::wire::RawHeaders;
 
 /// The request as plugins see it. `authority` is the `Host` header as it arrived, kept apart
 /// from `headers`, which plugins may change.
@@ -31,20 +32,29 @@ pub fn request_view<'a>(
 
 /// Applies a plugin's packed changes in order; an invalid name, value or path is skipped and
 /// a malformed buffer applied up to where it breaks, each with a debug log. The header values
-/// share the buffer lifted from the plugin (no copy per value).
-pub fn apply(m: types::Mutations, headers: &mut HeaderMap, mut path: Option<&mut PathAndQuery>) {
+/// share the buffer lifted from the plugin (no copy per value). A response's headers may be
+/// partly `raw` lines: changes land in the map, and a header set or removed leaves the lines
+/// (all of them move into the map when dropping lines would take more runs than they hold).
+pub fn apply(
+    m: types::Mutations,
+    headers: &mut HeaderMap,
+    raw: &mut Option<RawHeaders>,
+    mut path: Option<&mut PathAndQuery>,
+) {
     let buf = Bytes::from(m);
     for change in changes(&buf) {
         match change {
             Ok(change @ (Change::Set(name, value) | Change::Append(name, value))) => {
                 let Some((name, value)) = header(name, buf.slice_ref(value)) else { continue };
                 if matches!(change, Change::Set(..)) {
+                    remove_raw(raw, headers, name.as_str().as_bytes());
                     headers.insert(name, value);
                 } else {
                     headers.append(name, value);
                 }
             }
             Ok(Change::Remove(name)) => {
+                remove_raw(raw, headers, name);
                 // A name that is not valid cannot be present.
                 if let Ok(name) = std::str::from_utf8(name) {
                     headers.remove(name);
@@ -59,6 +69,17 @@ pub fn apply(m: types::Mutations, headers: &mut HeaderMap, mut path: Option<&mut
             }
             Err(e) => tracing::debug!(error = %e, "plugin returned malformed changes; the rest skipped"),
         }
+    }
+}
+
+/// Drops header `name` from the `raw` lines, moving them all into `headers` first when the
+/// lines cannot be cut there.
+fn remove_raw(raw: &mut Option<RawHeaders>, headers: &mut HeaderMap, name: &[u8]) {
+    if let Some(lines) = raw
+        && !lines.remove(name)
+    {
+        lines.append_to(headers);
+        *raw = None;
     }
 }
 
@@ -155,11 +176,48 @@ mod tests {
         change(4, &[b"not a path"]);
         change(1, &[b"x-last", b"1"]);
         m.push(7);
-        apply(m, &mut headers, Some(&mut path));
+        apply(m, &mut headers, &mut None, Some(&mut path));
         assert_eq!(headers.len(), 4, "{headers:?}");
         assert_eq!(headers["x-new"], "v");
         assert_eq!(headers.get_all("vary").iter().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(headers["x-last"], "1", "changes after an invalid one still apply");
         assert_eq!(path.as_str(), "/b?q=1");
+    }
+
+    #[test]
+    fn changes_to_raw_response_lines_leave_them_and_land_in_the_map() {
+        const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nServer: s\r\nX-A: 1\r\nVary: a\r\nX-B: 1\r\nETag: e\r\n\r\n";
+        let lines = || {
+            let mut raw = RawHeaders::new(Bytes::from_static(HEAD));
+            assert!(raw.keep_line(17, HEAD.len() - 2));
+            Some(raw)
+        };
+        let names = |raw: &Option<RawHeaders>| -> Vec<String> {
+            raw.iter().flat_map(|r| r.lines()).map(|(n, _)| String::from_utf8_lossy(n).into_owned()).collect()
+        };
+        let mut m = Vec::new();
+        let mut change = |tag: u8, fields: &[&[u8]]| crate::plugin::pack_change(&mut m, tag, fields);
+        change(1, &[b"x-a", b"2"]);
+        change(2, &[b"vary", b"b"]);
+        change(3, &[b"ETAG"]);
+        change(1, &[b"x-new", b"v"]);
+        let (mut headers, mut raw) = (HeaderMap::new(), lines());
+        apply(m, &mut headers, &mut raw, None);
+        assert_eq!(names(&raw), ["Server", "Vary", "X-B"], "set and removed names left the lines");
+        assert_eq!(headers.len(), 3, "{headers:?}");
+        assert_eq!([&headers["x-a"], &headers["vary"], &headers["x-new"]], ["2", "b", "v"]);
+
+        // Lines that cannot be cut there (five runs would be left) all move into the map first.
+        const MANY: &[u8] =
+            b"HTTP/1.1 200 OK\r\nA: 1\r\nX: 1\r\nB: 1\r\nX: 2\r\nC: 1\r\nX: 3\r\nD: 1\r\nX: 4\r\nE: 1\r\n\r\n";
+        let mut many = RawHeaders::new(Bytes::from_static(MANY));
+        assert!(many.keep_line(17, MANY.len() - 2));
+        let (mut headers, mut raw) = (HeaderMap::new(), Some(many));
+        let mut m = Vec::new();
+        crate::plugin::pack_change(&mut m, 1, &[b"x", b"new"]);
+        apply(m, &mut headers, &mut raw, None);
+        assert!(raw.is_none());
+        assert_eq!(headers.get_all("x").iter().collect::<Vec<_>>(), ["new"]);
+        assert_eq!(headers.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["a", "x", "b", "c", "d", "e"]);
     }
 }

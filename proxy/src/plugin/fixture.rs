@@ -256,7 +256,7 @@ fn run_case(plugin: &Plugin, case: &Case) -> CaseResult {
                 if !f.wants(types::Hooks::ON_RESPONSE) {
                     return not_called();
                 }
-                let resp = ResponseView { status: r.status, headers: &response_headers };
+                let resp = ResponseView { status: r.status, raw: None, headers: &response_headers };
                 f.on_response(&head, &resp).map_or_else(|e| format!("error: {}", e.reason), |a| describe_action(&a))
             });
             (decision, response)

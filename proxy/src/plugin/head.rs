@@ -7,6 +7,8 @@ use std::cell::RefCell;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
+use crate::wire::RawHeaders;
+
 /// A request as the proxy holds it, borrowed for one plugin call.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestView<'a> {
@@ -27,7 +29,9 @@ pub struct RequestView<'a> {
 pub struct ResponseView<'a> {
     /// Status code.
     pub status: u16,
-    /// All response headers; the plugin is passed the ones it declared.
+    /// Response headers held as they arrived from the upstream, if any; they come first.
+    pub raw: Option<&'a RawHeaders>,
+    /// The other response headers. The plugin is passed the ones it declared, of both.
     pub headers: &'a HeaderMap,
 }
 
@@ -50,11 +54,16 @@ impl HeaderInterest {
         }
     }
 
-    /// Whether header `name` (lower-case) is passed.
-    pub fn reads(&self, name: &str) -> bool {
+    /// Whether no header is passed.
+    pub fn is_none(&self) -> bool {
+        matches!(self, Self::Only(names) if names.is_empty())
+    }
+
+    /// Whether header `name` (any case) is passed.
+    pub fn reads(&self, name: &[u8]) -> bool {
         match self {
             Self::All => true,
-            Self::Only(names) => names.iter().any(|h| h.as_str() == name),
+            Self::Only(names) => names.iter().any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(name)),
         }
     }
 
@@ -107,6 +116,15 @@ impl ResponseView<'_> {
     /// Appends this response, with the headers `interest` passes, to `out`.
     pub fn encode(&self, interest: &HeaderInterest, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.status.to_le_bytes());
+        if let Some(raw) = self.raw.filter(|_| !interest.is_none()) {
+            for (name, value) in raw.lines().filter(|(name, _)| interest.reads(name)) {
+                // Names cross in lower case, as the map's are.
+                let at = out.len() + 4;
+                put(out, name);
+                out[at..].make_ascii_lowercase();
+                put(out, value);
+            }
+        }
         interest.encode(self.headers, out);
     }
 }
@@ -292,7 +310,7 @@ mod tests {
         buf.clear();
         view.encode(&HeaderInterest::new(None), &mut buf);
         assert_eq!(fields(&buf).len(), 4 + 2 * 4, "all four headers when the plugin declared none");
-        assert!(HeaderInterest::new(None).reads("cookie") && !only.reads("cookie") && only.reads("x-user"));
+        assert!(HeaderInterest::new(None).reads(b"cookie") && !only.reads(b"cookie") && only.reads(b"X-User"));
     }
 
     #[test]
@@ -300,8 +318,20 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("server", "x".parse().expect("value"));
         let mut buf = Vec::new();
-        ResponseView { status: 503, headers: &headers }.encode(&HeaderInterest::All, &mut buf);
+        ResponseView { status: 503, raw: None, headers: &headers }.encode(&HeaderInterest::All, &mut buf);
         assert_eq!(u16::from_le_bytes([buf[0], buf[1]]), 503);
         assert_eq!(fields(&buf[2..]), vec![b"server".to_vec(), b"x".to_vec()]);
+
+        // Raw lines first, names lower-cased, then the map's; only the declared ones.
+        let mut raw = RawHeaders::new(bytes::Bytes::from_static(b"HTTP/1.1 200 OK\r\nETag: e\r\nX-Trace: t\r\n\r\n"));
+        assert!(raw.keep_line(17, 38));
+        buf.clear();
+        let view = ResponseView { status: 200, raw: Some(&raw), headers: &headers };
+        view.encode(&HeaderInterest::All, &mut buf);
+        let want: Vec<&[u8]> = vec![b"etag", b"e", b"x-trace", b"t", b"server", b"x"];
+        assert_eq!(fields(&buf[2..]), want.iter().map(|f| f.to_vec()).collect::<Vec<_>>());
+        buf.clear();
+        view.encode(&HeaderInterest::new(Some(&["x-trace".into()])), &mut buf);
+        assert_eq!(fields(&buf[2..]), vec![b"x-trace".to_vec(), b"t".to_vec()]);
     }
 }

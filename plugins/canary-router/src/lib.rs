@@ -55,8 +55,10 @@ impl Guest for Canary {
             (Some(name), None) => req.header(name).is_some(),
             _ => false,
         };
-        let key = cfg.sticky_header.as_deref().and_then(|h| req.header(h)).unwrap_or(req.client_addr());
-        let by_share = cfg.percent > 0 && fnv1a(key.as_bytes()) % 100 < u64::from(cfg.percent);
+        let by_share = cfg.percent > 0 && {
+            let key = cfg.sticky_header.as_deref().and_then(|h| req.header(h)).unwrap_or_else(|| req.client_addr());
+            fnv1a(key.as_bytes()) % 100 < u64::from(cfg.percent)
+        };
         if by_header || by_share {
             let changes = Changes::new().set("x-canary-routed", "1");
             RouteDecision::Upstream(UpstreamChoice { service: cfg.canary.clone(), mutations: Some(changes.into()) })

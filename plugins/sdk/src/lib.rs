@@ -233,8 +233,17 @@ pub struct Headers<'a> {
 
 impl<'a> Headers<'a> {
     /// The first value of header `name` (lower-case), if present and UTF-8.
-    pub fn get(mut self, name: &str) -> Option<&'a str> {
-        self.find(|(n, _)| *n == name).and_then(|(_, v)| std::str::from_utf8(v).ok())
+    pub fn get(self, name: &str) -> Option<&'a str> {
+        // Names compared as bytes: only the value found is checked as UTF-8.
+        let mut rest = self.rest;
+        while let Some((name_start, name_end)) = field(rest, 0) {
+            let (value_start, value_end) = field(rest, name_end)?;
+            if &rest[name_start..name_end] == name.as_bytes() {
+                return std::str::from_utf8(&rest[value_start..value_end]).ok();
+            }
+            rest = &rest[value_end..];
+        }
+        None
     }
 }
 

@@ -45,7 +45,7 @@ pub fn apply(
     for change in changes(&buf) {
         match change {
             Ok(change @ (Change::Set(name, value) | Change::Append(name, value))) => {
-                let Some((name, value)) = header(name, buf.slice_ref(value)) else { continue };
+                let Some((name, value)) = header(name, value, &buf) else { continue };
                 if matches!(change, Change::Set(..)) {
                     remove_raw(raw, headers, name.as_str().as_bytes());
                     headers.insert(name, value);
@@ -83,40 +83,49 @@ fn remove_raw(raw: &mut Option<RawHeaders>, headers: &mut HeaderMap, name: &[u8]
     }
 }
 
-/// A header from a plugin, or `None` (logged) when the name or value is invalid.
-fn header(name: &[u8], value: Bytes) -> Option<(HeaderName, HeaderValue)> {
-    match (header_name(name), HeaderValue::from_maybe_shared(value)) {
-        (Ok(name), Ok(value)) => Some((name, value)),
-        _ => {
-            tracing::debug!(header = %String::from_utf8_lossy(name), "plugin set an invalid header; skipped");
-            None
+/// A header from a plugin, `value` lying in `buf`, or `None` (logged) when the name or value
+/// is invalid.
+fn header(name: &[u8], value: &[u8], buf: &Bytes) -> Option<(HeaderName, HeaderValue)> {
+    let invalid = || {
+        tracing::debug!(header = %String::from_utf8_lossy(name), "plugin set an invalid header; skipped");
+        None
+    };
+    RECENT.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        // Plugins send lower-case names: an exact comparison finds them at once.
+        let found = recent.iter().position(|(n, _)| n.as_str().as_bytes() == name);
+        let found = found.or_else(|| recent.iter().position(|(n, _)| n.as_str().as_bytes().eq_ignore_ascii_case(name)));
+        let at = match found {
+            Some(at) => at,
+            None => {
+                let Ok(parsed) = crate::wire::header_name(name) else { return invalid() };
+                // A plugin that invents a new name per request only refills the cache.
+                if recent.len() == CACHED_HEADERS {
+                    recent.clear();
+                }
+                recent.push((parsed, HeaderValue::from_static("")));
+                recent.len() - 1
+            }
+        };
+        let slot = &mut recent[at];
+        if slot.1.as_bytes() != value {
+            let Ok(parsed) = HeaderValue::from_maybe_shared(buf.slice_ref(value)) else { return invalid() };
+            slot.1 = parsed;
         }
-    }
+        Some(slot.clone())
+    })
 }
 
-/// How many header names [`header_name`] keeps per thread.
-const CACHED_NAMES: usize = 32;
+/// How many headers [`RECENT`] keeps per thread.
+const CACHED_HEADERS: usize = 32;
 
-/// The header name `name` (any case). Plugins set the same few names on every request, and
-/// `HeaderName::from_bytes` allocates a copy of each name that is not a standard one, so the
-/// names seen last are kept per thread and cloned (a reference count) instead.
-fn header_name(name: &[u8]) -> Result<HeaderName, http::header::InvalidHeaderName> {
-    thread_local! {
-        static NAMES: RefCell<Vec<HeaderName>> = const { RefCell::new(Vec::new()) };
-    }
-    NAMES.with(|names| {
-        let mut names = names.borrow_mut();
-        if let Some(known) = names.iter().find(|n| n.as_str().as_bytes().eq_ignore_ascii_case(name)) {
-            return Ok(known.clone());
-        }
-        let parsed = HeaderName::from_bytes(name)?;
-        // A plugin that invents a new name per request only refills the cache.
-        if names.len() == CACHED_NAMES {
-            names.clear();
-        }
-        names.push(parsed.clone());
-        Ok(parsed)
-    })
+thread_local! {
+    /// Headers plugins set lately, with the value last set under each name. Plugins set the
+    /// same few headers, mostly to the same values, on every request; a hit saves parsing the
+    /// name (`HeaderName::from_bytes` allocates a copy of a name that is not a standard one),
+    /// validating the value, and the shared reference into the plugin's buffer that the value
+    /// would take (whose first use allocates).
+    static RECENT: RefCell<Vec<(HeaderName, HeaderValue)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A plugin's own answer.
@@ -124,7 +133,8 @@ pub fn local_response(lr: types::LocalResponse) -> Response<ResponseBody> {
     let mut resp = Response::new(ResponseBody::plain(Body::full(Bytes::from(lr.body))));
     *resp.status_mut() = StatusCode::from_u16(lr.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in lr.headers {
-        if let Some((name, value)) = header(name.as_bytes(), Bytes::from(value)) {
+        let value = Bytes::from(value);
+        if let Some((name, value)) = header(name.as_bytes(), &value, &value) {
             resp.headers_mut().insert(name, value);
         }
     }
@@ -146,17 +156,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn header_names_are_cached_case_insensitively_and_validated() {
-        let first = header_name(b"X-Env").expect("valid");
-        assert_eq!(first.as_str(), "x-env");
-        assert_eq!(header_name(b"x-env").expect("valid"), first);
-        assert!(header_name(b"bad name").is_err());
-        // More distinct names than the cache holds: every answer is still the right name.
-        for i in 0..CACHED_NAMES * 2 {
+    fn headers_are_cached_by_name_in_any_case_with_their_last_value_and_validated() {
+        let buf = Bytes::from_static(b"prod staging");
+        let (prod, staging) = (&buf[..4], &buf[5..]);
+        let (name, value) = header(b"X-Env", prod, &buf).expect("valid");
+        assert_eq!((name.as_str(), value.to_str().ok()), ("x-env", Some("prod")));
+        assert_eq!(header(b"x-env", prod, &buf), Some((name.clone(), value)), "a hit");
+        assert_eq!(header(b"X-ENV", staging, &buf).map(|(_, v)| v), Some(HeaderValue::from_static("staging")));
+        assert_eq!(header(b"x-env", prod, &buf).map(|(_, v)| v), Some(HeaderValue::from_static("prod")));
+        assert!(header(b"bad name", prod, &buf).is_none());
+        assert!(header(b"x-env", b"a\nb", &Bytes::from_static(b"a\nb")).is_none());
+        assert_eq!(header(b"x-env", prod, &buf).map(|(_, v)| v), Some(HeaderValue::from_static("prod")), "unchanged");
+        // More distinct names than the cache holds: every answer is still the right header.
+        for i in 0..CACHED_HEADERS * 2 {
             let name = format!("x-name-{i}");
-            assert_eq!(header_name(name.as_bytes()).expect("valid").as_str(), name);
+            let (n, v) = header(name.as_bytes(), prod, &buf).expect("valid");
+            assert_eq!((n.as_str(), v.as_bytes()), (name.as_str(), prod));
         }
-        assert_eq!(header_name(b"X-ENV").expect("valid").as_str(), "x-env");
+        assert_eq!(header(b"X-Env", staging, &buf).map(|(n, _)| n), Some(name));
     }
 
     #[test]

@@ -105,7 +105,9 @@ impl HeaderInterest {
 impl RequestView<'_> {
     /// Appends this request, with the headers `interest` passes, to `out`.
     pub fn encode(&self, interest: &HeaderInterest, out: &mut Vec<u8>) {
-        for field in [self.method, self.authority, self.path, self.client_addr] {
+        let fields = [self.method, self.authority, self.path, self.client_addr];
+        out.reserve(fields.iter().map(|f| 4 + f.len()).sum());
+        for field in fields {
             put(out, field.as_bytes());
         }
         interest.encode(self.headers, out);

@@ -79,7 +79,8 @@ impl lifecycle::Guest for HeaderFilter {
     fn init(config_json: String) -> Result<Interest, String> {
         wasmesh_plugin_sdk::init_panic_hook();
         let mut config: Config = serde_json::from_str(&config_json).map_err(|e| format!("config: {e}"))?;
-        config.response_default = config.response_default.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+        config.response_default =
+            config.response_default.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
         // Ask only for the headers and hooks this configuration uses.
         let reads = [(!config.api_keys.is_empty(), "x-api-key"), (config.request_id, "x-request-id")]
             .into_iter()

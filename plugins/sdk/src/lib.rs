@@ -233,17 +233,19 @@ pub struct Headers<'a> {
 
 impl<'a> Headers<'a> {
     /// The first value of header `name` (lower-case), if present and UTF-8.
-    pub fn get(self, name: &str) -> Option<&'a str> {
+    pub fn get(mut self, name: &str) -> Option<&'a str> {
         // Names compared as bytes: only the value found is checked as UTF-8.
-        let mut rest = self.rest;
-        while let Some((name_start, name_end)) = field(rest, 0) {
-            let (value_start, value_end) = field(rest, name_end)?;
-            if &rest[name_start..name_end] == name.as_bytes() {
-                return std::str::from_utf8(&rest[value_start..value_end]).ok();
-            }
-            rest = &rest[value_end..];
-        }
-        None
+        let (_, value) = std::iter::from_fn(|| self.next_raw()).find(|(n, _)| *n == name.as_bytes())?;
+        std::str::from_utf8(value).ok()
+    }
+
+    /// The next name, value pair as bytes.
+    fn next_raw(&mut self) -> Option<(&'a [u8], &'a [u8])> {
+        let (name_start, name_end) = field(self.rest, 0)?;
+        let (value_start, value_end) = field(self.rest, name_end)?;
+        let pair = (&self.rest[name_start..name_end], &self.rest[value_start..value_end]);
+        self.rest = &self.rest[value_end..];
+        Some(pair)
     }
 }
 
@@ -251,12 +253,8 @@ impl<'a> Iterator for Headers<'a> {
     type Item = (&'a str, &'a [u8]);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let (name_start, name_end) = field(self.rest, 0)?;
-        let (value_start, value_end) = field(self.rest, name_end)?;
-        let name = std::str::from_utf8(&self.rest[name_start..name_end]).unwrap_or_default();
-        let value = &self.rest[value_start..value_end];
-        self.rest = &self.rest[value_end..];
-        Some((name, value))
+        let (name, value) = self.next_raw()?;
+        Some((std::str::from_utf8(name).unwrap_or_default(), value))
     }
 }
 

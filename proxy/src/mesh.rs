@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Config, PluginConfig};
 use crate::contract::{ContractError, Contracts};
-use crate::plugin::{self, Plugin, PluginCounters, PluginError};
+use crate::plugin::{self, HookCounters, Plugin, PluginCounters, PluginError};
 use crate::registry::InstanceSet;
 use crate::snapshot::{self, Carried, Snapshot};
 use crate::telemetry::Metrics;
@@ -192,14 +192,16 @@ fn load_plugins(
             let counters = PluginCounters {
                 failures: metrics.plugin_failures.get_or_create_owned(&labels),
                 instances: metrics.plugin_instances.get_or_create_owned(&labels),
-                call_durations: cfg
+                hooks: cfg
                     .kind
                     .hooks()
                     .iter()
                     .map(|&hook| {
-                        metrics
-                            .plugin_call_duration
-                            .get_or_create_owned(&PluginHookLabels { plugin: cfg.name.clone(), hook })
+                        let labels = PluginHookLabels { plugin: cfg.name.clone(), hook };
+                        HookCounters {
+                            calls: metrics.plugin_calls.get_or_create_owned(&labels),
+                            durations: metrics.plugin_call_duration.get_or_create_owned(&labels),
+                        }
                     })
                     .collect(),
             };

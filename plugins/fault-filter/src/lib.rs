@@ -72,7 +72,7 @@ impl Guest for Fault {
         FilterAction::Mutate(Changes::new().set("x-fault-filter", "ok").into())
     }
 
-    fn on_response(_req: RequestHead, _resp: ResponseHead) -> FilterAction {
+    fn on_response(_resp: ResponseHead) -> FilterAction {
         FilterAction::Proceed
     }
 }

@@ -84,7 +84,8 @@ impl lifecycle::Guest for HeaderFilter {
         // Ask only for the headers and hooks this configuration uses.
         let reads = [(!config.api_keys.is_empty(), "x-api-key"), (config.request_id, "x-request-id")]
             .into_iter()
-            .filter_map(|(used, name)| used.then(|| name.to_owned()))
+            .filter(|(used, _)| *used)
+            .map(|(_, name)| name.to_owned())
             .chain(config.response_default.keys().cloned())
             .collect::<Vec<_>>();
         let mut hooks = Hooks::empty();
@@ -133,7 +134,7 @@ impl Guest for HeaderFilter {
         FilterAction::Mutate(changes.into())
     }
 
-    fn on_response(_req: RequestHead, resp: ResponseHead) -> FilterAction {
+    fn on_response(resp: ResponseHead) -> FilterAction {
         let Some(Prepared { config: cfg, response, .. }) = CONFIG.get() else { return FilterAction::Proceed };
         let mut changes = response.clone();
         if !cfg.response_default.is_empty() {

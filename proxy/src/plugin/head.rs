@@ -115,8 +115,14 @@ impl RequestView<'_> {
 }
 
 impl ResponseView<'_> {
-    /// Appends this response, with the headers `interest` passes, to `out`.
-    pub fn encode(&self, interest: &HeaderInterest, out: &mut Vec<u8>) {
+    /// Appends this response and the request `req` it answers, with the headers `interest`
+    /// passes, to `out`: the request's length and the request first, as `response-head` says.
+    pub fn encode(&self, req: &RequestView<'_>, interest: &HeaderInterest, out: &mut Vec<u8>) {
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        req.encode(interest, out);
+        let len = u32::try_from(out.len() - at - 4).unwrap_or(u32::MAX);
+        out[at..at + 4].copy_from_slice(&len.to_le_bytes());
         out.extend_from_slice(&self.status.to_le_bytes());
         if let Some(raw) = self.raw.filter(|_| !interest.is_none()) {
             for (name, value) in raw.lines().filter(|(name, _)| interest.reads(name)) {
@@ -211,28 +217,23 @@ pub fn pack_change(out: &mut Vec<u8>, tag: u8, fields: &[&[u8]]) {
     fields.iter().for_each(|f| put(out, f));
 }
 
-/// Runs `f` with two empty buffers (a request's and a response's) that keep their capacity
-/// from call to call on this thread, so packing heads allocates nothing once warm.
-pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>, &mut Vec<u8>) -> R) -> R {
+/// Runs `f` with an empty buffer that keeps its capacity from call to call on this thread, so
+/// packing heads allocates nothing once warm.
+pub(super) fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
     /// A buffer grown past this by one huge head is not kept.
     const KEEP: usize = 64 * 1024;
-    type Pair = (Vec<u8>, Vec<u8>);
-    thread_local!(static SCRATCH: RefCell<Pair> = const { RefCell::new((Vec::new(), Vec::new())) });
+    thread_local!(static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) });
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut pair) => {
-            let (request, response) = &mut *pair;
-            request.clear();
-            response.clear();
-            let r = f(request, response);
-            for buf in [request, response] {
-                if buf.capacity() > KEEP {
-                    *buf = Vec::new();
-                }
+        Ok(mut buf) => {
+            buf.clear();
+            let r = f(&mut buf);
+            if buf.capacity() > KEEP {
+                *buf = Vec::new();
             }
             r
         }
-        // Only if a plugin call ever nests in another: fresh buffers.
-        Err(_) => f(&mut Vec::new(), &mut Vec::new()),
+        // Only if a plugin call ever nests in another: a fresh buffer.
+        Err(_) => f(&mut Vec::new()),
     })
 }
 
@@ -316,24 +317,39 @@ mod tests {
     }
 
     #[test]
-    fn a_response_packs_its_status_then_headers() {
+    fn a_response_packs_its_request_then_its_status_then_headers() {
         let mut headers = HeaderMap::new();
         headers.insert("server", "x".parse().expect("value"));
+        let mut request_headers = HeaderMap::new();
+        request_headers.insert("x-trace", "req".parse().expect("value"));
+        let req =
+            RequestView { method: "GET", authority: "a", path: "/p", client_addr: "c", headers: &request_headers };
+        // The request as a field of its own, then the status and the headers.
+        let split = |buf: &[u8]| {
+            let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+            let (request, rest) = buf[4..].split_at(len);
+            (fields(request), u16::from_le_bytes([rest[0], rest[1]]), fields(&rest[2..]))
+        };
         let mut buf = Vec::new();
-        ResponseView { status: 503, raw: None, headers: &headers }.encode(&HeaderInterest::All, &mut buf);
-        assert_eq!(u16::from_le_bytes([buf[0], buf[1]]), 503);
-        assert_eq!(fields(&buf[2..]), vec![b"server".to_vec(), b"x".to_vec()]);
+        ResponseView { status: 503, raw: None, headers: &headers }.encode(&req, &HeaderInterest::All, &mut buf);
+        let (request, status, response) = split(&buf);
+        let want: Vec<&[u8]> = vec![b"GET", b"a", b"/p", b"c", b"x-trace", b"req"];
+        assert_eq!(request, want.iter().map(|f| f.to_vec()).collect::<Vec<_>>());
+        assert_eq!(status, 503);
+        assert_eq!(response, vec![b"server".to_vec(), b"x".to_vec()]);
 
         // Raw lines first, names lower-cased, then the map's; only the declared ones.
         let mut raw = RawHeaders::new(bytes::Bytes::from_static(b"HTTP/1.1 200 OK\r\nETag: e\r\nX-Trace: t\r\n\r\n"));
         assert!(raw.keep_line(17, 38));
         buf.clear();
         let view = ResponseView { status: 200, raw: Some(&raw), headers: &headers };
-        view.encode(&HeaderInterest::All, &mut buf);
+        view.encode(&req, &HeaderInterest::All, &mut buf);
         let want: Vec<&[u8]> = vec![b"etag", b"e", b"x-trace", b"t", b"server", b"x"];
-        assert_eq!(fields(&buf[2..]), want.iter().map(|f| f.to_vec()).collect::<Vec<_>>());
+        assert_eq!(split(&buf).2, want.iter().map(|f| f.to_vec()).collect::<Vec<_>>());
         buf.clear();
-        view.encode(&HeaderInterest::new(Some(&["x-trace".into()])), &mut buf);
-        assert_eq!(fields(&buf[2..]), vec![b"x-trace".to_vec(), b"t".to_vec()]);
+        view.encode(&req, &HeaderInterest::new(Some(&["x-trace".into()])), &mut buf);
+        let (request, _, response) = split(&buf);
+        assert_eq!(request.len(), 6, "the request passes the declared headers too");
+        assert_eq!(response, vec![b"x-trace".to_vec(), b"t".to_vec()]);
     }
 }

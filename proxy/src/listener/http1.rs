@@ -12,7 +12,6 @@ use std::io;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::Poll;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING, UPGRADE};
@@ -22,12 +21,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::activity::ConnActivity;
 use crate::body::{Body, BoxError};
-use crate::wire::{MAX_HEAD, MAX_HEADERS, RawHeaders, WithRawHeaders, head_end, header_name};
+use crate::wire::{
+    self, BodyWriteError, MAX_HEAD, MAX_HEADERS, RawHeaders, WRITE_CHUNK, WithRawHeaders, head_end, header_name,
+};
 
 /// Read buffer growth step: a typical head, or several pipelined ones, in one read.
 const READ_CHUNK: usize = 8 * 1024;
-/// Buffered response bytes are written out at this size; larger body frames go straight out.
-const WRITE_CHUNK: usize = 16 * 1024;
 /// Room a request map is made with beyond the client's headers: the proxy adds
 /// `X-Forwarded-*` and `traceparent`, and filters may add more, without a rehash.
 const ADDED_HEADERS: usize = 6;
@@ -172,49 +171,25 @@ where
     let mut body = pin!(body);
     let raw = body.raw_headers();
     let framing = encode_head(&parts.status, raw, &parts.headers, &*body, head_only, close, out);
-    let mut sent = 0u64;
-    let mut complete = true;
-    if framing != Framing::None {
-        loop {
-            // Take what the body has now; only when it must wait, send what is buffered first.
-            let polled = std::future::poll_fn(|cx| Poll::Ready(body.as_mut().poll_frame(cx))).await;
-            let frame = match polled {
-                Poll::Ready(frame) => frame,
-                Poll::Pending => {
-                    flush(io, out).await?;
-                    std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await
-                }
-            };
-            let data = match frame {
-                None => break,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "response body failed: closing the connection");
-                    complete = false;
-                    break;
-                }
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) if !data.is_empty() => data,
-                    // Trailers have no place in an HTTP/1.1 response without a `TE: trailers` ask.
-                    _ => continue,
-                },
-            };
-            sent += data.len() as u64;
-            if let Framing::Length(n) = framing
-                && sent > n
-            {
-                tracing::debug!(length = n, "response body longer than its content-length: closing the connection");
-                complete = false;
-                break;
-            }
-            write_data(io, out, framing, data).await?;
+    let length = match framing {
+        Framing::None => {
+            wire::flush(io, out).await?;
+            io.flush().await?;
+            return Ok(!close);
         }
-    }
-    match framing {
-        Framing::Chunked if complete => out.put_slice(b"0\r\n\r\n"),
-        Framing::Length(n) if sent < n => complete = false,
-        _ => {}
-    }
-    flush(io, out).await?;
+        Framing::Length(n) => Some(n),
+        Framing::Chunked => None,
+    };
+    let complete = match wire::write_body(io, out, body.as_mut(), framing == Framing::Chunked, length).await {
+        Ok(sent) => length.is_none_or(|n| sent == n),
+        Err(BodyWriteError::Io(e)) => return Err(e),
+        Err(e) => {
+            tracing::debug!(error = %e, "response body cut short: closing the connection");
+            // What was written of it goes out; the connection then ends.
+            wire::flush(io, out).await?;
+            false
+        }
+    };
     io.flush().await?;
     Ok(complete && !close)
 }
@@ -291,40 +266,6 @@ fn encode_head<B: http_body::Body>(
     }
     out.put_slice(b"\r\n");
     framing
-}
-
-/// Buffers `data` (framed), or writes it straight out when it is large.
-async fn write_data<I: AsyncWrite + Unpin>(
-    io: &mut I,
-    out: &mut BytesMut,
-    framing: Framing,
-    data: Bytes,
-) -> io::Result<()> {
-    if framing == Framing::Chunked {
-        // Writing into a `BytesMut` cannot fail.
-        let _ = std::fmt::Write::write_fmt(out, format_args!("{:x}\r\n", data.len()));
-    }
-    if data.len() >= WRITE_CHUNK {
-        flush(io, out).await?;
-        io.write_all(&data).await?;
-    } else {
-        out.put_slice(&data);
-    }
-    if framing == Framing::Chunked {
-        out.put_slice(b"\r\n");
-    }
-    if out.len() >= WRITE_CHUNK {
-        flush(io, out).await?;
-    }
-    Ok(())
-}
-
-async fn flush<I: AsyncWrite + Unpin>(io: &mut I, out: &mut BytesMut) -> io::Result<()> {
-    if !out.is_empty() {
-        io.write_all(out).await?;
-        out.clear();
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -64,10 +64,12 @@ impl Conn {
 
     /// Writes all of `write_buf` and empties it, keeping its memory for the next request.
     pub(super) async fn flush_write_buf(&mut self) -> io::Result<()> {
-        use tokio::io::AsyncWriteExt;
-        self.stream.write_all(&self.write_buf).await?;
-        self.write_buf.clear();
-        Ok(())
+        crate::wire::flush(&mut self.stream, &mut self.write_buf).await
+    }
+
+    /// The stream and the write buffer, to write a request body through.
+    pub(super) fn stream_and_write_buf(&mut self) -> (&mut UpstreamStream, &mut BytesMut) {
+        (&mut self.stream, &mut self.write_buf)
     }
 
     /// Reads more bytes into `read_buf`; `Ok(0)` means the peer closed.

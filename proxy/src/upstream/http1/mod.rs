@@ -15,11 +15,9 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::{Request, Response, StatusCode};
 use http_body::Body as _;
-use http_body_util::BodyExt;
-use tokio::io::AsyncWriteExt;
 use tokio::time::Sleep;
 
 pub use body::Http1Body;
@@ -29,7 +27,7 @@ use crate::body::Body;
 use crate::upstream::Limits;
 use crate::upstream::breaker::Shed;
 use crate::upstream::conn_pool::{ConnPool, ConnectError};
-use crate::wire::RawHeaders;
+use crate::wire::{self, BodyWriteError, RawHeaders};
 use codec::{BodyDecoder, Decoded, RequestFraming};
 
 /// An upstream HTTP/1.1 exchange failed.
@@ -163,39 +161,16 @@ async fn before<T>(
 
 /// Writes the head (already in `write_buf`) and the body.
 async fn exchange(conn: &mut Conn, body: &mut Body, framing: RequestFraming) -> Result<(), Http1Error> {
-    let io = |e| Http1Error::Io(e);
-    if let (RequestFraming::Length(_), Body::Full(Some(data))) = (framing, &*body) {
-        // Small known bodies ride in the same write as the head.
-        conn.write_buf.extend_from_slice(data);
-        *body = Body::Empty;
-    }
-    conn.flush_write_buf().await.map_err(io)?;
-    if framing == RequestFraming::None {
-        return Ok(());
-    }
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Http1Error::RequestBody(e.to_string()))?;
-        let Ok(data) = frame.into_data() else { continue };
-        if data.is_empty() {
-            continue;
-        }
-        write_data(conn, framing, data).await?;
-    }
-    if framing == RequestFraming::Chunked {
-        conn.stream_mut().write_all(b"0\r\n\r\n").await.map_err(io)?;
-    }
-    Ok(())
-}
-
-async fn write_data(conn: &mut Conn, framing: RequestFraming, data: Bytes) -> Result<(), Http1Error> {
-    let io = |e| Http1Error::Io(e);
-    if framing == RequestFraming::Chunked {
-        let size = format!("{:x}\r\n", data.len());
-        conn.stream_mut().write_all(size.as_bytes()).await.map_err(io)?;
-        conn.stream_mut().write_all(&data).await.map_err(io)?;
-        conn.stream_mut().write_all(b"\r\n").await.map_err(io)
-    } else {
-        conn.stream_mut().write_all(&data).await.map_err(io)
+    let length = match framing {
+        RequestFraming::None => return conn.flush_write_buf().await.map_err(Http1Error::Io),
+        RequestFraming::Length(n) => Some(n),
+        RequestFraming::Chunked => None,
+    };
+    let (io, out) = conn.stream_and_write_buf();
+    match wire::write_body(io, out, Pin::new(body), framing == RequestFraming::Chunked, length).await {
+        Ok(_) => Ok(()),
+        Err(BodyWriteError::Io(e)) => Err(Http1Error::Io(e)),
+        Err(e) => Err(Http1Error::RequestBody(e.to_string())),
     }
 }
 

@@ -163,11 +163,15 @@ pub mod deferred {
     }
 }
 
-/// The `init` export of world module `$world` (with its `post-return`), for the export macros.
+/// Exports world module `$world` for `$ty`: the world's type information for the component
+/// (from the generated `$bindings` macro, whose own exports are prefixed out), `init` with its
+/// `post-return`, and each hook (export name, generated lifting and cleanup functions) without
+/// one (see [`deferred`]). Every hook takes one packed buffer.
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __export_lifecycle {
-    ($ty:ident, $world:ident) => {
+macro_rules! __export_world {
+    ($ty:ident, $world:ident, $bindings:ident, $(($name:literal, $cabi:ident, $post:ident)),+) => {
+        $crate::$world::$bindings!($ty with_types_in $crate::$world);
         const _: () = {
             #[unsafe(export_name = "wasmesh:plugin/lifecycle@0.5.0#init")]
             unsafe extern "C" fn init(arg0: *mut u8, arg1: usize) -> *mut u8 {
@@ -178,6 +182,16 @@ macro_rules! __export_lifecycle {
                 unsafe { $crate::$world::exports::wasmesh::plugin::lifecycle::__post_return_init::<$ty>(arg0) }
             }
         };
+        $(
+            const _: () = {
+                #[unsafe(export_name = $name)]
+                unsafe extern "C" fn hook(arg0: *mut u8, arg1: usize) -> *mut u8 {
+                    unsafe {
+                        $crate::deferred::call(|| $crate::$world::$cabi::<$ty>(arg0, arg1), $crate::$world::$post::<$ty>)
+                    }
+                }
+            };
+        )+
     };
 }
 
@@ -187,20 +201,12 @@ macro_rules! __export_lifecycle {
 #[macro_export]
 macro_rules! __export_router {
     ($ty:ident $(with_types_in $($path:tt)*)?) => {
-        // The world's type information for the component, and its prefixed (unused) exports.
-        $crate::router::__export_router_bindings!($ty with_types_in $crate::router);
-        $crate::__export_lifecycle!($ty, router);
-        const _: () = {
-            #[unsafe(export_name = "route")]
-            unsafe extern "C" fn route(arg0: *mut u8, arg1: usize) -> *mut u8 {
-                unsafe {
-                    $crate::deferred::call(
-                        || $crate::router::_export_route_cabi::<$ty>(arg0, arg1),
-                        $crate::router::__post_return_route::<$ty>,
-                    )
-                }
-            }
-        };
+        $crate::__export_world!(
+            $ty,
+            router,
+            __export_router_bindings,
+            ("route", _export_route_cabi, __post_return_route)
+        );
     };
 }
 
@@ -210,28 +216,13 @@ macro_rules! __export_router {
 #[macro_export]
 macro_rules! __export_filter {
     ($ty:ident $(with_types_in $($path:tt)*)?) => {
-        $crate::filter::__export_filter_bindings!($ty with_types_in $crate::filter);
-        $crate::__export_lifecycle!($ty, filter);
-        const _: () = {
-            #[unsafe(export_name = "on-request")]
-            unsafe extern "C" fn on_request(arg0: *mut u8, arg1: usize) -> *mut u8 {
-                unsafe {
-                    $crate::deferred::call(
-                        || $crate::filter::_export_on_request_cabi::<$ty>(arg0, arg1),
-                        $crate::filter::__post_return_on_request::<$ty>,
-                    )
-                }
-            }
-            #[unsafe(export_name = "on-response")]
-            unsafe extern "C" fn on_response(arg0: *mut u8, arg1: usize) -> *mut u8 {
-                unsafe {
-                    $crate::deferred::call(
-                        || $crate::filter::_export_on_response_cabi::<$ty>(arg0, arg1),
-                        $crate::filter::__post_return_on_response::<$ty>,
-                    )
-                }
-            }
-        };
+        $crate::__export_world!(
+            $ty,
+            filter,
+            __export_filter_bindings,
+            ("on-request", _export_on_request_cabi, __post_return_on_request),
+            ("on-response", _export_on_response_cabi, __post_return_on_response)
+        );
     };
 }
 

@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use super::{TlsError, certified_key, provider, read_certs, read_key};
+use super::{Certified, TlsError, certified_key, provider, read_certs};
 use crate::config::ServiceConfig;
 
 /// How one service's endpoints are reached over TLS.
@@ -43,16 +43,15 @@ impl UpstreamTls {
     pub fn load(service: &ServiceConfig, h2: bool) -> Result<Option<Arc<Self>>, TlsError> {
         let Some(tls) = &service.tls else { return Ok(None) };
         let owner = format!("service `{}`", service.name);
+        // What the connector is built from, so that a reload can tell whether it changed.
         let mut fingerprint = xxhash_rust::xxh3::Xxh3::new();
         fingerprint.update(format!("{tls:?}{h2}").as_bytes());
-        for file in [&tls.ca_file, &tls.client_cert, &tls.client_key].into_iter().flatten() {
-            fingerprint.update(&std::fs::read(file).unwrap_or_default());
-        }
 
         let mut roots = rustls::RootCertStore::empty();
         match &tls.ca_file {
             Some(file) => {
                 for cert in read_certs(&owner, file)? {
+                    fingerprint.update(&cert);
                     roots.add(cert).map_err(|e| TlsError::new(&owner, file, format!("not a CA certificate: {e}")))?;
                 }
             }
@@ -72,9 +71,11 @@ impl UpstreamTls {
         let mut config = match (&tls.client_cert, &tls.client_key) {
             (Some(cert), Some(key)) => {
                 // Checked as a pair first, so a key that is not the certificate's is named.
-                let (certified, _) = certified_key(&owner, cert, key)?;
+                let Certified { key: certified, private, .. } = certified_key(&owner, cert, key)?;
+                certified.cert.iter().for_each(|c| fingerprint.update(c));
+                fingerprint.update(private.secret_der());
                 builder
-                    .with_client_auth_cert(certified.cert, read_key(&owner, key)?)
+                    .with_client_auth_cert(certified.cert, private)
                     .map_err(|e| TlsError::new(&owner, cert, e.to_string()))?
             }
             _ => builder.with_no_client_auth(),

@@ -94,16 +94,20 @@ fn read_key(owner: &str, file: &Path) -> Result<PrivateKeyDer<'static>, TlsError
     PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::new(owner, file, format!("no usable private key: {e}")))
 }
 
-/// Builds a signing key from `chain` and `key`, refusing a key that is not the leaf's.
-fn certified_key(
-    owner: &str,
-    cert_file: &Path,
-    key_file: &Path,
-) -> Result<(rustls::sign::CertifiedKey, CertificateDer<'static>), TlsError> {
+/// A certificate chain with its signing key, its leaf, and the private key as read.
+struct Certified {
+    key: rustls::sign::CertifiedKey,
+    leaf: CertificateDer<'static>,
+    private: PrivateKeyDer<'static>,
+}
+
+/// Builds a signing key from the chain in `cert_file` and the key in `key_file` (each read
+/// once), refusing a key that is not the leaf's.
+fn certified_key(owner: &str, cert_file: &Path, key_file: &Path) -> Result<Certified, TlsError> {
     let chain = read_chain(owner, cert_file)?;
-    let key = read_key(owner, key_file)?;
+    let private = read_key(owner, key_file)?;
     let leaf = chain[0].clone();
-    let certified = rustls::sign::CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
+    let key = rustls::sign::CertifiedKey::from_der(chain, private.clone_key(), &provider()).map_err(|e| {
         let reason = match e {
             rustls::Error::InconsistentKeys(_) => {
                 format!("the key in {} does not match this certificate", key_file.display())
@@ -112,7 +116,7 @@ fn certified_key(
         };
         TlsError::new(owner, cert_file, reason)
     })?;
-    Ok((certified, leaf))
+    Ok(Certified { key, leaf, private })
 }
 
 /// Refuses a certificate outside its validity period, naming the date.

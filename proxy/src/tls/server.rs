@@ -7,7 +7,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::version::{TLS12, TLS13};
 
-use super::{TlsError, certified_key, dns_names, provider};
+use super::{Certified, TlsError, certified_key, dns_names, provider};
 use crate::config::{ListenerConfig, TlsVersion};
 
 /// Chooses a listener's certificate from the client's SNI: an exact name first, then a
@@ -47,7 +47,7 @@ pub fn load(listener: &ListenerConfig) -> Result<Option<Arc<rustls::ServerConfig
     let mut wildcard = HashMap::new();
     let mut default = None;
     for c in &tls.certificates {
-        let (key, leaf) = certified_key(&owner, &c.cert, &c.key)?;
+        let Certified { key, leaf, .. } = certified_key(&owner, &c.cert, &c.key)?;
         let key = Arc::new(key);
         for name in dns_names(&leaf) {
             match name.strip_prefix("*.") {

@@ -541,6 +541,29 @@ mod tests {
     }
 
     #[test]
+    fn a_hook_result_is_freed_when_the_next_hook_starts_and_not_before() {
+        use std::cell::RefCell;
+        thread_local!(static FREED: RefCell<Vec<usize>> = const { RefCell::new(Vec::new()) });
+        unsafe fn free(result: *mut u8) {
+            FREED.with(|f| f.borrow_mut().push(result as usize));
+        }
+        let freed = || FREED.with(|f| f.borrow().clone());
+        // The only test touching the pending slot, so nothing runs between these calls.
+        let first = unsafe { deferred::call(|| 16 as *mut u8, free) };
+        assert_eq!((first as usize, freed()), (16, vec![]), "the host still has to read it");
+        let second = unsafe {
+            deferred::call(
+                || {
+                    assert_eq!(freed(), [16], "freed before the next hook writes its result");
+                    32 as *mut u8
+                },
+                free,
+            )
+        };
+        assert_eq!((second as usize, freed()), (32, vec![16]));
+    }
+
+    #[test]
     fn a_packed_response_reads_back_with_its_request() {
         let mut buf = pack(&[&pack(&[b"GET", b"api", b"/x", b"c", b"server", b"in"])]);
         buf.extend(404u16.to_le_bytes());

@@ -201,8 +201,8 @@ pub struct Metrics {
     /// Plugin instances created.
     pub plugin_instances: Family<PluginLabels, Counter>,
     /// Time of plugin hook calls, from taking an instance to its decision: a sample, one call
-    /// in [`crate::plugin::TIMED_CALL_EVERY`] on each worker (reading the clock twice cost more than
-    /// a third of a hook's own host-side work).
+    /// in [`crate::plugin::TIMED_CALL_EVERY`] on each worker (reading the clock twice cost a
+    /// sixth of a hook's host-side work).
     pub plugin_call_duration: Family<PluginHookLabels, DurationHistogram, fn() -> DurationHistogram>,
     /// Plugin hook calls, every one (the duration histogram times a sample).
     pub plugin_calls: Family<PluginHookLabels, Counter>,

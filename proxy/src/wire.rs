@@ -289,6 +289,17 @@ pub fn materialize<B: WithRawHeaders>(response: &mut http::Response<B>) {
 /// Buffered body bytes are written out at this size; larger frames go straight out.
 pub const WRITE_CHUNK: usize = 16 * 1024;
 
+/// How a message body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body follows (a request without one; `HEAD`, 1xx, 204, 304 responses).
+    None,
+    /// Exactly this many bytes (`Content-Length`).
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
 /// Why a message body was not written whole.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyWriteError {
@@ -303,23 +314,31 @@ pub enum BodyWriteError {
     TooLong(u64),
 }
 
-/// Writes `body` to `io` after whatever `out` already holds (its head, typically), each data
-/// frame framed as a chunk when `chunked` (and the last chunk at the end). Frames gather in
-/// `out`, which is written when it fills, when the body must wait for its next frame, and at
-/// the end: a head and a small body leave in one write. Trailers and empty frames are skipped.
-/// A body longer than `length` stops with [`BodyWriteError::TooLong`] before the excess is
-/// written. Returns the data bytes written; on an error, `out` may still hold some of them.
+/// Writes `body` to `io` after whatever `out` already holds (its head, typically), framed as
+/// `framing` says: with [`Framing::None`] the body is not read, with [`Framing::Chunked`] each
+/// data frame is a chunk (and the last chunk ends it). Frames gather in `out`, which is written
+/// when it fills, when the body must wait for its next frame, and at the end: a head and a
+/// small body leave in one write. Trailers and empty frames are skipped. A body longer than its
+/// [`Framing::Length`] stops with [`BodyWriteError::TooLong`] before the excess is written.
+/// Returns the data bytes written; on an error, `out` may still hold some of them.
 pub async fn write_body<I, B>(
     io: &mut I,
     out: &mut BytesMut,
     mut body: Pin<&mut B>,
-    chunked: bool,
-    length: Option<u64>,
+    framing: Framing,
 ) -> Result<u64, BodyWriteError>
 where
     I: AsyncWrite + Unpin,
     B: http_body::Body<Data = Bytes, Error = BoxError> + ?Sized,
 {
+    let (chunked, length) = match framing {
+        Framing::None => {
+            flush(io, out).await?;
+            return Ok(0);
+        }
+        Framing::Length(n) => (false, Some(n)),
+        Framing::Chunked => (true, None),
+    };
     let mut sent = 0u64;
     loop {
         // Take what the body has now; only when it must wait, send what is buffered first.
@@ -392,18 +411,19 @@ mod tests {
     #[tokio::test]
     async fn bodies_follow_their_head_in_one_write_framed_and_held_to_their_length() {
         let (mut wire, mut out) = (Vec::new(), BytesMut::from(&b"HEAD\r\n"[..]));
-        let sent = write_body(&mut wire, &mut out, Pin::new(&mut two_frames()), true, None).await.expect("written");
+        let sent =
+            write_body(&mut wire, &mut out, Pin::new(&mut two_frames()), Framing::Chunked).await.expect("written");
         assert_eq!(sent, 12);
         assert_eq!(wire, b"HEAD\r\n5\r\nhello\r\n7\r\n world!\r\n0\r\n\r\n");
         assert!(out.is_empty(), "everything went out");
 
         let (mut wire, mut out) = (Vec::new(), BytesMut::new());
         let sent =
-            write_body(&mut wire, &mut out, Pin::new(&mut two_frames()), false, Some(12)).await.expect("written");
+            write_body(&mut wire, &mut out, Pin::new(&mut two_frames()), Framing::Length(12)).await.expect("written");
         assert_eq!((sent, wire.as_slice()), (12, &b"hello world!"[..]));
 
         let (mut wire, mut out) = (Vec::new(), BytesMut::new());
-        let err = write_body(&mut wire, &mut out, Pin::new(&mut two_frames()), false, Some(8)).await;
+        let err = write_body(&mut wire, &mut out, Pin::new(&mut two_frames()), Framing::Length(8)).await;
         assert!(matches!(err, Err(BodyWriteError::TooLong(8))), "{err:?}");
         assert_eq!((wire.as_slice(), &out[..]), (&b""[..], &b"hello"[..]), "the excess frame was not written");
     }

@@ -22,7 +22,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::activity::ConnActivity;
 use crate::body::{Body, BoxError};
 use crate::wire::{
-    self, BodyWriteError, MAX_HEAD, MAX_HEADERS, RawHeaders, WRITE_CHUNK, WithRawHeaders, head_end, header_name,
+    self, BodyWriteError, Framing, MAX_HEAD, MAX_HEADERS, RawHeaders, WRITE_CHUNK, WithRawHeaders, head_end,
+    header_name,
 };
 
 /// Read buffer growth step: a typical head, or several pipelined ones, in one read.
@@ -143,17 +144,6 @@ fn parse_request(head: &Bytes) -> Option<Head> {
     Some(Head { request, keep_alive })
 }
 
-/// How the response body is delimited on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// No body may follow (`HEAD`, 1xx, 204, 304).
-    None,
-    /// Exactly this many bytes.
-    Length(u64),
-    /// Chunked transfer coding.
-    Chunked,
-}
-
 /// Writes `response`; returns whether the connection may carry another request (it may not
 /// after `close`, or when the body failed or fell short of its length).
 async fn write_response<I, B>(
@@ -171,17 +161,8 @@ where
     let mut body = pin!(body);
     let raw = body.raw_headers();
     let framing = encode_head(&parts.status, raw, &parts.headers, &*body, head_only, close, out);
-    let length = match framing {
-        Framing::None => {
-            wire::flush(io, out).await?;
-            io.flush().await?;
-            return Ok(!close);
-        }
-        Framing::Length(n) => Some(n),
-        Framing::Chunked => None,
-    };
-    let complete = match wire::write_body(io, out, body.as_mut(), framing == Framing::Chunked, length).await {
-        Ok(sent) => length.is_none_or(|n| sent == n),
+    let complete = match wire::write_body(io, out, body.as_mut(), framing).await {
+        Ok(sent) => !matches!(framing, Framing::Length(n) if sent < n),
         Err(BodyWriteError::Io(e)) => return Err(e),
         Err(e) => {
             tracing::debug!(error = %e, "response body cut short: closing the connection");

@@ -6,28 +6,17 @@ use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 
 use super::Http1Error;
-use crate::wire::{MAX_HEAD, MAX_HEADERS, NameClass, RawHeaders, classify, head_end, header_name};
-
-/// How a request body is framed on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestFraming {
-    /// No body.
-    None,
-    /// `Content-Length` bytes.
-    Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked,
-}
+use crate::wire::{Framing, MAX_HEAD, MAX_HEADERS, NameClass, RawHeaders, classify, head_end, header_name};
 
 /// Writes `method path HTTP/1.1`, the headers, and the framing header the body needs.
-pub fn encode_head(method: &Method, path: &str, headers: &HeaderMap, framing: RequestFraming, out: &mut BytesMut) {
+pub fn encode_head(method: &Method, path: &str, headers: &HeaderMap, framing: Framing, out: &mut BytesMut) {
     out.reserve(256 + headers.len() * 32);
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(path.as_bytes());
     out.put_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
-        if name == CONTENT_LENGTH && framing != RequestFraming::None {
+        if name == CONTENT_LENGTH && framing != Framing::None {
             continue;
         }
         out.put_slice(name.as_str().as_bytes());
@@ -36,13 +25,13 @@ pub fn encode_head(method: &Method, path: &str, headers: &HeaderMap, framing: Re
         out.put_slice(b"\r\n");
     }
     match framing {
-        RequestFraming::None => {}
-        RequestFraming::Length(n) => {
+        Framing::None => {}
+        Framing::Length(n) => {
             out.put_slice(b"content-length: ");
             out.put_slice(n.to_string().as_bytes());
             out.put_slice(b"\r\n");
         }
-        RequestFraming::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::Chunked => out.put_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.put_slice(b"\r\n");
 }
@@ -504,7 +493,7 @@ mod tests {
         headers.insert("host", HeaderValue::from_static("a"));
         headers.insert("content-length", HeaderValue::from_static("3"));
         let mut out = BytesMut::new();
-        encode_head(&Method::POST, "/x?y=1", &headers, RequestFraming::Length(3), &mut out);
+        encode_head(&Method::POST, "/x?y=1", &headers, Framing::Length(3), &mut out);
         assert_eq!(&out[..], b"POST /x?y=1 HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n\r\n");
     }
 }

@@ -62,11 +62,6 @@ impl Conn {
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read_buf)
     }
 
-    /// Writes all of `write_buf` and empties it, keeping its memory for the next request.
-    pub(super) async fn flush_write_buf(&mut self) -> io::Result<()> {
-        crate::wire::flush(&mut self.stream, &mut self.write_buf).await
-    }
-
     /// The stream and the write buffer, to write a request body through.
     pub(super) fn stream_and_write_buf(&mut self) -> (&mut UpstreamStream, &mut BytesMut) {
         (&mut self.stream, &mut self.write_buf)

@@ -27,8 +27,8 @@ use crate::body::Body;
 use crate::upstream::Limits;
 use crate::upstream::breaker::Shed;
 use crate::upstream::conn_pool::{ConnPool, ConnectError};
-use crate::wire::{self, BodyWriteError, RawHeaders};
-use codec::{BodyDecoder, Decoded, RequestFraming};
+use crate::wire::{self, BodyWriteError, Framing, RawHeaders};
+use codec::{BodyDecoder, Decoded};
 
 /// An upstream HTTP/1.1 exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -100,13 +100,13 @@ pub async fn send(
     let (parts, mut body) = req.into_parts();
     let framing =
         if let Some(n) = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()) {
-            RequestFraming::Length(n)
+            Framing::Length(n)
         } else if body.is_end_stream() {
-            RequestFraming::None
+            Framing::None
         } else if let Some(n) = body.size_hint().exact() {
-            RequestFraming::Length(n)
+            Framing::Length(n)
         } else {
-            RequestFraming::Chunked
+            Framing::Chunked
         };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     // A pooled connection the endpoint closed in the meantime fails before any response byte;
@@ -128,7 +128,7 @@ pub async fn send(
         };
         conn.write_buf.clear();
         codec::encode_head(&parts.method, path, &parts.headers, framing, &mut conn.write_buf);
-        let sent_body = framing != RequestFraming::None;
+        let sent_body = framing != Framing::None;
         let mut timer = conn.timer_until(deadline);
         let head = before(timer.as_mut(), async {
             exchange(&mut conn, &mut body, framing).await?;
@@ -160,14 +160,9 @@ async fn before<T>(
 }
 
 /// Writes the head (already in `write_buf`) and the body.
-async fn exchange(conn: &mut Conn, body: &mut Body, framing: RequestFraming) -> Result<(), Http1Error> {
-    let length = match framing {
-        RequestFraming::None => return conn.flush_write_buf().await.map_err(Http1Error::Io),
-        RequestFraming::Length(n) => Some(n),
-        RequestFraming::Chunked => None,
-    };
+async fn exchange(conn: &mut Conn, body: &mut Body, framing: Framing) -> Result<(), Http1Error> {
     let (io, out) = conn.stream_and_write_buf();
-    match wire::write_body(io, out, Pin::new(body), framing == RequestFraming::Chunked, length).await {
+    match wire::write_body(io, out, Pin::new(body), framing).await {
         Ok(_) => Ok(()),
         Err(BodyWriteError::Io(e)) => Err(Http1Error::Io(e)),
         Err(e) => Err(Http1Error::RequestBody(e.to_string())),

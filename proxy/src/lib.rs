@@ -16,6 +16,7 @@ pub mod mesh;
 pub mod plugin;
 pub mod registry;
 pub mod reload;
+pub mod request;
 pub mod routing;
 pub mod server;
 pub mod snapshot;

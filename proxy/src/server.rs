@@ -2,11 +2,9 @@
 //! registry; and, when started from a file, reload on change, SIGHUP or `POST /reload`.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use hyper::service::service_fn;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -18,6 +16,7 @@ use crate::listener::{self, BindError, ConnLimits, ListenerMetrics, TlsSource};
 use crate::mesh::Mesh;
 use crate::registry::{self, InstanceSet};
 use crate::reload::Reloader;
+use crate::request::ProxyRequest;
 use crate::telemetry::metrics::ListenerLabels;
 use crate::upstream::conn_pool;
 
@@ -113,10 +112,10 @@ impl Server {
             tracker.clone(),
             move |peer| {
                 let admin = admin.clone();
-                service_fn(move |req| {
+                move |req: Box<ProxyRequest>| {
                     let admin = admin.clone();
-                    async move { Ok::<_, Infallible>(admin.handle(req, peer).await) }
-                })
+                    async move { admin.handle(req.into_http(), peer).await }
+                }
             },
         ));
         Ok(Self { mesh, shutdown, tracker })
@@ -241,10 +240,7 @@ impl ListenerSet {
         let serving = listener::serve(tcp, limits, metrics, tls, stop, self.tracker.clone(), move |peer| {
             let mesh = mesh.clone();
             let down = Arc::new(Downstream::new(&name, peer, proto));
-            service_fn(move |req| {
-                let (mesh, down) = (mesh.clone(), down.clone());
-                async move { Ok::<_, Infallible>(forward(mesh, down, req).await) }
-            })
+            move |req| forward(mesh.clone(), down.clone(), req)
         });
         self.tracker.spawn(serving);
     }

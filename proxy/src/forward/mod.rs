@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::upgrade::OnUpgrade;
 
 pub use headers::{add_forwarded, ensure_host, is_upgrade, strip_hop_by_hop};
 use observe::{Finished, Observer};
@@ -27,6 +28,7 @@ use crate::config::FailMode;
 use crate::mesh::Mesh;
 use crate::plugin::types::{FilterAction, Hooks, RouteDecision};
 use crate::plugin::{BalancerPlugin, ResponseView};
+use crate::request::ProxyRequest;
 use crate::routing::{RequestView, host_without_port};
 use crate::snapshot::{Route, Service};
 use crate::telemetry::metrics::ErrorKind;
@@ -65,20 +67,21 @@ impl Downstream {
 }
 
 /// Forwards one downstream request and returns the response to send back.
-pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, req: Request<Body>) -> Response<ResponseBody> {
+pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, req: Box<ProxyRequest>) -> Response<ResponseBody> {
     let started = Instant::now();
     let snap = mesh.snapshot();
     let Some((listener_idx, table)) = snap.listener(&down.listener) else {
         mesh.metrics.unrouted_error(ErrorKind::no_route);
         return local(ErrorKind::no_route);
     };
-    let host = req
-        .headers()
+    let head = &req.head;
+    let host = head
+        .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
+        .or_else(|| head.uri.authority().map(|a| a.as_str()))
         .map_or("", host_without_port);
-    let view = RequestView { host, path: req.uri().path(), method: req.method(), headers: req.headers() };
+    let view = RequestView { host, path: head.uri.path(), method: &head.method, headers: &head.headers };
     let Some(route_idx) = table.find(&view) else {
         mesh.metrics.unrouted_error(ErrorKind::no_route);
         return local(ErrorKind::no_route);
@@ -99,7 +102,7 @@ pub async fn call(
     let snap = mesh.snapshot();
     let (service_idx, _) = snap.service(service)?;
     let target = snap.call_route(service_idx)?;
-    let mut response = dispatch(mesh, snap, down, target, req, started).await;
+    let mut response = dispatch(mesh, snap, down, target, ProxyRequest::boxed(req), started).await;
     wire::materialize(&mut response);
     Some(response)
 }
@@ -110,20 +113,22 @@ async fn dispatch(
     snap: Arc<crate::snapshot::Snapshot>,
     down: &Downstream,
     (listener_idx, route_idx): (usize, usize),
-    mut req: Request<Body>,
+    mut req: Box<ProxyRequest>,
     started: Instant,
 ) -> Response<ResponseBody> {
     let route = &snap.listeners[listener_idx].routes[route_idx];
     let mut service_idx = route.service;
 
-    let downstream_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
-    let (mut parts, body) = req.into_parts();
+    // hyper leaves an upgrade's handle in the extensions of a request that asks for one.
+    let downstream_upgrade = is_upgrade(&req.head.headers).then(|| req.head.extensions.remove::<OnUpgrade>()).flatten();
+    let body = std::mem::take(&mut req.body);
+    let parts = &mut req.head;
     strip_hop_by_hop(&mut parts.headers, downstream_upgrade.is_some());
     let host = ensure_host(&mut parts.headers, &parts.uri);
     if snap.listeners[listener_idx].forwarded_headers {
         add_forwarded(&mut parts.headers, host, &down.client_ip, down.proto);
     }
-    let mut obs = Observer::start(&snap, &mut parts);
+    let mut obs = Observer::start(&snap, parts);
     let path = match &route.rewrite {
         Some(rw) => {
             let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
@@ -250,11 +255,11 @@ async fn dispatch(
     });
     let mut tried = 0u64;
     let mut attempt = 0;
-    let request_line = RequestCopy::for_response_filters(route, &parts, &path);
+    let request_line = RequestCopy::for_response_filters(route, parts, &path);
     // Contracts read the response's headers from a map; otherwise an HTTP/1.1 upstream's
     // header lines go downstream as they arrived (response filters read and change them there).
     let raw_headers = contract.is_none();
-    let mut parts = Some(parts);
+    let mut req = Some(req);
     let mut retry_slot = None;
     let (endpoint_idx, now, result) = loop {
         attempt += 1;
@@ -275,28 +280,23 @@ async fn dispatch(
         let request = match (&replay, attempt < max_attempts) {
             // More attempts may follow: send a copy.
             (Some(bytes), true) => {
-                let p = parts.as_ref().expect("parts are kept until the last attempt");
-                upstream_request(
-                    p.method.clone(),
-                    p.version,
-                    p.headers.clone(),
-                    endpoint,
-                    &path,
-                    Body::full(bytes.clone()),
-                )
+                let head = &req.as_ref().expect("the request is kept until the last attempt").head;
+                let uri = upstream_uri(endpoint, &path);
+                let body = Body::full(bytes.clone());
+                ProxyRequest::new(head.method.clone(), uri, head.version, head.headers.clone(), body)
             }
+            // The downstream request becomes the upstream one.
             _ => {
-                let p = parts.take().expect("the last attempt takes the parts");
-                let b = match &replay {
+                let mut last = req.take().expect("the last attempt takes the request");
+                last.head.uri = upstream_uri(endpoint, &path);
+                last.body = match &replay {
                     Some(bytes) => Body::full(bytes.clone()),
                     None => std::mem::take(&mut body),
                 };
-                let mut req = upstream_request(p.method, p.version, p.headers, endpoint, &path, b);
-                *req.extensions_mut() = p.extensions;
-                req
+                last
             }
         };
-        let method = request.method().clone();
+        let method = request.head.method.clone();
         let in_flight = InFlight::start(snap.clone(), listener_idx, route_idx, service_idx, idx);
         let attempt_started = Instant::now();
         let try_deadline = match retry.and_then(|r| r.per_try_timeout) {
@@ -540,25 +540,14 @@ fn pick<'s>(
         .or_else(|| if tried != 0 { service.balancer.pick(ctx, endpoints, &allowed) } else { None }))
 }
 
-fn upstream_request(
-    method: http::Method,
-    version: Version,
-    headers: http::HeaderMap,
-    endpoint: &crate::upstream::Endpoint,
-    path: &PathAndQuery,
-    body: Body,
-) -> Request<Body> {
+/// The URI of a request to `endpoint` for `path`.
+fn upstream_uri(endpoint: &crate::upstream::Endpoint, path: &PathAndQuery) -> Uri {
     let mut uri = http::uri::Parts::default();
     // HTTP/2 sends the scheme as `:scheme`; HTTP/1.1 sends only the path.
     uri.scheme = Some(if endpoint.conns.settings().tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP });
     uri.authority = Some(endpoint.authority.clone());
     uri.path_and_query = Some(path.clone());
-    let mut req = Request::new(body);
-    *req.method_mut() = method;
-    *req.version_mut() = version;
-    *req.headers_mut() = headers;
-    *req.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
-    req
+    Uri::from_parts(uri).expect("scheme, authority and path make a valid URI")
 }
 
 /// Why an attempt produced no upstream response.

@@ -6,6 +6,7 @@
 //! hyper's own header-read timer allocates and arms a timer for every request; this costs
 //! about 8% of throughput on the proxy benchmark, so the listener keeps its own.
 
+use std::convert::Infallible;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -21,7 +22,9 @@ use hyper::service::Service;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::Handler;
 use crate::body::Body;
+use crate::request::ProxyRequest;
 use crate::wire::{WithRawHeaders, materialize};
 
 /// What one connection has been doing.
@@ -137,39 +140,34 @@ impl Drop for RequestGuard {
     }
 }
 
-/// Wraps a service for hyper: every request is counted on its connection until its response
-/// body ends, and its body becomes the proxy's [`Body`].
+/// Makes a [`Handler`] a hyper service: every request is counted on its connection until its
+/// response body ends, and its body becomes the proxy's [`Body`].
 #[derive(Debug, Clone)]
-pub struct Tracked<S> {
-    inner: S,
+pub struct Tracked<H> {
+    inner: H,
     activity: Arc<ConnActivity>,
 }
 
-impl<S> Tracked<S> {
+impl<H> Tracked<H> {
     /// Wraps `inner`.
-    pub fn new(inner: S, activity: Arc<ConnActivity>) -> Self {
+    pub fn new(inner: H, activity: Arc<ConnActivity>) -> Self {
         Self { inner, activity }
     }
 }
 
-impl<S, B> Service<Request<Incoming>> for Tracked<S>
-where
-    S: Service<Request<Body>, Response = Response<B>>,
-    S::Future: Send + 'static,
-    B: WithRawHeaders + Send + 'static,
-{
-    type Response = Response<TrackedBody<B>>;
-    type Error = S::Error;
-    type Future = TrackedFuture<S::Future>;
+impl<H: Handler> Service<Request<Incoming>> for Tracked<H> {
+    type Response = Response<TrackedBody<H::Body>>;
+    type Error = Infallible;
+    type Future = TrackedFuture<H::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let guard = self.activity.begin(req.version());
-        TrackedFuture { inner: self.inner.call(req.map(Body::Incoming)), guard: Some(guard) }
+        TrackedFuture { inner: self.inner.call(ProxyRequest::boxed(req.map(Body::Incoming))), guard: Some(guard) }
     }
 }
 
 pin_project_lite::pin_project! {
-    /// The future of a [`Tracked`] service.
+    /// The future of a [`Tracked`] handler.
     pub struct TrackedFuture<F> {
         #[pin]
         inner: F,
@@ -177,22 +175,20 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<F, B, E> std::future::Future for TrackedFuture<F>
+impl<F, B> std::future::Future for TrackedFuture<F>
 where
-    F: std::future::Future<Output = Result<Response<B>, E>>,
+    F: std::future::Future<Output = Response<B>>,
     B: WithRawHeaders,
 {
-    type Output = Result<Response<TrackedBody<B>>, E>;
+    type Output = Result<Response<TrackedBody<B>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let out = std::task::ready!(this.inner.poll(cx));
+        let mut resp = std::task::ready!(this.inner.poll(cx));
         let guard = this.guard.take();
-        Poll::Ready(out.map(|mut resp| {
-            // hyper writes the map alone: raw header lines must be in it.
-            materialize(&mut resp);
-            resp.map(|inner| TrackedBody { inner, _guard: guard })
-        }))
+        // hyper writes the map alone: raw header lines must be in it.
+        materialize(&mut resp);
+        Poll::Ready(Ok(resp.map(|inner| TrackedBody { inner, _guard: guard })))
     }
 }
 

@@ -15,12 +15,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
-use hyper::service::Service;
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use super::Handler;
 use super::activity::ConnActivity;
 use crate::body::{Body, BoxError};
+use crate::request::ProxyRequest;
 use crate::wire::{
     self, BodyWriteError, Framing, MAX_HEAD, MAX_HEADERS, RawHeaders, WRITE_CHUNK, WithRawHeaders, head_end,
     header_name,
@@ -44,16 +45,15 @@ pub(super) enum Ended<I> {
 /// Serves requests on `io` until it closes or meets one for hyper. `closing` asks the loop
 /// to end after the response in progress (which then says `Connection: close`); the caller
 /// drops the loop outright while no request is in flight.
-pub(super) async fn serve<I, S, B>(
+pub(super) async fn serve<I, H>(
     mut io: I,
-    service: &S,
+    handler: &H,
     activity: &Arc<ConnActivity>,
     closing: &AtomicBool,
 ) -> io::Result<Ended<I>>
 where
     I: AsyncRead + AsyncWrite + Unpin,
-    S: Service<Request<Body>, Response = Response<B>, Error = std::convert::Infallible>,
-    B: http_body::Body<Data = Bytes, Error = BoxError> + WithRawHeaders,
+    H: Handler,
 {
     let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
     let mut write_buf = BytesMut::with_capacity(WRITE_CHUNK);
@@ -85,9 +85,9 @@ where
             unread.extend_from_slice(&read_buf);
             return Ok(Ended::Handoff(io, unread));
         };
-        let head_only = request.method() == Method::HEAD;
+        let head_only = request.head.method == Method::HEAD;
         let _in_flight = activity.begin(Version::HTTP_11);
-        let Ok(response) = service.call(request).await;
+        let response = handler.call(request).await;
         let close = !keep_alive || closing.load(Ordering::Relaxed);
         let reusable = write_response(&mut io, &mut write_buf, response, head_only, close).await?;
         if !reusable {
@@ -99,7 +99,7 @@ where
 
 /// A request the fast path serves, and whether the client lets the connection stay open.
 struct Head {
-    request: Request<Body>,
+    request: Box<ProxyRequest>,
     keep_alive: bool,
 }
 
@@ -136,11 +136,7 @@ fn parse_request(head: &Bytes) -> Option<Head> {
         }
         headers.append(name, HeaderValue::from_maybe_shared(head.slice_ref(h.value)).ok()?);
     }
-    let mut request = Request::new(Body::Empty);
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
+    let request = ProxyRequest::new(method, uri, Version::HTTP_11, headers, Body::Empty);
     Some(Head { request, keep_alive })
 }
 
@@ -261,10 +257,10 @@ mod tests {
     fn plain_requests_are_served_here() {
         let head = parse(b"GET /a?b=1 HTTP/1.1\r\nHost: example.com\r\nX-Custom: v\r\nContent-Length: 0\r\n\r\n")
             .expect("a plain request");
-        assert_eq!(head.request.method(), Method::GET);
-        assert_eq!(head.request.uri().path_and_query().map(|p| p.as_str()), Some("/a?b=1"));
-        assert_eq!(head.request.headers()["host"], "example.com");
-        assert_eq!(head.request.headers()["x-custom"], "v");
+        assert_eq!(head.request.head.method, Method::GET);
+        assert_eq!(head.request.head.uri.path_and_query().map(|p| p.as_str()), Some("/a?b=1"));
+        assert_eq!(head.request.head.headers["host"], "example.com");
+        assert_eq!(head.request.head.headers["x-custom"], "v");
         assert!(head.keep_alive);
         let head = parse(b"GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n").expect("a plain request");
         assert!(!head.keep_alive);

@@ -6,15 +6,14 @@ mod activity;
 mod http1;
 mod rewind;
 
-use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
-use hyper::service::Service;
+use http::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus_client::metrics::counter::Counter;
@@ -28,8 +27,35 @@ use activity::{ActivityIo, Expired, Tracked, watchdog};
 use http1::Ended;
 use rewind::Rewind;
 
-use crate::body::{Body, BoxError};
+use crate::body::BoxError;
+use crate::request::ProxyRequest;
 use crate::wire::WithRawHeaders;
+
+/// Answers a listener's requests. Any `Fn(Box<ProxyRequest>) -> impl Future<Output =
+/// Response<_>>` is one; the request arrives boxed (see [`crate::request`]) and the answer
+/// cannot fail: errors are responses.
+pub trait Handler: Send + Sync + 'static {
+    /// The response body.
+    type Body: http_body::Body<Data = Bytes, Error = BoxError> + WithRawHeaders + Send + 'static;
+    /// The response, when ready.
+    type Future: Future<Output = Response<Self::Body>> + Send + 'static;
+    /// Answers `req`.
+    fn call(&self, req: Box<ProxyRequest>) -> Self::Future;
+}
+
+impl<F, Fut, B> Handler for F
+where
+    F: Fn(Box<ProxyRequest>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = Bytes, Error = BoxError> + WithRawHeaders + Send + 'static,
+{
+    type Body = B;
+    type Future = Fut;
+
+    fn call(&self, req: Box<ProxyRequest>) -> Fut {
+        self(req)
+    }
+}
 
 /// Per-connection limits of a listener.
 #[derive(Debug, Clone)]
@@ -79,26 +105,24 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     TcpListener::from_std(socket.into()).map_err(err)
 }
 
-/// Accepts connections on `tcp` until `shutdown` fires, serving each with the service
-/// `make_service` returns for the client address (plain HTTP/1.1 requests on the fast path of
+/// Accepts connections on `tcp` until `shutdown` fires, serving each with the handler
+/// `make_handler` returns for the client address (plain HTTP/1.1 requests on the fast path of
 /// [`http1`], everything else with hyper); with `tls`, after a TLS handshake that must
 /// finish within the header-read timeout. On shutdown every connection is asked to finish
 /// its in-flight requests and close; the tasks are tracked by `tracker`. The socket is
 /// shared so that a reload can restart the loop with new limits without closing it.
 #[allow(clippy::too_many_arguments)]
-pub async fn serve<F, S, B>(
+pub async fn serve<F, H>(
     tcp: Arc<TcpListener>,
     limits: ConnLimits,
     metrics: ListenerMetrics,
     tls: Option<TlsSource>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    make_service: F,
+    make_handler: F,
 ) where
-    F: Fn(SocketAddr) -> S,
-    S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Send + Sync + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes, Error = BoxError> + WithRawHeaders + Send + 'static,
+    F: Fn(SocketAddr) -> H,
+    H: Handler,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // Header-read and idle timeouts are the watchdog's (see `activity`); writes are flattened
@@ -126,7 +150,7 @@ pub async fn serve<F, S, B>(
         };
         let _ = stream.set_nodelay(true);
         let (io, activity) = ActivityIo::new(stream);
-        let service = make_service(peer);
+        let handler = make_handler(peer);
         let tls_config = match &tls {
             None => None,
             Some(source) => match source() {
@@ -148,11 +172,11 @@ pub async fn serve<F, S, B>(
             let _permit = permit;
             open.inc();
             match tls_config {
-                None => conn.serve(io, service).await,
+                None => conn.serve(io, handler).await,
                 Some(config) => {
                     let handshake = tokio_rustls::TlsAcceptor::from(config).accept(io);
                     match tokio::time::timeout(conn.head_timeout, handshake).await {
-                        Ok(Ok(stream)) => conn.serve(stream, service).await,
+                        Ok(Ok(stream)) => conn.serve(stream, handler).await,
                         Ok(Err(e)) => {
                             tls_failures.inc();
                             tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -182,12 +206,10 @@ struct Conn {
 impl Conn {
     /// Serves HTTP on `io` until the client closes, the watchdog expires it or shutdown
     /// drains it: on the fast path while requests suit it, then with hyper.
-    async fn serve<I, S, B>(self, io: I, service: S)
+    async fn serve<I, H>(self, io: I, handler: H)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-        S: Service<Request<Body>, Response = Response<B>, Error = Infallible> + Send + Sync + 'static,
-        S::Future: Send + 'static,
-        B: http_body::Body<Data = Bytes, Error = BoxError> + WithRawHeaders + Send + 'static,
+        H: Handler,
     {
         let peer = self.peer;
         let watch = || watchdog(self.activity.clone(), self.idle_timeout, self.head_timeout);
@@ -196,7 +218,7 @@ impl Conn {
         // Set when the connection should end after the response in progress.
         let closing = AtomicBool::new(false);
         let handoff = {
-            let fast = http1::serve(io, &service, &self.activity, &closing);
+            let fast = http1::serve(io, &handler, &self.activity, &closing);
             tokio::pin!(fast);
             loop {
                 let wind_down = tokio::select! {
@@ -236,7 +258,7 @@ impl Conn {
             }
         };
         let Some(io) = handoff else { return };
-        let service = Tracked::new(service, self.activity.clone());
+        let service = Tracked::new(handler, self.activity.clone());
         let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         tokio::pin!(conn);
         let mut closing = closing.into_inner();

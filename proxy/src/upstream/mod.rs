@@ -14,12 +14,11 @@ pub mod stream;
 
 use std::time::Instant;
 
-use http::Request;
-
 pub use endpoint::{Endpoint, EndpointStats};
 
 use crate::body::Body;
 use crate::config::CircuitBreakerConfig;
+use crate::request::ProxyRequest;
 use breaker::ServiceState;
 use conn_pool::ConnectError;
 use http1::{Exchange, Http1Error};
@@ -95,7 +94,7 @@ pub struct Limits<'a> {
 pub async fn send(
     transport: &Transport,
     endpoint: &Endpoint,
-    req: Request<Body>,
+    req: Box<ProxyRequest>,
     limits: Limits<'_>,
     deadline: Instant,
     raw_headers: bool,
@@ -103,7 +102,7 @@ pub async fn send(
     match transport {
         Transport::Http1 => Ok(http1::send(&endpoint.conns, req, limits, deadline, raw_headers).await?),
         Transport::Http2(client) => {
-            let sent = tokio::time::timeout_at(deadline.into(), Box::pin(client.send(req))).await;
+            let sent = tokio::time::timeout_at(deadline.into(), Box::pin(client.send(req.into_http()))).await;
             let response = sent.map_err(|_| UpstreamError::Timeout)??.map(Body::Incoming);
             Ok(Exchange { response, raw: None, upgraded: None })
         }

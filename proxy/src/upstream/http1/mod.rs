@@ -16,7 +16,7 @@ use std::task::Poll;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use http_body::Body as _;
 use tokio::time::Sleep;
 
@@ -24,6 +24,7 @@ pub use body::Http1Body;
 pub use conn::{Conn, OpenGuard};
 
 use crate::body::Body;
+use crate::request::ProxyRequest;
 use crate::upstream::Limits;
 use crate::upstream::breaker::Shed;
 use crate::upstream::conn_pool::{ConnPool, ConnectError};
@@ -92,12 +93,13 @@ pub struct Exchange {
 /// ([`Exchange::raw`]) instead of in the response's map.
 pub async fn send(
     pool: &Arc<ConnPool>,
-    req: Request<Body>,
+    mut req: Box<ProxyRequest>,
     limits: Limits<'_>,
     deadline: Instant,
     raw_headers: bool,
 ) -> Result<Exchange, Http1Error> {
-    let (parts, mut body) = req.into_parts();
+    let mut body = std::mem::take(&mut req.body);
+    let parts = &req.head;
     let framing =
         if let Some(n) = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()) {
             Framing::Length(n)

@@ -14,9 +14,9 @@ use crate::config::{Config, ListenerConfig};
 use crate::forward::{Downstream, forward};
 use crate::listener::{self, BindError, ConnLimits, ListenerMetrics, TlsSource};
 use crate::mesh::Mesh;
+use crate::message::{ProxyRequest, ProxyResponse};
 use crate::registry::{self, InstanceSet};
 use crate::reload::Reloader;
-use crate::request::ProxyRequest;
 use crate::telemetry::metrics::ListenerLabels;
 use crate::upstream::conn_pool;
 
@@ -114,7 +114,7 @@ impl Server {
                 let admin = admin.clone();
                 move |req: Box<ProxyRequest>| {
                     let admin = admin.clone();
-                    async move { admin.handle(req.into_http(), peer).await }
+                    async move { ProxyResponse::boxed(admin.handle(req.into_http(), peer).await) }
                 }
             },
         ));

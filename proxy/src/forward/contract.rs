@@ -8,11 +8,12 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::buffer::{Read, read_limited};
-use super::response::{ERROR_HEADER, ResponseBody, error_name, local, local_body};
+use super::response::{Answer, ERROR_HEADER, ResponseBody, error_name, local, local_body};
 use crate::body::Body;
 use crate::config::ContractMode;
 use crate::contract::{Contract, Schema, Violation};
 use crate::mesh::Mesh;
+use crate::message::ProxyResponse;
 use crate::snapshot::{Route, Service};
 use crate::telemetry::metrics::{ContractLabels, ErrorKind};
 
@@ -45,19 +46,19 @@ pub(super) async fn check_request(
     headers: &HeaderMap,
     body: Body,
     deadline: Instant,
-) -> Result<Body, Box<Response<ResponseBody>>> {
+) -> Result<Body, Answer> {
     let Some(schema) = contract.request.as_ref().filter(|_| contract.validates(headers)) else { return Ok(body) };
-    let reject = |kind: ErrorKind, resp: Response<ResponseBody>| {
+    let reject = |kind: ErrorKind, resp: Response<Body>| {
         route.metrics.count_error(kind);
         count(mesh, service, "request", "rejected");
-        Err(Box::new(resp))
+        Err(ProxyResponse::boxed(resp.map(ResponseBody::plain)))
     };
     match read_limited(body, contract.max_body_bytes, deadline).await {
         Err(kind) => {
             route.metrics.count_error(kind);
-            Err(Box::new(local(kind)))
+            Err(local(kind))
         }
-        Ok(Read::TooLarge { .. }) => reject(ErrorKind::body_too_large, local(ErrorKind::body_too_large)),
+        Ok(Read::TooLarge { .. }) => reject(ErrorKind::body_too_large, local_body(ErrorKind::body_too_large)),
         Ok(Read::Whole(bytes)) => {
             let violations = schema.check(&bytes);
             if violations.is_empty() {
@@ -69,7 +70,7 @@ pub(super) async fn check_request(
                 schema,
                 &violations,
             );
-            reject(ErrorKind::contract_violation, resp.map(ResponseBody::plain))
+            reject(ErrorKind::contract_violation, resp)
         }
     }
 }

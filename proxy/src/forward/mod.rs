@@ -21,14 +21,14 @@ use hyper::upgrade::OnUpgrade;
 
 pub use headers::{add_forwarded, ensure_host, is_upgrade, strip_hop_by_hop};
 use observe::{Finished, Observer};
-use response::{InFlight, ResponseBody, SHED_HEADER, local};
+use response::{Answer, InFlight, ResponseBody, SHED_HEADER, local};
 
 use crate::body::Body;
 use crate::config::FailMode;
 use crate::mesh::Mesh;
+use crate::message::{ProxyRequest, ProxyResponse};
 use crate::plugin::types::{FilterAction, Hooks, RouteDecision};
 use crate::plugin::{BalancerPlugin, ResponseView};
-use crate::request::ProxyRequest;
 use crate::routing::{RequestView, host_without_port};
 use crate::snapshot::{Route, Service};
 use crate::telemetry::metrics::ErrorKind;
@@ -67,7 +67,7 @@ impl Downstream {
 }
 
 /// Forwards one downstream request and returns the response to send back.
-pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, req: Box<ProxyRequest>) -> Response<ResponseBody> {
+pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, req: Box<ProxyRequest>) -> Answer {
     let started = Instant::now();
     let snap = mesh.snapshot();
     let Some((listener_idx, table)) = snap.listener(&down.listener) else {
@@ -102,7 +102,7 @@ pub async fn call(
     let snap = mesh.snapshot();
     let (service_idx, _) = snap.service(service)?;
     let target = snap.call_route(service_idx)?;
-    let mut response = dispatch(mesh, snap, down, target, ProxyRequest::boxed(req), started).await;
+    let mut response = dispatch(mesh, snap, down, target, ProxyRequest::boxed(req), started).await.into_http();
     wire::materialize(&mut response);
     Some(response)
 }
@@ -115,7 +115,7 @@ async fn dispatch(
     (listener_idx, route_idx): (usize, usize),
     mut req: Box<ProxyRequest>,
     started: Instant,
-) -> Response<ResponseBody> {
+) -> Answer {
     let route = &snap.listeners[listener_idx].routes[route_idx];
     let mut service_idx = route.service;
 
@@ -188,8 +188,8 @@ async fn dispatch(
             match Box::pin(contract::check_request(mesh, route, service, c, &parts.headers, body, deadline)).await {
                 Ok(checked) => checked,
                 Err(answer) => {
-                    route.metrics.count_status(answer.status());
-                    return *answer;
+                    route.metrics.count_status(answer.head.status);
+                    return answer;
                 }
             }
         }
@@ -378,7 +378,7 @@ async fn dispatch(
         note_transition(mesh, service, t);
     }
 
-    let (Exchange { response: mut resp, mut raw, upgraded }, in_flight) = match result {
+    let (exchange, in_flight) = match result {
         Ok(pair) => pair,
         Err(failure) => {
             let kind = failure.kind;
@@ -387,47 +387,45 @@ async fn dispatch(
                 Some(shed) => with_shed_reason(local(kind), shed),
                 None => local(kind),
             };
-            route.metrics.count_status(resp.status());
+            route.metrics.count_status(resp.head.status);
             route.metrics.duration.observe(elapsed);
             route.edge(service_idx).record(true, elapsed);
-            obs.finish(down.client, finished(resp.status()));
+            obs.finish(down.client, finished(resp.head.status));
             return resp;
         }
     };
+    let Exchange { response, mut raw, upgraded } = *exchange;
+    let (mut head, mut body) = response.into_parts();
     if let Some(c) = contract.filter(|_| upgraded.is_none()) {
-        let (parts, body) = resp.into_parts();
-        resp = match Box::pin(contract::check_response(mesh, route, service, c, &parts, body, deadline)).await {
-            Ok(checked) => Response::from_parts(parts, checked),
-            Err(answer) => *answer,
-        };
+        match Box::pin(contract::check_response(mesh, route, service, c, &head, body, deadline)).await {
+            Ok(checked) => body = checked,
+            Err(answer) => (head, body) = answer.into_parts(),
+        }
     }
-    let status = resp.status();
+    let status = head.status;
     route.metrics.count_status(status);
     route.metrics.duration.observe(elapsed);
     route.edge(service_idx).record(status.is_server_error(), elapsed);
 
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers, upgraded.is_some() && downstream_upgrade.is_some());
+    strip_hop_by_hop(&mut head.headers, upgraded.is_some() && downstream_upgrade.is_some());
     let answer = match &request_line {
         Some(req) if upgraded.is_none() => {
-            response_filters(route, req, &down.client_text, &mut parts, &mut raw, &mut obs)
+            response_filters(route, req, &down.client_text, &mut head, &mut raw, &mut obs)
         }
         _ => None,
     };
-    obs.finish(down.client, finished(answer.as_ref().map_or(status, Response::status)));
+    obs.finish(down.client, finished(answer.as_ref().map_or(status, |a| a.head.status)));
     if let Some(answer) = answer {
         return answer;
     }
-    match (downstream_upgrade, upgraded) {
+    let body = match (downstream_upgrade, upgraded) {
         (Some(down_up), Some(up_up)) => {
             upgrade::tunnel(down_up, up_up, in_flight, admission);
-            Response::from_parts(parts, ResponseBody::plain(Body::Empty))
+            ResponseBody::plain(Body::Empty)
         }
-        _ => Response::from_parts(
-            parts,
-            ResponseBody::streamed(body, in_flight, admission, deadline).with_raw_headers(raw),
-        ),
-    }
+        _ => ResponseBody::streamed(body, in_flight, admission, deadline).with_raw_headers(raw),
+    };
+    Box::new(ProxyResponse { head, body })
 }
 
 /// What response filters see of the request, kept when a route has any: the request line and
@@ -465,7 +463,7 @@ fn response_filters(
     parts: &mut http::response::Parts,
     raw: &mut Option<wire::RawHeaders>,
     obs: &mut Observer,
-) -> Option<Response<ResponseBody>> {
+) -> Option<Answer> {
     for filter in route.filters.iter().rev().filter(|f| f.wants(Hooks::ON_RESPONSE)) {
         let head = plugins::request_view(&req.method, req.authority.as_ref(), &req.path, client, &req.headers);
         let resp = ResponseView { status: parts.status.as_u16(), raw: raw.as_ref(), headers: &parts.headers };
@@ -581,8 +579,8 @@ impl From<&UpstreamError> for Failure {
     }
 }
 
-fn with_shed_reason(mut resp: Response<ResponseBody>, shed: Shed) -> Response<ResponseBody> {
-    resp.headers_mut().insert(SHED_HEADER, HeaderValue::from_static(shed.as_str()));
+fn with_shed_reason(mut resp: Answer, shed: Shed) -> Answer {
+    resp.head.headers.insert(SHED_HEADER, HeaderValue::from_static(shed.as_str()));
     resp
 }
 

@@ -7,8 +7,9 @@ use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
-use super::response::{ERROR_HEADER, ResponseBody};
+use super::response::{Answer, ERROR_HEADER, ResponseBody};
 use crate::body::Body;
+use crate::message::ProxyResponse;
 use crate::plugin::{Change, RequestView, changes, types};
 use crate::wire::RawHeaders;
 
@@ -129,7 +130,7 @@ thread_local! {
 }
 
 /// A plugin's own answer.
-pub fn local_response(lr: types::LocalResponse) -> Response<ResponseBody> {
+pub fn local_response(lr: types::LocalResponse) -> Answer {
     let mut resp = Response::new(ResponseBody::plain(Body::full(Bytes::from(lr.body))));
     *resp.status_mut() = StatusCode::from_u16(lr.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in lr.headers {
@@ -138,17 +139,17 @@ pub fn local_response(lr: types::LocalResponse) -> Response<ResponseBody> {
             resp.headers_mut().insert(name, value);
         }
     }
-    resp
+    ProxyResponse::boxed(resp)
 }
 
 /// The answer when a plugin failed and fails closed.
-pub fn failed_closed(plugin: &str, status: u16) -> Response<ResponseBody> {
+pub fn failed_closed(plugin: &str, status: u16) -> Answer {
     let body = format!("plugin `{plugin}` failed\n");
     let mut resp = Response::new(ResponseBody::plain(Body::full(body)));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
     resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp.headers_mut().insert(ERROR_HEADER, HeaderValue::from_static("plugin_failed"));
-    resp
+    ProxyResponse::boxed(resp)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use http_body::{Frame, SizeHint};
 use tokio::time::Sleep;
 
 use crate::body::{Body, BoxError};
+use crate::message::ProxyResponse;
 use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::ErrorKind;
 use crate::upstream::breaker::Admission;
@@ -164,9 +165,12 @@ pub fn status_of(kind: ErrorKind) -> (StatusCode, &'static str) {
     }
 }
 
+/// What forwarding answers the client with.
+pub type Answer = Box<ProxyResponse<ResponseBody>>;
+
 /// The proxy's own answer for `kind`: its status, a plain-text reason and an error header.
-pub fn local(kind: ErrorKind) -> Response<ResponseBody> {
-    local_body(kind).map(ResponseBody::plain)
+pub fn local(kind: ErrorKind) -> Answer {
+    ProxyResponse::boxed(local_body(kind).map(ResponseBody::plain))
 }
 
 /// [`local`], as a plain body (to stand in for an upstream response).

@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 
 use super::Handler;
 use crate::body::Body;
-use crate::request::ProxyRequest;
+use crate::message::{ProxyRequest, ProxyResponse};
 use crate::wire::{WithRawHeaders, materialize};
 
 /// What one connection has been doing.
@@ -177,14 +177,14 @@ pin_project_lite::pin_project! {
 
 impl<F, B> std::future::Future for TrackedFuture<F>
 where
-    F: std::future::Future<Output = Response<B>>,
+    F: std::future::Future<Output = Box<ProxyResponse<B>>>,
     B: WithRawHeaders,
 {
     type Output = Result<Response<TrackedBody<B>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut resp = std::task::ready!(this.inner.poll(cx));
+        let mut resp = std::task::ready!(this.inner.poll(cx)).into_http();
         let guard = this.guard.take();
         // hyper writes the map alone: raw header lines must be in it.
         materialize(&mut resp);

@@ -9,19 +9,19 @@
 //! peers benchmark, it took wasmesh from 25.3k to 24.0k instructions per proxied request.
 
 use std::io;
-use std::pin::pin;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::Handler;
 use super::activity::ConnActivity;
 use crate::body::{Body, BoxError};
-use crate::request::ProxyRequest;
+use crate::message::{ProxyRequest, ProxyResponse};
 use crate::wire::{
     self, BodyWriteError, Framing, MAX_HEAD, MAX_HEADERS, RawHeaders, WRITE_CHUNK, WithRawHeaders, head_end,
     header_name,
@@ -145,18 +145,18 @@ fn parse_request(head: &Bytes) -> Option<Head> {
 async fn write_response<I, B>(
     io: &mut I,
     out: &mut BytesMut,
-    response: Response<B>,
+    mut response: Box<ProxyResponse<B>>,
     head_only: bool,
     close: bool,
 ) -> io::Result<bool>
 where
     I: AsyncWrite + Unpin,
-    B: http_body::Body<Data = Bytes, Error = BoxError> + WithRawHeaders,
+    B: http_body::Body<Data = Bytes, Error = BoxError> + WithRawHeaders + Unpin,
 {
-    let (parts, body) = response.into_parts();
-    let mut body = pin!(body);
+    let ProxyResponse { head, body } = &mut *response;
+    let mut body = Pin::new(body);
     let raw = body.raw_headers();
-    let framing = encode_head(&parts.status, raw, &parts.headers, &*body, head_only, close, out);
+    let framing = encode_head(&head.status, raw, &head.headers, &*body, head_only, close, out);
     let complete = match wire::write_body(io, out, body.as_mut(), framing).await {
         Ok(sent) => !matches!(framing, Framing::Length(n) if sent < n),
         Err(BodyWriteError::Io(e)) => return Err(e),

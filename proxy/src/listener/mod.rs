@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus_client::metrics::counter::Counter;
@@ -28,17 +27,17 @@ use http1::Ended;
 use rewind::Rewind;
 
 use crate::body::BoxError;
-use crate::request::ProxyRequest;
+use crate::message::{ProxyRequest, ProxyResponse};
 use crate::wire::WithRawHeaders;
 
 /// Answers a listener's requests. Any `Fn(Box<ProxyRequest>) -> impl Future<Output =
-/// Response<_>>` is one; the request arrives boxed (see [`crate::request`]) and the answer
-/// cannot fail: errors are responses.
+/// Box<ProxyResponse<_>>>` is one; messages travel boxed (see [`crate::message`]) and the
+/// answer cannot fail: errors are responses.
 pub trait Handler: Send + Sync + 'static {
     /// The response body.
-    type Body: http_body::Body<Data = Bytes, Error = BoxError> + WithRawHeaders + Send + 'static;
+    type Body: http_body::Body<Data = Bytes, Error = BoxError> + WithRawHeaders + Send + Unpin + 'static;
     /// The response, when ready.
-    type Future: Future<Output = Response<Self::Body>> + Send + 'static;
+    type Future: Future<Output = Box<ProxyResponse<Self::Body>>> + Send + 'static;
     /// Answers `req`.
     fn call(&self, req: Box<ProxyRequest>) -> Self::Future;
 }
@@ -46,8 +45,8 @@ pub trait Handler: Send + Sync + 'static {
 impl<F, Fut, B> Handler for F
 where
     F: Fn(Box<ProxyRequest>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Response<B>> + Send + 'static,
-    B: http_body::Body<Data = Bytes, Error = BoxError> + WithRawHeaders + Send + 'static,
+    Fut: Future<Output = Box<ProxyResponse<B>>> + Send + 'static,
+    B: http_body::Body<Data = Bytes, Error = BoxError> + WithRawHeaders + Send + Unpin + 'static,
 {
     type Body = B;
     type Future = Fut;

@@ -37,7 +37,8 @@ pub struct ConnSettings {
 pub struct ConnPool {
     addr: SocketAddr,
     settings: ConnSettings,
-    idle: ArrayQueue<(Conn, Instant)>,
+    /// Boxed: a connection crosses the queue and several async layers per request.
+    idle: ArrayQueue<(Box<Conn>, Instant)>,
     open: Gauge,
     opened: Counter,
     service_conns: Arc<AtomicU32>,
@@ -77,7 +78,7 @@ impl ConnPool {
     }
 
     /// A live idle connection, if one is pooled.
-    pub fn checkout(&self) -> Option<Conn> {
+    pub fn checkout(&self) -> Option<Box<Conn>> {
         let now = Instant::now();
         while let Some((mut conn, since)) = self.idle.pop() {
             if now.duration_since(since) < self.settings.idle_timeout && conn.stream_mut().still_open() {
@@ -88,15 +89,15 @@ impl ConnPool {
     }
 
     /// Opens a new connection.
-    pub async fn connect(&self) -> Result<Conn, ConnectError> {
+    pub async fn connect(&self) -> Result<Box<Conn>, ConnectError> {
         let stream = connect(self.addr, &self.settings).await?;
         self.opened.inc();
-        Ok(Conn::new(stream, self.open.clone(), self.service_conns.clone()))
+        Ok(Box::new(Conn::new(stream, self.open.clone(), self.service_conns.clone())))
     }
 
     /// Returns a connection whose last exchange completed cleanly; when the pool is full the
     /// connection is closed instead.
-    pub fn checkin(&self, conn: Conn) {
+    pub fn checkin(&self, conn: Box<Conn>) {
         let _ = self.idle.push((conn, Instant::now()));
     }
 

@@ -18,7 +18,7 @@ pub use endpoint::{Endpoint, EndpointStats};
 
 use crate::body::Body;
 use crate::config::CircuitBreakerConfig;
-use crate::request::ProxyRequest;
+use crate::message::ProxyRequest;
 use breaker::ServiceState;
 use conn_pool::ConnectError;
 use http1::{Exchange, Http1Error};
@@ -98,13 +98,13 @@ pub async fn send(
     limits: Limits<'_>,
     deadline: Instant,
     raw_headers: bool,
-) -> Result<Exchange, UpstreamError> {
+) -> Result<Box<Exchange>, UpstreamError> {
     match transport {
         Transport::Http1 => Ok(http1::send(&endpoint.conns, req, limits, deadline, raw_headers).await?),
         Transport::Http2(client) => {
             let sent = tokio::time::timeout_at(deadline.into(), Box::pin(client.send(req.into_http()))).await;
             let response = sent.map_err(|_| UpstreamError::Timeout)??.map(Body::Incoming);
-            Ok(Exchange { response, raw: None, upgraded: None })
+            Ok(Box::new(Exchange { response, raw: None, upgraded: None }))
         }
     }
 }

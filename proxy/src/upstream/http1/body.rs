@@ -18,14 +18,14 @@ use crate::upstream::conn_pool::ConnPool;
 #[derive(Debug)]
 pub struct Http1Body {
     /// `None` once the body has ended.
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     pool: Arc<ConnPool>,
     decoder: BodyDecoder,
     reusable: bool,
 }
 
 impl Http1Body {
-    pub(super) fn new(conn: Conn, pool: Arc<ConnPool>, decoder: BodyDecoder, reusable: bool) -> Self {
+    pub(super) fn new(conn: Box<Conn>, pool: Arc<ConnPool>, decoder: BodyDecoder, reusable: bool) -> Self {
         Self { conn: Some(conn), pool, decoder, reusable }
     }
 

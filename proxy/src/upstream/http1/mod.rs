@@ -24,7 +24,7 @@ pub use body::Http1Body;
 pub use conn::{Conn, OpenGuard};
 
 use crate::body::Body;
-use crate::request::ProxyRequest;
+use crate::message::ProxyRequest;
 use crate::upstream::Limits;
 use crate::upstream::breaker::Shed;
 use crate::upstream::conn_pool::{ConnPool, ConnectError};
@@ -76,6 +76,7 @@ pub struct Upgraded {
 }
 
 /// The outcome of an exchange: the response, and the raw connection when it switched protocols.
+/// Returned boxed: it is ~240 bytes and passes through several async layers.
 #[derive(Debug)]
 pub struct Exchange {
     /// Status, headers and body.
@@ -97,7 +98,7 @@ pub async fn send(
     limits: Limits<'_>,
     deadline: Instant,
     raw_headers: bool,
-) -> Result<Exchange, Http1Error> {
+) -> Result<Box<Exchange>, Http1Error> {
     let mut body = std::mem::take(&mut req.body);
     let parts = &req.head;
     let framing =
@@ -189,16 +190,16 @@ async fn read_head(conn: &mut Conn, raw_headers: bool) -> Result<codec::Response
 
 /// Sets up the response body for `head`: the bytes already read, or the connection itself.
 fn respond(
-    mut conn: Conn,
+    mut conn: Box<Conn>,
     pool: &Arc<ConnPool>,
     method: &http::Method,
     mut head: codec::ResponseHead,
-) -> Result<Exchange, Http1Error> {
+) -> Result<Box<Exchange>, Http1Error> {
     let reusable = codec::keeps_alive(&head);
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
         let response = response(head, Body::Empty);
         let (stream, leftover, guard) = conn.into_parts();
-        return Ok(Exchange { response, raw: None, upgraded: Some(Upgraded { stream, leftover, guard }) });
+        return Ok(Box::new(Exchange { response, raw: None, upgraded: Some(Upgraded { stream, leftover, guard }) }));
     }
     let mut decoder = codec::response_framing(method, &head)?;
     // Common case: the whole body arrived with the head. Answer with it and free the
@@ -214,11 +215,11 @@ fn respond(
             pool.checkin(conn);
         }
         let raw = head.raw.take();
-        return Ok(Exchange { response: response(head, data), raw, upgraded: None });
+        return Ok(Box::new(Exchange { response: response(head, data), raw, upgraded: None }));
     }
     let body = Body::Http1(Box::new(Http1Body::new(conn, pool.clone(), decoder, reusable)));
     let raw = head.raw.take();
-    Ok(Exchange { response: response(head, body), raw, upgraded: None })
+    Ok(Box::new(Exchange { response: response(head, body), raw, upgraded: None }))
 }
 
 fn response(head: codec::ResponseHead, body: Body) -> Response<Body> {

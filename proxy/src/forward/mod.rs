@@ -277,18 +277,18 @@ async fn dispatch(
             }
         };
         let endpoint = &service.endpoints[idx];
+        let uri = upstream_uri(endpoint, &path);
         let request = match (&replay, attempt < max_attempts) {
             // More attempts may follow: send a copy.
             (Some(bytes), true) => {
                 let head = &req.as_ref().expect("the request is kept until the last attempt").head;
-                let uri = upstream_uri(endpoint, &path);
                 let body = Body::full(bytes.clone());
                 ProxyRequest::new(head.method.clone(), uri, head.version, head.headers.clone(), body)
             }
             // The downstream request becomes the upstream one.
             _ => {
                 let mut last = req.take().expect("the last attempt takes the request");
-                last.head.uri = upstream_uri(endpoint, &path);
+                last.head.uri = uri;
                 last.body = match &replay {
                     Some(bytes) => Body::full(bytes.clone()),
                     None => std::mem::take(&mut body),

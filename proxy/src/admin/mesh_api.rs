@@ -14,12 +14,13 @@ use serde_json::{Value, json};
 
 use super::{Admin, JsonResponse, error, json};
 use crate::body::Body;
+use crate::clock::now_millis;
 use crate::config::{HealthCheckConfig, HealthCheckKind};
 use crate::forward::{Downstream, call};
 use crate::plugin::Plugin;
 use crate::registry::Instance;
 use crate::snapshot::{CALL_LISTENER, Service, Snapshot};
-use crate::upstream::endpoint::{Health, now_millis};
+use crate::upstream::endpoint::Health;
 
 /// Path prefix of the mesh API.
 pub const PREFIX: &str = "/api/v1/mesh/v2/";

@@ -17,10 +17,10 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 
 use crate::body::Body;
+use crate::clock::now_millis;
 use crate::mesh::Mesh;
 use crate::registry::Registry;
 use crate::reload::{Outcome, Reloader};
-use crate::upstream::endpoint::now_millis;
 
 /// Largest request body the admin API reads.
 const MAX_BODY: usize = 1024 * 1024;

@@ -24,6 +24,7 @@ use observe::{Finished, Observer};
 use response::{Answer, InFlight, ResponseBody, SHED_HEADER, local};
 
 use crate::body::Body;
+use crate::clock::{self, millis_at, now_millis};
 use crate::config::FailMode;
 use crate::mesh::Mesh;
 use crate::message::{ProxyRequest, ProxyResponse};
@@ -36,7 +37,7 @@ use crate::telemetry::metrics::{ServiceEndpointLabels, ServiceLabels, ServiceRea
 use crate::upstream::balance::PickContext;
 use crate::upstream::breaker::{Shed, Transition};
 use crate::upstream::conn_pool::ConnectError;
-use crate::upstream::endpoint::{Health, millis_at, now_millis};
+use crate::upstream::endpoint::Health;
 use crate::upstream::http1::{Exchange, Http1Error};
 use crate::upstream::outlier::{self, Outcome};
 use crate::upstream::retry::{Attempt as RetryAttempt, backoff, should_retry};
@@ -68,7 +69,7 @@ impl Downstream {
 
 /// Forwards one downstream request and returns the response to send back.
 pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, req: Box<ProxyRequest>) -> Answer {
-    let started = Instant::now();
+    let started = clock::now();
     let snap = mesh.snapshot();
     let Some((listener_idx, table)) = snap.listener(&down.listener) else {
         mesh.metrics.unrouted_error(ErrorKind::no_route);
@@ -98,7 +99,7 @@ pub async fn call(
     service: &str,
     req: Request<Body>,
 ) -> Option<Response<ResponseBody>> {
-    let started = Instant::now();
+    let started = clock::now();
     let snap = mesh.snapshot();
     let (service_idx, _) = snap.service(service)?;
     let target = snap.call_route(service_idx)?;
@@ -197,7 +198,7 @@ async fn dispatch(
     };
     // One clock read serves admission and the first pick: the request's arrival, unless its
     // body was read for a contract check, which may have taken a while.
-    let now_ms = millis_at(if contract.is_some() { Instant::now() } else { started });
+    let now_ms = millis_at(if contract.is_some() { clock::now() } else { started });
     let hash = service.hash_key.as_ref().and_then(|k| k.hash(&parts.headers, down.client.ip()));
 
     let admission = match service.state.admit(&service.policy.breaker, now_ms) {
@@ -213,7 +214,7 @@ async fn dispatch(
             let kind = if shed == Shed::Open { ErrorKind::circuit_open } else { ErrorKind::overflow };
             route.metrics.count_error(kind);
             route.metrics.count_status(StatusCode::SERVICE_UNAVAILABLE);
-            route.edge(service_idx).record(true, started.elapsed());
+            route.edge(service_idx).record(true, started, clock::now());
             return with_shed_reason(local(kind), shed);
         }
     };
@@ -268,11 +269,11 @@ async fn dispatch(
             Ok(Some(idx)) => idx,
             Ok(None) => {
                 route.metrics.count_error(ErrorKind::no_endpoint);
-                route.edge(service_idx).record(true, started.elapsed());
+                route.edge(service_idx).record(true, started, clock::now());
                 return local(ErrorKind::no_endpoint);
             }
             Err(plugin) => {
-                route.edge(service_idx).record(true, started.elapsed());
+                route.edge(service_idx).record(true, started, clock::now());
                 return plugins::failed_closed(plugin.name(), plugin.fail_status);
             }
         };
@@ -298,13 +299,13 @@ async fn dispatch(
         };
         let method = request.head.method.clone();
         let in_flight = InFlight::start(snap.clone(), listener_idx, route_idx, service_idx, idx);
-        let attempt_started = Instant::now();
+        let attempt_started = clock::now();
         let try_deadline = match retry.and_then(|r| r.per_try_timeout) {
-            Some(per_try) => deadline.min(Instant::now() + per_try),
+            Some(per_try) => deadline.min(attempt_started + per_try),
             None => deadline,
         };
         let limits = Limits { state: &service.state, breaker: &service.policy.breaker };
-        let sent = upstream::send(&service.transport, endpoint, request, limits, try_deadline, raw_headers).await.map_err(|e| {
+        let sent = upstream::send(&service.transport, endpoint, request, limits, attempt_started, try_deadline, raw_headers).await.map_err(|e| {
             if e.is_tls_handshake() {
                 tracing::warn!(route = %route.name, upstream = %endpoint.authority, error = %e, "upstream TLS handshake failed");
             } else {
@@ -312,7 +313,8 @@ async fn dispatch(
             }
             Failure::from(&e)
         });
-        let now = Instant::now();
+        // The transport read the clock as the response head arrived.
+        let now = sent.as_ref().map_or_else(|_| clock::now(), |exchange| exchange.received);
         let outcome = match &sent {
             Ok(exchange) => RetryAttempt::Status(exchange.response.status()),
             Err(f) => f.attempt,
@@ -344,7 +346,7 @@ async fn dispatch(
             );
             if retry_slot.is_some() {
                 let wait = backoff(r, attempt);
-                if Instant::now() + wait < deadline {
+                if clock::now() + wait < deadline {
                     mesh.metrics.retries.get_or_create(&labels).inc();
                     drop((sent, in_flight));
                     tokio::time::sleep(wait).await;
@@ -389,12 +391,12 @@ async fn dispatch(
             };
             route.metrics.count_status(resp.head.status);
             route.metrics.duration.observe(elapsed);
-            route.edge(service_idx).record(true, elapsed);
+            route.edge(service_idx).record(true, started, now);
             obs.finish(down.client, finished(resp.head.status));
             return resp;
         }
     };
-    let Exchange { response, mut raw, upgraded } = *exchange;
+    let Exchange { response, mut raw, upgraded, .. } = *exchange;
     let (mut head, mut body) = response.into_parts();
     if let Some(c) = contract.filter(|_| upgraded.is_none()) {
         match Box::pin(contract::check_response(mesh, route, service, c, &head, body, deadline)).await {
@@ -405,7 +407,7 @@ async fn dispatch(
     let status = head.status;
     route.metrics.count_status(status);
     route.metrics.duration.observe(elapsed);
-    route.edge(service_idx).record(status.is_server_error(), elapsed);
+    route.edge(service_idx).record(status.is_server_error(), started, now);
 
     strip_hop_by_hop(&mut head.headers, upgraded.is_some() && downstream_upgrade.is_some());
     let answer = match &request_line {

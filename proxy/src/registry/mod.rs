@@ -23,8 +23,8 @@ pub use consul::ConsulRegistry;
 pub use embedded::EmbeddedRegistry;
 pub use etcd::EtcdRegistry;
 
+use crate::clock::now_millis;
 use crate::config::{HealthCheckConfig, RegistryBackend, RegistryConfig};
-use crate::upstream::endpoint::now_millis;
 
 /// Every registered instance, by service id.
 pub type InstanceSet = BTreeMap<String, Instance>;

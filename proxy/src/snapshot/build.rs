@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::{CALL_LISTENER, HashKey, ListenerRoutes, Route, Service, ServicePolicy, Snapshot, Tracing};
+use crate::clock::now_millis;
 use crate::config::{Config, HashKeyConfig, ServiceConfig, TracingConfig, UpstreamProtocol};
 use crate::mesh::{Assets, LoadedPlugin};
 use crate::plugin::{BalancerPlugin, Plugin};
@@ -18,7 +19,6 @@ use crate::telemetry::otlp::SpanExport;
 use crate::tls::client::UpstreamTls;
 use crate::upstream::breaker::ServiceState;
 use crate::upstream::conn_pool::{ConnPool, ConnSettings};
-use crate::upstream::endpoint::now_millis;
 use crate::upstream::http2::Http2Client;
 use crate::upstream::{Endpoint, EndpointStats, Transport, balance};
 

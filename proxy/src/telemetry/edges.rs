@@ -3,9 +3,9 @@
 //! snapshots, so the hot path records an edge without a lock or an allocation.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::Instant;
 
-use crate::upstream::endpoint::now_millis;
+use crate::clock::millis_at;
 
 /// Counters of one (source, service) edge.
 #[derive(Debug, Default)]
@@ -30,14 +30,16 @@ pub struct EdgeReading {
 }
 
 impl EdgeStats {
-    /// Records one request that ended with a response head after `elapsed`.
-    pub fn record(&self, error: bool, elapsed: Duration) {
+    /// Records one request, `started` then, that ended with a response head `now` (a clock
+    /// reading the caller already took).
+    pub fn record(&self, error: bool, started: Instant, now: Instant) {
+        let elapsed = now.saturating_duration_since(started);
         self.requests.fetch_add(1, Ordering::Relaxed);
         if error {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
         self.latency_micros.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-        self.last_ms.store(now_millis(), Ordering::Relaxed);
+        self.last_ms.store(millis_at(now), Ordering::Relaxed);
     }
 
     /// The counters now.
@@ -56,16 +58,18 @@ impl EdgeStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_reading_reflects_every_record() {
         let edge = EdgeStats::default();
         assert_eq!(edge.read().requests, 0);
-        edge.record(false, Duration::from_millis(2));
-        edge.record(true, Duration::from_millis(4));
+        let now = Instant::now();
+        edge.record(false, now - Duration::from_millis(2), now);
+        edge.record(true, now - Duration::from_millis(4), now);
         let r = edge.read();
         assert_eq!((r.requests, r.errors), (2, 1));
         assert!((r.mean_latency_ms - 3.0).abs() < 1e-9);
-        assert!(r.last_ms > 0);
+        assert_eq!(r.last_ms, millis_at(now));
     }
 }

@@ -77,9 +77,8 @@ impl ConnPool {
         &self.settings
     }
 
-    /// A live idle connection, if one is pooled.
-    pub fn checkout(&self) -> Option<Box<Conn>> {
-        let now = Instant::now();
+    /// A live idle connection, if one is pooled; `now` is the clock as the caller read it.
+    pub fn checkout(&self, now: Instant) -> Option<Box<Conn>> {
         while let Some((mut conn, since)) = self.idle.pop() {
             if now.duration_since(since) < self.settings.idle_timeout && conn.stream_mut().still_open() {
                 return Some(conn);
@@ -95,10 +94,10 @@ impl ConnPool {
         Ok(Box::new(Conn::new(stream, self.open.clone(), self.service_conns.clone())))
     }
 
-    /// Returns a connection whose last exchange completed cleanly; when the pool is full the
-    /// connection is closed instead.
-    pub fn checkin(&self, conn: Box<Conn>) {
-        let _ = self.idle.push((conn, Instant::now()));
+    /// Returns a connection whose last exchange completed cleanly at `now`; when the pool is
+    /// full the connection is closed instead.
+    pub fn checkin(&self, conn: Box<Conn>, now: Instant) {
+        let _ = self.idle.push((conn, now));
     }
 
     /// Closes idle connections that expired or that the endpoint closed.

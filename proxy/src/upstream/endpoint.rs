@@ -2,14 +2,15 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use http::uri::Authority;
 
 use super::conn_pool::{ConnPool, ConnSettings};
+use crate::clock::nanos_at;
 
 /// One upstream endpoint as a snapshot sees it: immutable except for its shared [`EndpointStats`].
 #[derive(Debug)]
@@ -89,22 +90,12 @@ impl Health {
     }
 }
 
-/// Milliseconds since the process's clock base: a cheap, comparable timestamp for atomics.
-pub fn now_millis() -> u64 {
-    millis_at(Instant::now())
-}
-
-/// [`now_millis`] for an instant already read, so a request reads the clock fewer times.
-pub fn millis_at(at: Instant) -> u64 {
-    at.saturating_duration_since(clock_base()).as_millis() as u64
-}
-
 /// Live, lock-free statistics of one endpoint.
 #[derive(Debug)]
 pub struct EndpointStats {
     in_flight: AtomicU32,
     health: AtomicU8,
-    /// Outlier ejection ends at this [`now_millis`] value; 0 when not ejected.
+    /// Outlier ejection ends at this [`crate::clock::now_millis`] value; 0 when not ejected.
     ejected_until: AtomicU64,
     times_ejected: AtomicU32,
     consecutive_5xx: AtomicU32,
@@ -113,7 +104,7 @@ pub struct EndpointStats {
     health_detail: ArcSwapOption<String>,
     /// Peak-EWMA latency in nanoseconds, stored as `f64` bits.
     ewma_ns: AtomicU64,
-    /// When `ewma_ns` was last updated, in nanoseconds since [`clock_base`].
+    /// When `ewma_ns` was last updated, in nanoseconds since the clock base (`clock::nanos_at`).
     ewma_stamp: AtomicU64,
 }
 
@@ -128,18 +119,9 @@ impl Default for EndpointStats {
             consecutive_gateway: AtomicU32::new(0),
             health_detail: ArcSwapOption::empty(),
             ewma_ns: AtomicU64::new((EWMA_DEFAULT.as_nanos() as f64).to_bits()),
-            ewma_stamp: AtomicU64::new(nanos_since_base(Instant::now())),
+            ewma_stamp: AtomicU64::new(nanos_at(Instant::now())),
         }
     }
-}
-
-fn clock_base() -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now)
-}
-
-fn nanos_since_base(t: Instant) -> u64 {
-    t.saturating_duration_since(clock_base()).as_nanos() as u64
 }
 
 impl EndpointStats {
@@ -238,7 +220,7 @@ impl EndpointStats {
     /// "peak" in peak-EWMA, so a slowing endpoint is avoided quickly); lower samples
     /// pull it down gradually.
     pub fn observe_latency(&self, now: Instant, rtt: Duration) {
-        let now_ns = nanos_since_base(now);
+        let now_ns = nanos_at(now);
         let rtt = rtt.as_nanos() as f64;
         let current = self.decayed_ewma(now_ns);
         let next = if rtt > current {
@@ -256,7 +238,7 @@ impl EndpointStats {
     /// The latency average in nanoseconds, decayed for the time since its last sample so
     /// that an endpoint nobody has used lately becomes attractive again.
     pub fn ewma_nanos(&self, now: Instant) -> f64 {
-        self.decayed_ewma(nanos_since_base(now))
+        self.decayed_ewma(nanos_at(now))
     }
 
     fn decayed_ewma(&self, now_ns: u64) -> f64 {

@@ -88,23 +88,24 @@ pub struct Limits<'a> {
     pub breaker: &'a CircuitBreakerConfig,
 }
 
-/// Sends `req` (absolute URI) to `endpoint` over `transport`, waiting for the response head
-/// until `deadline`. With `raw_headers`, an HTTP/1.1 response's header lines may come back as
+/// Sends `req` (absolute URI) to `endpoint` over `transport` in an attempt that started at
+/// `started`, waiting for the response head until `deadline`. With `raw_headers`, an HTTP/1.1 response's header lines may come back as
 /// they arrived (see [`Exchange::raw`]).
 pub async fn send(
     transport: &Transport,
     endpoint: &Endpoint,
     req: Box<ProxyRequest>,
     limits: Limits<'_>,
+    started: Instant,
     deadline: Instant,
     raw_headers: bool,
 ) -> Result<Box<Exchange>, UpstreamError> {
     match transport {
-        Transport::Http1 => Ok(http1::send(&endpoint.conns, req, limits, deadline, raw_headers).await?),
+        Transport::Http1 => Ok(http1::send(&endpoint.conns, req, limits, started, deadline, raw_headers).await?),
         Transport::Http2(client) => {
             let sent = tokio::time::timeout_at(deadline.into(), Box::pin(client.send(req.into_http()))).await;
             let response = sent.map_err(|_| UpstreamError::Timeout)??.map(Body::Incoming);
-            Ok(Box::new(Exchange { response, raw: None, upgraded: None }))
+            Ok(Box::new(Exchange { response, raw: None, upgraded: None, received: crate::clock::now() }))
         }
     }
 }

@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use probe::{Answer, ProbeOutcome, probe};
 
-use super::endpoint::{Health, now_millis};
+use super::endpoint::Health;
 use super::{Endpoint, EndpointStats};
+use crate::clock::now_millis;
 use crate::config::FailMode;
 use crate::config::HealthCheckConfig;
 use crate::plugin::{HealthCheckPlugin, Plugin, endpoint_view, refresh_live_stats, types};

@@ -86,9 +86,12 @@ pub struct Exchange {
     pub raw: Option<RawHeaders>,
     /// Set on `101 Switching Protocols`.
     pub upgraded: Option<Upgraded>,
+    /// When the response head arrived: read once here, it also ends the attempt's latency.
+    pub received: Instant,
 }
 
-/// Sends `req` (origin-form path in its URI) to the endpoint of `pool`; fails with
+/// Sends `req` (origin-form path in its URI) to the endpoint of `pool`, the attempt having
+/// started at `started` (a pooled connection's idle time is measured to it); fails with
 /// [`Http1Error::Timeout`] when the response head has not arrived by `deadline`. With
 /// `raw_headers`, a plain response's header lines come back as they arrived
 /// ([`Exchange::raw`]) instead of in the response's map.
@@ -96,6 +99,7 @@ pub async fn send(
     pool: &Arc<ConnPool>,
     mut req: Box<ProxyRequest>,
     limits: Limits<'_>,
+    started: Instant,
     deadline: Instant,
     raw_headers: bool,
 ) -> Result<Box<Exchange>, Http1Error> {
@@ -116,7 +120,7 @@ pub async fn send(
     // then the request is sent again on a fresh connection, unless its body was already consumed.
     let mut use_pool = true;
     loop {
-        let pooled = if use_pool { pool.checkout() } else { None };
+        let pooled = if use_pool { pool.checkout(started) } else { None };
         let reused = pooled.is_some();
         let mut conn = match pooled {
             Some(c) => c,
@@ -196,10 +200,16 @@ fn respond(
     mut head: codec::ResponseHead,
 ) -> Result<Box<Exchange>, Http1Error> {
     let reusable = codec::keeps_alive(&head);
+    let received = crate::clock::now();
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
         let response = response(head, Body::Empty);
         let (stream, leftover, guard) = conn.into_parts();
-        return Ok(Box::new(Exchange { response, raw: None, upgraded: Some(Upgraded { stream, leftover, guard }) }));
+        return Ok(Box::new(Exchange {
+            response,
+            raw: None,
+            upgraded: Some(Upgraded { stream, leftover, guard }),
+            received,
+        }));
     }
     let mut decoder = codec::response_framing(method, &head)?;
     // Common case: the whole body arrived with the head. Answer with it and free the
@@ -212,14 +222,14 @@ fn respond(
             Decoded::Done | Decoded::NeedMore => Body::Empty,
         };
         if reusable && conn.read_buf.is_empty() {
-            pool.checkin(conn);
+            pool.checkin(conn, received);
         }
         let raw = head.raw.take();
-        return Ok(Box::new(Exchange { response: response(head, data), raw, upgraded: None }));
+        return Ok(Box::new(Exchange { response: response(head, data), raw, upgraded: None, received }));
     }
     let body = Body::Http1(Box::new(Http1Body::new(conn, pool.clone(), decoder, reusable)));
     let raw = head.raw.take();
-    Ok(Box::new(Exchange { response: response(head, body), raw, upgraded: None }))
+    Ok(Box::new(Exchange { response: response(head, body), raw, upgraded: None, received }))
 }
 
 fn response(head: codec::ResponseHead, body: Body) -> Response<Body> {

@@ -24,7 +24,7 @@ use observe::{Finished, Observer};
 use response::{Answer, InFlight, ResponseBody, SHED_HEADER, local};
 
 use crate::body::Body;
-use crate::clock::{self, millis_at, now_millis};
+use crate::clock::{millis_at, now_millis};
 use crate::config::FailMode;
 use crate::mesh::Mesh;
 use crate::message::{ProxyRequest, ProxyResponse};
@@ -69,7 +69,7 @@ impl Downstream {
 
 /// Forwards one downstream request and returns the response to send back.
 pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, req: Box<ProxyRequest>) -> Answer {
-    let started = clock::now();
+    let started = Instant::now();
     let snap = mesh.snapshot();
     let Some((listener_idx, table)) = snap.listener(&down.listener) else {
         mesh.metrics.unrouted_error(ErrorKind::no_route);
@@ -99,7 +99,7 @@ pub async fn call(
     service: &str,
     req: Request<Body>,
 ) -> Option<Response<ResponseBody>> {
-    let started = clock::now();
+    let started = Instant::now();
     let snap = mesh.snapshot();
     let (service_idx, _) = snap.service(service)?;
     let target = snap.call_route(service_idx)?;
@@ -198,7 +198,7 @@ async fn dispatch(
     };
     // One clock read serves admission and the first pick: the request's arrival, unless its
     // body was read for a contract check, which may have taken a while.
-    let now_ms = millis_at(if contract.is_some() { clock::now() } else { started });
+    let now_ms = millis_at(if contract.is_some() { Instant::now() } else { started });
     let hash = service.hash_key.as_ref().and_then(|k| k.hash(&parts.headers, down.client.ip()));
 
     let admission = match service.state.admit(&service.policy.breaker, now_ms) {
@@ -214,7 +214,7 @@ async fn dispatch(
             let kind = if shed == Shed::Open { ErrorKind::circuit_open } else { ErrorKind::overflow };
             route.metrics.count_error(kind);
             route.metrics.count_status(StatusCode::SERVICE_UNAVAILABLE);
-            route.edge(service_idx).record(true, started, clock::now());
+            route.edge(service_idx).record(true, started, Instant::now());
             return with_shed_reason(local(kind), shed);
         }
     };
@@ -269,11 +269,11 @@ async fn dispatch(
             Ok(Some(idx)) => idx,
             Ok(None) => {
                 route.metrics.count_error(ErrorKind::no_endpoint);
-                route.edge(service_idx).record(true, started, clock::now());
+                route.edge(service_idx).record(true, started, Instant::now());
                 return local(ErrorKind::no_endpoint);
             }
             Err(plugin) => {
-                route.edge(service_idx).record(true, started, clock::now());
+                route.edge(service_idx).record(true, started, Instant::now());
                 return plugins::failed_closed(plugin.name(), plugin.fail_status);
             }
         };
@@ -299,7 +299,7 @@ async fn dispatch(
         };
         let method = request.head.method.clone();
         let in_flight = InFlight::start(snap.clone(), listener_idx, route_idx, service_idx, idx);
-        let attempt_started = clock::now();
+        let attempt_started = Instant::now();
         let try_deadline = match retry.and_then(|r| r.per_try_timeout) {
             Some(per_try) => deadline.min(attempt_started + per_try),
             None => deadline,
@@ -314,7 +314,7 @@ async fn dispatch(
             Failure::from(&e)
         });
         // The transport read the clock as the response head arrived.
-        let now = sent.as_ref().map_or_else(|_| clock::now(), |exchange| exchange.received);
+        let now = sent.as_ref().map_or_else(|_| Instant::now(), |exchange| exchange.received);
         let outcome = match &sent {
             Ok(exchange) => RetryAttempt::Status(exchange.response.status()),
             Err(f) => f.attempt,
@@ -346,7 +346,7 @@ async fn dispatch(
             );
             if retry_slot.is_some() {
                 let wait = backoff(r, attempt);
-                if clock::now() + wait < deadline {
+                if Instant::now() + wait < deadline {
                     mesh.metrics.retries.get_or_create(&labels).inc();
                     drop((sent, in_flight));
                     tokio::time::sleep(wait).await;

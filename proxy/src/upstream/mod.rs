@@ -105,7 +105,7 @@ pub async fn send(
         Transport::Http2(client) => {
             let sent = tokio::time::timeout_at(deadline.into(), Box::pin(client.send(req.into_http()))).await;
             let response = sent.map_err(|_| UpstreamError::Timeout)??.map(Body::Incoming);
-            Ok(Box::new(Exchange { response, raw: None, upgraded: None, received: crate::clock::now() }))
+            Ok(Box::new(Exchange { response, raw: None, upgraded: None, received: Instant::now() }))
         }
     }
 }

@@ -34,7 +34,7 @@ impl Http1Body {
             && self.reusable
             && conn.read_buf.is_empty()
         {
-            self.pool.checkin(conn, crate::clock::now());
+            self.pool.checkin(conn, std::time::Instant::now());
         }
     }
 }

@@ -200,7 +200,7 @@ fn respond(
     mut head: codec::ResponseHead,
 ) -> Result<Box<Exchange>, Http1Error> {
     let reusable = codec::keeps_alive(&head);
-    let received = crate::clock::now();
+    let received = Instant::now();
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
         let response = response(head, Body::Empty);
         let (stream, leftover, guard) = conn.into_parts();

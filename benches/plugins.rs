@@ -1,7 +1,9 @@
 //! Cost of one plugin hook call as the proxy makes it, on warm instances, including the host's
 //! marshalling (packing the head, passing the headers the plugin declared) and lifting the
 //! decision: a router on a request with 5 headers, a filter on a request with 10 headers, and
-//! the filter's response hook. Needs `plugins/build.sh` first.
+//! the filter's response hook; and the floor under them all, a hook that reads nothing and
+//! decides nothing (a filter configured to change nothing, passed no headers, answering
+//! `proceed`): what entering the sandbox costs at all. Needs `plugins/build.sh` first.
 
 use std::path::PathBuf;
 
@@ -87,6 +89,12 @@ fn bench(c: &mut Criterion) {
     let response = ResponseView { status: 200, raw: None, headers: &response_headers };
     group.bench_function("filter_response_hook", |b| {
         b.iter(|| filter.on_response(std::hint::black_box(&view(&ten)), &response).expect("call"))
+    });
+    let Plugin::Filter(noop) = load("noop", "filter", "header_filter.wasm", "{ request_id = false }") else {
+        panic!("a filter")
+    };
+    group.bench_function("filter_noop_floor", |b| {
+        b.iter(|| noop.on_request(std::hint::black_box(&view(&ten))).expect("call"))
     });
     group.finish();
 }

@@ -4,6 +4,7 @@
 
 mod activity;
 mod http1;
+mod on_wake;
 mod rewind;
 
 use std::future::Future;
@@ -24,6 +25,7 @@ use tokio_util::task::TaskTracker;
 
 use activity::{ActivityIo, Expired, Tracked, watchdog};
 use http1::Ended;
+use on_wake::on_wake;
 use rewind::Rewind;
 
 use crate::body::BoxError;
@@ -228,9 +230,11 @@ impl Conn {
         H: Handler,
     {
         let peer = self.peer;
-        let watch = || watchdog(self.activity.clone(), self.idle_timeout, self.head_timeout);
-        let expiry = watch();
-        tokio::pin!(expiry);
+        let watch = || Box::pin(watchdog(self.activity.clone(), self.idle_timeout, self.head_timeout));
+        // Polled beside the connection's work on every wake-up of its task, but only when they
+        // woke it themselves (see `on_wake`).
+        let mut expiry = on_wake(watch());
+        let mut shutdown = on_wake(Box::pin(self.shutdown.clone().cancelled_owned()));
         // Set when the connection should end after the response in progress.
         let closing = AtomicBool::new(false);
         let handoff = {
@@ -246,7 +250,7 @@ impl Conn {
                             break None;
                         }
                     },
-                    () = self.shutdown.cancelled(), if !closing.load(Ordering::Relaxed) => true,
+                    () = &mut shutdown, if !closing.load(Ordering::Relaxed) => true,
                     expired = &mut expiry => match expired {
                         Expired::Idle => {
                             tracing::debug!(%peer, "closing idle connection");
@@ -289,7 +293,7 @@ impl Conn {
                     }
                     break;
                 }
-                () = self.shutdown.cancelled(), if !closing => {
+                () = &mut shutdown, if !closing => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 }

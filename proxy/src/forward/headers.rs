@@ -87,13 +87,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 }
 
 /// Makes sure `Host` is set when the request came over HTTP/2 with only an `:authority`;
-/// returns it.
-pub fn ensure_host(headers: &mut HeaderMap, uri: &Uri) -> Option<HeaderValue> {
+/// returns it, borrowed: a caller that needs its own copy clones it (a value shares the
+/// request's buffer, and each clone and drop is a locked reference-count update).
+pub fn ensure_host<'a>(headers: &'a mut HeaderMap, uri: &Uri) -> Option<&'a HeaderValue> {
     match headers.entry(HOST) {
-        Entry::Occupied(h) => Some(h.get().clone()),
+        Entry::Occupied(h) => Some(h.into_mut()),
         Entry::Vacant(slot) => {
             let authority = uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
-            authority.map(|a| slot.insert(a).clone())
+            authority.map(|a| &*slot.insert(a))
         }
     }
 }
@@ -163,7 +164,7 @@ mod tests {
     fn forwarded_headers_append_and_fill_host() {
         let mut h = headers(&[("x-forwarded-for", "10.0.0.1")]);
         let uri: Uri = "http://api.local:8080/x".parse().expect("uri");
-        let host = ensure_host(&mut h, &uri);
+        let host = ensure_host(&mut h, &uri).cloned();
         add_forwarded(&mut h, host, &HeaderValue::from_static("127.0.0.1"), "http");
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");

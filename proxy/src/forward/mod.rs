@@ -127,6 +127,7 @@ async fn dispatch(
     strip_hop_by_hop(&mut parts.headers, downstream_upgrade.is_some());
     let host = ensure_host(&mut parts.headers, &parts.uri);
     if snap.listeners[listener_idx].forwarded_headers {
+        let host = host.cloned();
         add_forwarded(&mut parts.headers, host, &down.client_ip, down.proto);
     }
     let mut obs = Observer::start(&snap, parts);

@@ -81,6 +81,29 @@ impl ConnActivity {
         self.head_pending.store(false, Ordering::Relaxed);
         RequestGuard(self.clone())
     }
+
+    /// [`begin`](Self::begin) for the HTTP/1.1 fast path, whose requests run one at a time on
+    /// the connection's own task, where the watchdog runs too: with one writer the counts need
+    /// no read-modify-write, and the guard borrows instead of holding a reference count (five
+    /// locked instructions per request fewer, ~9 ns each here).
+    pub fn begin_on_own_task(&self) -> OwnTaskRequestGuard<'_> {
+        self.in_flight.store(self.in_flight.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.started.store(self.started.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.head_pending.store(false, Ordering::Relaxed);
+        OwnTaskRequestGuard(self)
+    }
+}
+
+/// Keeps a fast-path request counted as in flight until dropped (see
+/// [`ConnActivity::begin_on_own_task`]).
+#[derive(Debug)]
+pub struct OwnTaskRequestGuard<'a>(&'a ConnActivity);
+
+impl Drop for OwnTaskRequestGuard<'_> {
+    fn drop(&mut self) {
+        let in_flight = &self.0.in_flight;
+        in_flight.store(in_flight.load(Ordering::Relaxed).saturating_sub(1), Ordering::Relaxed);
+    }
 }
 
 /// Why the watchdog ended a connection.

@@ -86,7 +86,7 @@ where
             return Ok(Ended::Handoff(io, unread));
         };
         let head_only = request.head.method == Method::HEAD;
-        let _in_flight = activity.begin(Version::HTTP_11);
+        let _in_flight = activity.begin_on_own_task();
         let response = handler.call(request).await;
         let close = !keep_alive || closing.load(Ordering::Relaxed);
         let reusable = write_response(&mut io, &mut write_buf, response, head_only, close).await?;

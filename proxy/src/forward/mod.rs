@@ -215,7 +215,7 @@ async fn dispatch(
             let kind = if shed == Shed::Open { ErrorKind::circuit_open } else { ErrorKind::overflow };
             route.metrics.count_error(kind);
             route.metrics.count_status(StatusCode::SERVICE_UNAVAILABLE);
-            route.edge(service_idx).record(true, started, Instant::now());
+            route.edge(service_idx).record(true, started.elapsed(), Instant::now());
             return with_shed_reason(local(kind), shed);
         }
     };
@@ -270,11 +270,11 @@ async fn dispatch(
             Ok(Some(idx)) => idx,
             Ok(None) => {
                 route.metrics.count_error(ErrorKind::no_endpoint);
-                route.edge(service_idx).record(true, started, Instant::now());
+                route.edge(service_idx).record(true, started.elapsed(), Instant::now());
                 return local(ErrorKind::no_endpoint);
             }
             Err(plugin) => {
-                route.edge(service_idx).record(true, started, Instant::now());
+                route.edge(service_idx).record(true, started.elapsed(), Instant::now());
                 return plugins::failed_closed(plugin.name(), plugin.fail_status);
             }
         };
@@ -392,7 +392,7 @@ async fn dispatch(
             };
             route.metrics.count_status(resp.head.status);
             route.metrics.duration.observe(elapsed);
-            route.edge(service_idx).record(true, started, now);
+            route.edge(service_idx).record(true, elapsed, now);
             obs.finish(down.client, finished(resp.head.status));
             return resp;
         }
@@ -408,7 +408,7 @@ async fn dispatch(
     let status = head.status;
     route.metrics.count_status(status);
     route.metrics.duration.observe(elapsed);
-    route.edge(service_idx).record(status.is_server_error(), started, now);
+    route.edge(service_idx).record(status.is_server_error(), elapsed, now);
 
     strip_hop_by_hop(&mut head.headers, upgraded.is_some() && downstream_upgrade.is_some());
     let answer = match &request_line {

@@ -3,7 +3,7 @@
 //! snapshots, so the hot path records an edge without a lock or an allocation.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::clock::millis_at;
 
@@ -30,10 +30,9 @@ pub struct EdgeReading {
 }
 
 impl EdgeStats {
-    /// Records one request, `started` then, that ended with a response head `now` (a clock
+    /// Records one request that ended with a response head after `elapsed`, at `now` (a clock
     /// reading the caller already took).
-    pub fn record(&self, error: bool, started: Instant, now: Instant) {
-        let elapsed = now.saturating_duration_since(started);
+    pub fn record(&self, error: bool, elapsed: Duration, now: Instant) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         if error {
             self.errors.fetch_add(1, Ordering::Relaxed);
@@ -58,15 +57,14 @@ impl EdgeStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn a_reading_reflects_every_record() {
         let edge = EdgeStats::default();
         assert_eq!(edge.read().requests, 0);
         let now = Instant::now();
-        edge.record(false, now - Duration::from_millis(2), now);
-        edge.record(true, now - Duration::from_millis(4), now);
+        edge.record(false, Duration::from_millis(2), now);
+        edge.record(true, Duration::from_millis(4), now);
         let r = edge.read();
         assert_eq!((r.requests, r.errors), (2, 1));
         assert!((r.mean_latency_ms - 3.0).abs() < 1e-9);

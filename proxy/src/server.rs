@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::Admin;
 use crate::config::{Config, ListenerConfig};
 use crate::forward::{Downstream, forward};
-use crate::listener::{self, BindError, ConnLimits, ListenerMetrics, TlsSource};
+use crate::listener::{self, BindError, ConnLimits, HeadLimits, ListenerMetrics, TlsSource};
 use crate::mesh::Mesh;
 use crate::message::{ProxyRequest, ProxyResponse};
 use crate::registry::{self, InstanceSet};
@@ -25,6 +25,7 @@ const ADMIN_LIMITS: ConnLimits = ConnLimits {
     header_read_timeout: std::time::Duration::from_secs(10),
     idle_timeout: std::time::Duration::from_secs(60),
     max_connections: 256,
+    head: HeadLimits::DEFAULT,
 };
 
 /// How often idle upstream connections are checked for expiry and remote closes.
@@ -227,6 +228,7 @@ impl ListenerSet {
             header_read_timeout: cfg.header_read_timeout,
             idle_timeout: cfg.idle_timeout,
             max_connections: cfg.max_connections,
+            head: HeadLimits { max_bytes: cfg.max_request_head_bytes(), max_headers: cfg.max_request_headers },
         };
         // A TLS listener takes its certificates from the snapshot in force at each handshake.
         let tls: Option<TlsSource> = cfg.tls.as_ref().map(|_| {

@@ -141,3 +141,39 @@ async fn idle_upstream_connections_leave_the_pool() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Sends `request` on `conn` and returns the status of the one response it reads.
+async fn status_on(conn: &mut TcpStream, request: &[u8]) -> String {
+    conn.write_all(request).await.expect("request");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf)).await.expect("answered").expect("read");
+    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn a_connection_quiet_between_requests_keeps_serving_and_loses_no_bytes() {
+    // A quiet kept-alive connection is parked (its buffers given back) within two seconds, and
+    // the idle timeout still counts from its last byte.
+    let b = backends(1).await;
+    let proxy = Proxy::start_with(
+        &one_service(&b[0].addr.to_string(), ""),
+        "idle_timeout = \"4s\"\nheader_read_timeout = \"30s\"",
+    )
+    .await;
+    let mut conn = TcpStream::connect(proxy.listen).await.expect("connect");
+    assert_eq!(status_on(&mut conn, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await, "HTTP/1.1 200 OK");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(status_on(&mut conn, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await, "HTTP/1.1 200 OK");
+
+    // Half a head, then quiet: the bytes already read are kept, not parked away.
+    conn.write_all(b"GET / HTTP/1.1\r\nHo").await.expect("half a head");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(status_on(&mut conn, b"st: x\r\n\r\n").await, "HTTP/1.1 200 OK");
+
+    // Parked, the connection still closes at the idle timeout from its last byte.
+    let closed = closed_within(&mut conn, Duration::from_secs(10)).await;
+    assert!(
+        closed.is_some_and(|t| t >= Duration::from_millis(3500) && t < Duration::from_secs(6)),
+        "closed after {closed:?}"
+    );
+}

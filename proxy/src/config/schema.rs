@@ -475,6 +475,14 @@ pub struct ListenerConfig {
     /// Connections beyond this many are closed at accept.
     #[serde(default = "ListenerConfig::default_max_connections")]
     pub max_connections: usize,
+    /// Largest request head accepted, in KiB (request line and header lines over HTTP/1.1, the
+    /// decoded header list over HTTP/2); a larger one gets 431. It also bounds the memory a
+    /// slow or idle connection holds for an unfinished head.
+    #[serde(default = "ListenerConfig::default_max_request_headers_kib")]
+    pub max_request_headers_kib: usize,
+    /// Most header lines a request may carry; more get 431.
+    #[serde(default = "ListenerConfig::default_max_request_headers")]
+    pub max_request_headers: usize,
     /// Whether requests go upstream with `X-Forwarded-For` (the client appended),
     /// `X-Forwarded-Proto` and `X-Forwarded-Host`. Off, a client's own are passed on as sent
     /// (as nginx and HAProxy do unless told otherwise).
@@ -557,6 +565,17 @@ impl ListenerConfig {
     }
     fn default_max_connections() -> usize {
         10_000
+    }
+    fn default_max_request_headers_kib() -> usize {
+        64
+    }
+    fn default_max_request_headers() -> usize {
+        100
+    }
+
+    /// [`ListenerConfig::max_request_headers_kib`] in bytes.
+    pub fn max_request_head_bytes(&self) -> usize {
+        self.max_request_headers_kib * 1024
     }
 }
 

@@ -123,6 +123,14 @@ fn validate_listeners(listeners: &[ListenerConfig]) -> Result<HashSet<&str>, Vio
         if l.max_connections == 0 {
             return Err(violation(at("max_connections"), "must be greater than zero"));
         }
+        // Below 8 KiB, ordinary browser requests (cookies, user agents) would be refused; and
+        // hyper, which serves the requests the fast path leaves it, reads in 8 KiB steps.
+        if !(8..=1024).contains(&l.max_request_headers_kib) {
+            return Err(violation(at("max_request_headers_kib"), "must be between 8 and 1024 (KiB)"));
+        }
+        if !(1..=1000).contains(&l.max_request_headers) {
+            return Err(violation(at("max_request_headers"), "must be between 1 and 1000"));
+        }
         if let Some(tls) = &l.tls {
             let at_tls = |field| vec![Key("listeners"), Index(i), Key("tls"), Key(field)];
             if tls.certificates.is_empty() {

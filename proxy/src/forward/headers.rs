@@ -2,8 +2,9 @@
 
 use http::header::Entry;
 use http::header::{CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri, Version};
 
+use crate::telemetry::metrics::ErrorKind;
 use crate::wire::{NameClass, classify};
 
 /// `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate` and `Proxy-Authorization`: the
@@ -86,6 +87,91 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
+/// Refuses a request head that must not be forwarded: an HTTP/1.1 request without `Host`, any
+/// request with two `Host` lines or an invalid one, or whose target carries userinfo, an HTTP/2
+/// request whose `host` disagrees with its `:authority` (RFC 9112 §3.2, RFC 9113 §8.3.1), and
+/// one with more than `max_headers` header lines. An absolute-form target's authority replaces
+/// `Host` (RFC 9112 §3.2.2), so routing and the upstream see the name the client asked for.
+pub fn check_request_head(head: &mut http::request::Parts, max_headers: usize) -> Result<(), ErrorKind> {
+    // HTTP/1.1 heads were counted as they were parsed; HTTP/2 ones are counted here.
+    if head.headers.len() > max_headers {
+        return Err(ErrorKind::headers_too_large);
+    }
+    let mut hosts = head.headers.get_all(HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() || host.is_some_and(|h| !is_authority(h.as_bytes())) {
+        return Err(ErrorKind::invalid_host);
+    }
+    let Some(target) = head.uri.authority() else {
+        return if host.is_none() && head.version == Version::HTTP_11 { Err(ErrorKind::invalid_host) } else { Ok(()) };
+    };
+    if target.as_str().contains('@') {
+        return Err(ErrorKind::invalid_host);
+    }
+    match head.version {
+        Version::HTTP_2 | Version::HTTP_3 => match host {
+            Some(h) if !h.as_bytes().eq_ignore_ascii_case(target.as_str().as_bytes()) => Err(ErrorKind::invalid_host),
+            _ => Ok(()),
+        },
+        version => {
+            if host.is_none() && version == Version::HTTP_11 {
+                return Err(ErrorKind::invalid_host);
+            }
+            let value = HeaderValue::from_str(target.as_str()).map_err(|_| ErrorKind::invalid_host)?;
+            head.headers.insert(HOST, value);
+            Ok(())
+        }
+    }
+}
+
+/// Whether `value` is a valid `Host`: `uri-host [ ":" port ]` (RFC 3986 §3.2.2-3.2.3), an IP
+/// literal in brackets or a reg-name (which IPv4 addresses are, too). Empty is valid: it is
+/// what a client sends for a target without an authority.
+fn is_authority(value: &[u8]) -> bool {
+    let port = match value {
+        [b'[', rest @ ..] => match rest.iter().position(|&b| b == b']') {
+            Some(close) if rest[..close].iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') => {
+                match &rest[close + 1..] {
+                    [] => return close > 0,
+                    [b':', port @ ..] => port,
+                    _ => return false,
+                }
+            }
+            _ => return false,
+        },
+        _ => {
+            let (host, port) = match value.iter().position(|&b| b == b':') {
+                Some(colon) => (&value[..colon], &value[colon + 1..]),
+                None => (value, &[][..]),
+            };
+            if !is_reg_name(host) {
+                return false;
+            }
+            port
+        }
+    };
+    port.iter().all(u8::is_ascii_digit)
+}
+
+/// RFC 3986 `reg-name`: unreserved characters, percent-encodings and sub-delimiters.
+fn is_reg_name(host: &[u8]) -> bool {
+    let mut bytes = host.iter();
+    while let Some(&b) = bytes.next() {
+        let ok = match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => true,
+            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => true,
+            b'%' => {
+                matches!((bytes.next(), bytes.next()), (Some(h), Some(l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit())
+            }
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
 /// Makes sure `Host` is set when the request came over HTTP/2 with only an `:authority`;
 /// returns it, borrowed: a caller that needs its own copy clones it (a value shares the
 /// request's buffer, and each clone and drop is a locked reference-count update).
@@ -158,6 +244,71 @@ mod tests {
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["te"], "trailers");
+    }
+
+    fn head(target: &str, version: Version, hosts: &[&str]) -> http::request::Parts {
+        let mut req = http::Request::get(target).version(version);
+        for h in hosts {
+            req = req.header(HOST, *h);
+        }
+        req.body(()).expect("a request").into_parts().0
+    }
+
+    #[test]
+    fn host_must_be_present_once_and_valid() {
+        use ErrorKind::invalid_host;
+        for (target, version, hosts, expected) in [
+            ("/", Version::HTTP_11, &[][..], Err(invalid_host)),
+            ("/", Version::HTTP_11, &["a", "b"][..], Err(invalid_host)),
+            ("/", Version::HTTP_11, &["a", "a"][..], Err(invalid_host)),
+            ("/", Version::HTTP_10, &["a", "b"][..], Err(invalid_host)),
+            ("/", Version::HTTP_11, &["a b"][..], Err(invalid_host)),
+            ("/", Version::HTTP_11, &["a/b"][..], Err(invalid_host)),
+            ("/", Version::HTTP_11, &["user@a"][..], Err(invalid_host)),
+            ("/", Version::HTTP_11, &["a:8x"][..], Err(invalid_host)),
+            ("/", Version::HTTP_11, &["[::1"][..], Err(invalid_host)),
+            ("/", Version::HTTP_11, &["[::1]x"][..], Err(invalid_host)),
+            ("/", Version::HTTP_11, &["[]"][..], Err(invalid_host)),
+            ("/", Version::HTTP_11, &["a%zz"][..], Err(invalid_host)),
+            ("/", Version::HTTP_11, &["a"][..], Ok(())),
+            ("/", Version::HTTP_11, &["api.example.com:8080"][..], Ok(())),
+            ("/", Version::HTTP_11, &["127.0.0.1:80"][..], Ok(())),
+            ("/", Version::HTTP_11, &["[::1]:8080"][..], Ok(())),
+            ("/", Version::HTTP_11, &["xn--bcher-kva.example"][..], Ok(())),
+            ("/", Version::HTTP_11, &["a%41"][..], Ok(())),
+            ("/", Version::HTTP_11, &[""][..], Ok(())),
+            ("/", Version::HTTP_10, &[][..], Ok(())),
+            ("http://a/", Version::HTTP_11, &[][..], Err(invalid_host)),
+            ("http://u@a/", Version::HTTP_11, &["a"][..], Err(invalid_host)),
+            ("http://a/", Version::HTTP_2, &["b"][..], Err(invalid_host)),
+            ("http://a:80/", Version::HTTP_2, &["A:80"][..], Ok(())),
+            ("http://a/", Version::HTTP_2, &[][..], Ok(())),
+            ("/", Version::HTTP_2, &[][..], Ok(())),
+        ] {
+            let mut parts = head(target, version, hosts);
+            assert_eq!(check_request_head(&mut parts, 100), expected, "{target} {version:?} {hosts:?}");
+        }
+    }
+
+    #[test]
+    fn an_absolute_target_names_the_host() {
+        let mut parts = head("http://b.example:81/x", Version::HTTP_11, &["a.example"]);
+        assert_eq!(check_request_head(&mut parts, 100), Ok(()));
+        assert_eq!(parts.headers[HOST], "b.example:81");
+        assert_eq!(parts.headers.get_all(HOST).iter().count(), 1);
+        let mut parts = head("http://b.example/x", Version::HTTP_10, &[]);
+        assert_eq!(check_request_head(&mut parts, 100), Ok(()));
+        assert_eq!(parts.headers[HOST], "b.example");
+    }
+
+    #[test]
+    fn header_lines_are_counted() {
+        let mut parts = head("/", Version::HTTP_2, &[]);
+        for i in 0..5 {
+            parts.headers.append("x-n", HeaderValue::from(i));
+        }
+        assert_eq!(check_request_head(&mut parts, 5), Ok(()));
+        assert_eq!(check_request_head(&mut parts, 4), Err(ErrorKind::headers_too_large));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::upgrade::OnUpgrade;
 
-pub use headers::{add_forwarded, ensure_host, is_upgrade, strip_hop_by_hop};
+pub use headers::{add_forwarded, check_request_head, ensure_host, is_upgrade, strip_hop_by_hop};
 use observe::{Finished, Observer};
 use response::{Answer, InFlight, ResponseBody, SHED_HEADER, local};
 
@@ -68,13 +68,17 @@ impl Downstream {
 }
 
 /// Forwards one downstream request and returns the response to send back.
-pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, req: Box<ProxyRequest>) -> Answer {
+pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Box<ProxyRequest>) -> Answer {
     let started = Instant::now();
     let snap = mesh.snapshot();
     let Some((listener_idx, table)) = snap.listener(&down.listener) else {
         mesh.metrics.unrouted_error(ErrorKind::no_route);
         return local(ErrorKind::no_route);
     };
+    if let Err(kind) = check_request_head(&mut req.head, table.max_request_headers) {
+        mesh.metrics.unrouted_error(kind);
+        return local(kind);
+    }
     let head = &req.head;
     let host = head
         .headers

@@ -162,6 +162,10 @@ pub fn status_of(kind: ErrorKind) -> (StatusCode, &'static str) {
         ErrorKind::circuit_open => (StatusCode::SERVICE_UNAVAILABLE, "circuit breaker open for this service\n"),
         ErrorKind::contract_violation => (StatusCode::BAD_REQUEST, "body breaks the service's contract\n"),
         ErrorKind::body_too_large => (StatusCode::PAYLOAD_TOO_LARGE, "body exceeds the contract's size limit\n"),
+        ErrorKind::invalid_host => (StatusCode::BAD_REQUEST, "missing, repeated or invalid Host header\n"),
+        ErrorKind::headers_too_large => {
+            (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request header fields are too large\n")
+        }
     }
 }
 
@@ -197,5 +201,7 @@ pub fn error_name(kind: ErrorKind) -> &'static str {
         ErrorKind::circuit_open => "circuit_open",
         ErrorKind::contract_violation => "contract_violation",
         ErrorKind::body_too_large => "body_too_large",
+        ErrorKind::invalid_host => "invalid_host",
+        ErrorKind::headers_too_large => "headers_too_large",
     }
 }

@@ -42,6 +42,9 @@ pub struct ConnActivity {
     multiplexed: AtomicBool,
     /// A write is waiting for the client to read: the socket's send buffer is full.
     write_blocked: AtomicBool,
+    /// The HTTP/1.1 fast path waits for a request's first bytes with nothing buffered:
+    /// dropping it then loses nothing.
+    awaiting_head: AtomicBool,
 }
 
 impl ConnActivity {
@@ -64,6 +67,11 @@ impl ConnActivity {
             Poll::Pending => self.write_blocked.store(true, Ordering::Relaxed),
             Poll::Ready(_) => {}
         }
+    }
+
+    /// Notes whether the fast path waits for a request's first bytes with nothing buffered.
+    pub fn set_awaiting_head(&self, awaiting: bool) {
+        self.awaiting_head.store(awaiting, Ordering::Relaxed);
     }
 
     /// Whether no request is in flight: an HTTP/1 connection is between requests.
@@ -116,13 +124,22 @@ pub enum Expired {
     WriteStalled,
     /// A request head took longer than the header-read timeout.
     HeadTimeout,
+    /// Nothing moved for a tick while the fast path waited for a request with nothing
+    /// buffered: the connection can be parked, holding only its socket, until bytes come. It
+    /// has been quiet for the duration given.
+    Quiet(Duration),
 }
 
+/// The longest the watchdog sleeps: how soon a quiet connection is parked (see
+/// [`Expired::Quiet`]).
+const MAX_TICK: Duration = Duration::from_secs(1);
+
 /// Resolves when the connection has been idle for `idle` (its write stalled, or not), or has
-/// been receiving one request head for `head` (each to within a quarter of the smaller period).
+/// been receiving one request head for `head` (each to within a quarter of the smaller period,
+/// or a second), or, with `park`, when it can be parked (see [`Expired::Quiet`]).
 /// After [`Expired::Idle`] with a request in flight, call again: the response may stall next.
-pub async fn watchdog(activity: Arc<ConnActivity>, idle: Duration, head: Duration) -> Expired {
-    let tick = idle.min(head) / 4;
+pub async fn watchdog(activity: Arc<ConnActivity>, idle: Duration, head: Duration, park: bool) -> Expired {
+    let tick = (idle.min(head) / 4).min(MAX_TICK);
     let (mut quiet, mut pending) = (Duration::ZERO, Duration::ZERO);
     let mut last_started = activity.started.load(Ordering::Relaxed);
     loop {
@@ -131,6 +148,9 @@ pub async fn watchdog(activity: Arc<ConnActivity>, idle: Duration, head: Duratio
             quiet = Duration::ZERO;
         } else {
             quiet += tick;
+            if park && activity.awaiting_head.load(Ordering::Relaxed) {
+                return Expired::Quiet(quiet);
+            }
             if quiet >= idle {
                 return if activity.write_blocked.load(Ordering::Relaxed) {
                     Expired::WriteStalled
@@ -253,6 +273,11 @@ impl ActivityIo {
     pub fn new(inner: TcpStream) -> (Self, Arc<ConnActivity>) {
         let activity = Arc::new(ConnActivity { moved: AtomicBool::new(true), ..Default::default() });
         (Self { inner, activity: activity.clone() }, activity)
+    }
+
+    /// The stream, unwrapped.
+    pub fn into_inner(self) -> TcpStream {
+        self.inner
     }
 }
 

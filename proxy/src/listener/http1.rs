@@ -3,28 +3,28 @@
 //! read buffer and one write buffer reused for the connection's life.
 //!
 //! Anything else (a request with a body, an upgrade, HTTP/1.0, an HTTP/2 preface, a head
-//! httparse refuses or one larger than [`MAX_HEAD`]) hands the connection, with the bytes
-//! already read, to hyper, which serves it from there on: hyper keeps every corner of the
-//! protocol; this loop only makes the common request cheap. Measured with callgrind on the
-//! peers benchmark, it took wasmesh from 25.3k to 24.0k instructions per proxied request.
+//! httparse refuses) hands the connection, with the bytes already read, to hyper, which
+//! serves it from there on: hyper keeps every corner of the protocol; this loop only makes
+//! the common request cheap. A head past the listener's [`HeadLimits`] is refused here with
+//! 431, as hyper refuses it on the requests it serves.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::Handler;
 use super::activity::ConnActivity;
+use super::{Handler, HeadLimits};
 use crate::body::{Body, BoxError};
 use crate::message::{ProxyRequest, ProxyResponse};
 use crate::wire::{
-    self, BodyWriteError, Framing, MAX_HEAD, MAX_HEADERS, RawHeaders, WRITE_CHUNK, WithRawHeaders, head_end,
-    header_name,
+    self, BodyWriteError, Framing, MAX_HEADERS, RawHeaders, WRITE_CHUNK, WithRawHeaders, head_end, header_name,
 };
 
 /// Read buffer growth step: a typical head, or several pipelined ones, in one read.
@@ -34,23 +34,26 @@ const READ_CHUNK: usize = 8 * 1024;
 const ADDED_HEADERS: usize = 6;
 
 /// How the fast path ended.
-pub(super) enum Ended<I> {
+pub(super) enum Ended {
     /// The connection is finished: the client closed it, asked to, or it is draining.
     Closed,
-    /// A request the fast path leaves to hyper: the stream and every byte read from it
-    /// that hyper has not seen, starting with that request's head.
-    Handoff(I, BytesMut),
+    /// A request the fast path leaves to hyper: every byte read from the stream that hyper
+    /// has not seen, starting with that request's head.
+    Handoff(BytesMut),
 }
 
 /// Serves requests on `io` until it closes or meets one for hyper. `closing` asks the loop
 /// to end after the response in progress (which then says `Connection: close`); the caller
-/// drops the loop outright while no request is in flight.
+/// drops the loop outright while no request is in flight. A head past `limits` is answered
+/// with 431 and the connection closed. While it waits for a request with nothing buffered,
+/// `activity` says so: dropping the loop then loses nothing.
 pub(super) async fn serve<I, H>(
-    mut io: I,
+    io: &mut I,
     handler: &H,
     activity: &Arc<ConnActivity>,
     closing: &AtomicBool,
-) -> io::Result<Ended<I>>
+    limits: HeadLimits,
+) -> io::Result<Ended>
 where
     I: AsyncRead + AsyncWrite + Unpin,
     H: Handler,
@@ -58,13 +61,16 @@ where
     let mut read_buf = BytesMut::with_capacity(READ_CHUNK);
     let mut write_buf = BytesMut::with_capacity(WRITE_CHUNK);
     loop {
+        // Bytes already searched for the head's end, less the three a line end may span.
+        let mut searched = 0;
         let end = loop {
-            if let Some(end) = head_end(&read_buf) {
-                break end;
+            if let Some(end) = head_end(&read_buf[searched..]) {
+                break searched + end;
             }
-            if read_buf.len() > MAX_HEAD {
-                return Ok(Ended::Handoff(io, read_buf));
+            if read_buf.len() > limits.max_bytes {
+                return refuse(io, HEAD_TOO_LARGE, &mut read_buf).await;
             }
+            searched = read_buf.len().saturating_sub(3);
             if read_buf.is_empty() {
                 // The last request's memory is free again (no header value still points into
                 // it): reuse the front of the buffer, which is warm in the cache.
@@ -73,28 +79,81 @@ where
             if read_buf.capacity() - read_buf.len() < READ_CHUNK / 4 {
                 read_buf.reserve(READ_CHUNK);
             }
-            if io.read_buf(&mut read_buf).await? == 0 {
+            let awaiting = read_buf.is_empty();
+            if awaiting {
+                activity.set_awaiting_head(true);
+            }
+            let read = io.read_buf(&mut read_buf).await?;
+            if awaiting {
+                activity.set_awaiting_head(false);
+            }
+            if read == 0 {
                 return Ok(Ended::Closed);
             }
         };
+        if end > limits.max_bytes {
+            return refuse(io, HEAD_TOO_LARGE, &mut read_buf).await;
+        }
         // The head's bytes become shared memory that header values point into: no copies.
         let head = read_buf.split_to(end).freeze();
-        let Some(Head { request, keep_alive }) = parse_request(&head) else {
-            let mut unread = BytesMut::with_capacity(head.len() + read_buf.len());
-            unread.extend_from_slice(&head);
-            unread.extend_from_slice(&read_buf);
-            return Ok(Ended::Handoff(io, unread));
+        let Head { request, keep_alive } = match parse_request(&head, limits.max_headers) {
+            Parsed::Serve(head) => head,
+            Parsed::TooManyHeaders => return refuse(io, HEAD_TOO_LARGE, &mut read_buf).await,
+            Parsed::ForHyper => {
+                let mut unread = BytesMut::with_capacity(head.len() + read_buf.len());
+                unread.extend_from_slice(&head);
+                unread.extend_from_slice(&read_buf);
+                return Ok(Ended::Handoff(unread));
+            }
         };
         let head_only = request.head.method == Method::HEAD;
         let _in_flight = activity.begin_on_own_task();
         let response = handler.call(request).await;
         let close = !keep_alive || closing.load(Ordering::Relaxed);
-        let reusable = write_response(&mut io, &mut write_buf, response, head_only, close).await?;
+        let reusable = write_response(io, &mut write_buf, response, head_only, close).await?;
         if !reusable {
             let _ = io.shutdown().await;
             return Ok(Ended::Closed);
         }
     }
+}
+
+/// The answer to a head past the listener's limits (RFC 6585 §5): the connection then closes,
+/// since the rest of the head is still unread.
+static HEAD_TOO_LARGE: &[u8] = b"HTTP/1.1 431 Request Header Fields Too Large\r\n\
+content-type: text/plain; charset=utf-8\r\n\
+x-wasmesh-error: headers_too_large\r\n\
+content-length: 36\r\n\
+connection: close\r\n\r\n\
+request header fields are too large\n";
+
+/// How long, and how many bytes of, the rest of a refused request are read and dropped before
+/// its connection closes: closing a socket with unread bytes sends a reset, which can destroy
+/// the refusal before the client reads it.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Writes `answer`, ends the sending side, drains what the client still sends (within
+/// [`LINGER`] and [`LINGER_BYTES`], into `buf`) and closes the connection.
+async fn refuse<I>(io: &mut I, answer: &[u8], buf: &mut BytesMut) -> io::Result<Ended>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    io.write_all(answer).await?;
+    let _ = io.shutdown().await;
+    let drain = async {
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            buf.clear();
+            buf.reserve(READ_CHUNK);
+            match io.read_buf(buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+    Ok(Ended::Closed)
 }
 
 /// A request the fast path serves, and whether the client lets the connection stay open.
@@ -103,15 +162,39 @@ struct Head {
     keep_alive: bool,
 }
 
-/// Parses the complete head `head`; `None` when it is one for hyper (see the module docs).
-fn parse_request(head: &Bytes) -> Option<Head> {
+/// What a complete request head is, to the fast path.
+enum Parsed {
+    /// A request it serves.
+    Serve(Head),
+    /// More header lines than the listener allows.
+    TooManyHeaders,
+    /// One for hyper (see the module docs).
+    ForHyper,
+}
+
+/// Parses the complete head `head`, allowing at most `max_headers` header lines.
+fn parse_request(head: &Bytes, max_headers: usize) -> Parsed {
     // httparse fills only the slots it uses; initialising all of them costs more than parsing.
     let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut parsed, head, &mut slots) {
         Ok(httparse::Status::Complete(_)) => {}
-        _ => return None,
+        // Past the slots the fast path has, hyper counts up to a higher limit.
+        Err(httparse::Error::TooManyHeaders) if max_headers > MAX_HEADERS => return Parsed::ForHyper,
+        Err(httparse::Error::TooManyHeaders) => return Parsed::TooManyHeaders,
+        _ => return Parsed::ForHyper,
     }
+    if parsed.headers.len() > max_headers {
+        return Parsed::TooManyHeaders;
+    }
+    match serve_here(head, &parsed) {
+        Some(head) => Parsed::Serve(head),
+        None => Parsed::ForHyper,
+    }
+}
+
+/// The request `parsed` (from `head`) as the fast path serves it; `None` when it is one for hyper.
+fn serve_here(head: &Bytes, parsed: &httparse::Request<'_, '_>) -> Option<Head> {
     if parsed.version != Some(1) {
         return None;
     }
@@ -250,7 +333,10 @@ mod tests {
     use super::*;
 
     fn parse(wire: &[u8]) -> Option<Head> {
-        parse_request(&Bytes::copy_from_slice(wire))
+        match parse_request(&Bytes::copy_from_slice(wire), MAX_HEADERS) {
+            Parsed::Serve(head) => Some(head),
+            _ => None,
+        }
     }
 
     #[test]
@@ -279,6 +365,26 @@ mod tests {
         ] {
             assert!(parse(wire).is_none(), "{}", String::from_utf8_lossy(wire));
         }
+    }
+
+    #[test]
+    fn header_lines_past_the_limit_are_refused() {
+        let mut wire = b"GET / HTTP/1.1\r\nHost: a\r\n".to_vec();
+        for i in 0..9 {
+            wire.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        wire.extend_from_slice(b"\r\n");
+        let head = Bytes::from(wire);
+        assert!(matches!(parse_request(&head, 10), Parsed::Serve(_)));
+        assert!(matches!(parse_request(&head, 9), Parsed::TooManyHeaders));
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        let many = Bytes::from(many);
+        assert!(matches!(parse_request(&many, MAX_HEADERS), Parsed::TooManyHeaders));
+        assert!(matches!(parse_request(&many, MAX_HEADERS + 50), Parsed::ForHyper), "hyper counts past the slots");
     }
 
     fn head_of(status: u16, headers: &[(&str, &str)], body: Body, head_only: bool, close: bool) -> (String, Framing) {

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -30,7 +30,7 @@ use rewind::Rewind;
 
 use crate::body::BoxError;
 use crate::message::{ProxyRequest, ProxyResponse};
-use crate::wire::WithRawHeaders;
+use crate::wire::{self, WithRawHeaders};
 
 /// Answers a listener's requests. Any `Fn(Box<ProxyRequest>) -> impl Future<Output =
 /// Box<ProxyResponse<_>>>` is one; messages travel boxed (see [`crate::message`]) and the
@@ -82,6 +82,24 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
     /// Connections beyond this many are closed at accept.
     pub max_connections: usize,
+    /// Bounds on a request head.
+    pub head: HeadLimits,
+}
+
+/// Bounds on a request head; past either, the request gets 431 and reaches no handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Bytes: the request line and header lines over HTTP/1.1, the decoded header list
+    /// (`SETTINGS_MAX_HEADER_LIST_SIZE`) over HTTP/2.
+    pub max_bytes: usize,
+    /// Header lines (HTTP/1.1; HTTP/2 header counts are the handler's to check).
+    pub max_headers: usize,
+}
+
+impl HeadLimits {
+    /// The defaults: 64 KiB and 100 headers (Envoy allows 60 KiB and 100, nginx 32 KiB,
+    /// HAProxy 16 KiB).
+    pub const DEFAULT: Self = Self { max_bytes: wire::MAX_HEAD, max_headers: wire::MAX_HEADERS };
 }
 
 /// Metrics a listener keeps.
@@ -137,19 +155,31 @@ pub async fn serve<F, H>(
     tracker: TaskTracker,
     make_handler: F,
 ) where
-    F: Fn(SocketAddr) -> H,
+    F: Fn(SocketAddr) -> H + Send + Sync + 'static,
     H: Handler,
 {
     let mut builder = auto::Builder::new(BoxingExecutor);
     // Header-read and idle timeouts are the watchdog's (see `activity`); writes are flattened
     // into one buffer, which measured faster than vectored writes for small responses.
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true).writev(false);
-    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(20)));
-    let builder = Arc::new(builder);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .writev(false)
+        // hyper refuses a head that does not fit its read buffer with 431; it reads in 8 KiB steps.
+        .max_buf_size(limits.head.max_bytes.max(8 * 1024))
+        .max_headers(limits.head.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .max_header_list_size(u32::try_from(limits.head.max_bytes).unwrap_or(u32::MAX));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let listener = Arc::new(Listener { builder: Arc::new(builder), limits, metrics, tls, shutdown, make_handler });
     loop {
         let (stream, peer) = tokio::select! {
-            () = shutdown.cancelled() => break,
+            () = listener.shutdown.cancelled() => break,
             accepted = tcp.accept() => match accepted {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -161,53 +191,106 @@ pub async fn serve<F, H>(
             },
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            metrics.rejected.inc();
+            listener.metrics.rejected.inc();
             continue;
         };
-        let _ = stream.set_nodelay(true);
-        let (io, activity) = ActivityIo::new(stream);
-        let handler = make_handler(peer);
-        let tls_config = match &tls {
+        let listener = listener.clone();
+        // Until the client sends its first bytes, and again whenever a plain HTTP/1.1
+        // connection goes quiet between requests, a connection is this small task and its
+        // socket: the buffers, timers and serving state come with the next request (the
+        // state is boxed, so that it is not part of this task's own size).
+        let task = async move {
+            let _permit = permit;
+            listener.metrics.open.inc();
+            let (mut stream, mut wait) = (stream, listener.limits.idle_timeout);
+            while listener.first_bytes(&stream, wait).await {
+                match Box::pin(listener.serve_connection(stream, peer)).await {
+                    Some((parked, quiet)) => {
+                        stream = parked;
+                        wait = listener.limits.idle_timeout.saturating_sub(quiet);
+                    }
+                    None => break,
+                }
+            }
+            listener.metrics.open.dec();
+        };
+        tracker.spawn(task);
+    }
+}
+
+/// A listener's serving settings, shared by its connections.
+struct Listener<F> {
+    builder: Arc<auto::Builder<BoxingExecutor>>,
+    limits: ConnLimits,
+    metrics: ListenerMetrics,
+    tls: Option<TlsSource>,
+    shutdown: CancellationToken,
+    make_handler: F,
+}
+
+impl<F, H> Listener<F>
+where
+    F: Fn(SocketAddr) -> H,
+    H: Handler,
+{
+    /// Waits for the client's next bytes; `false` when the client closed, none came within
+    /// `wait` or the listener is shutting down, and the connection should close. A peek, not
+    /// `readable()`: tokio reports a freshly accepted socket readable before any byte came.
+    async fn first_bytes(&self, stream: &TcpStream, wait: Duration) -> bool {
+        let mut byte = [0u8; 1];
+        tokio::select! {
+            peeked = stream.peek(&mut byte) => matches!(peeked, Ok(n) if n > 0),
+            () = tokio::time::sleep(wait) => false,
+            () = self.shutdown.cancelled() => false,
+        }
+    }
+
+    /// Serves a connection whose first bytes have arrived: the TLS handshake if the listener
+    /// has TLS, then HTTP. A plain connection that goes quiet between requests comes back,
+    /// with how long it has been quiet, to wait for its next request parked (TLS sessions
+    /// hold their state throughout).
+    async fn serve_connection(&self, stream: TcpStream, peer: SocketAddr) -> Option<(TcpStream, Duration)> {
+        let tls_config = match &self.tls {
             None => None,
             Some(source) => match source() {
                 Some(config) => Some(config),
                 // The snapshot lost this listener's certificates: a reload is replacing it.
-                None => continue,
+                None => return None,
             },
         };
+        let _ = stream.set_nodelay(true);
+        let (io, activity) = ActivityIo::new(stream);
+        let handler = (self.make_handler)(peer);
         let conn = Conn {
-            builder: builder.clone(),
-            shutdown: shutdown.clone(),
-            activity: activity.clone(),
+            builder: self.builder.clone(),
+            shutdown: self.shutdown.clone(),
+            activity,
             peer,
-            idle_timeout: limits.idle_timeout,
-            head_timeout: limits.header_read_timeout,
+            idle_timeout: self.limits.idle_timeout,
+            head_timeout: self.limits.header_read_timeout,
+            head_limits: self.limits.head,
+            park: tls_config.is_none(),
         };
-        let (open, tls_failures) = (metrics.open.clone(), metrics.tls_failures.clone());
-        // Boxed: tokio moves a task's future whole into its cell and writes over it when the
-        // task ends, nine copies of a ~10 KB connection future per connection unboxed.
-        tracker.spawn(Box::pin(async move {
-            let _permit = permit;
-            open.inc();
-            match tls_config {
-                None => conn.serve(io, handler).await,
-                Some(config) => {
-                    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(io);
-                    match tokio::time::timeout(conn.head_timeout, handshake).await {
-                        Ok(Ok(stream)) => conn.serve(stream, handler).await,
-                        Ok(Err(e)) => {
-                            tls_failures.inc();
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => {
-                            tls_failures.inc();
-                            tracing::debug!(%peer, "TLS handshake not finished in time: closing");
-                        }
+        match tls_config {
+            None => conn.serve(io, handler).await.map(|(io, quiet)| (io.into_inner(), quiet)),
+            Some(config) => {
+                let handshake = tokio_rustls::TlsAcceptor::from(config).accept(io);
+                match tokio::time::timeout(conn.head_timeout, handshake).await {
+                    Ok(Ok(stream)) => {
+                        conn.serve(stream, handler).await;
+                    }
+                    Ok(Err(e)) => {
+                        self.metrics.tls_failures.inc();
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        self.metrics.tls_failures.inc();
+                        tracing::debug!(%peer, "TLS handshake not finished in time: closing");
                     }
                 }
+                None
             }
-            open.dec();
-        }));
+        }
     }
 }
 
@@ -219,35 +302,49 @@ struct Conn {
     peer: SocketAddr,
     idle_timeout: Duration,
     head_timeout: Duration,
+    head_limits: HeadLimits,
+    /// Whether the connection may be parked while quiet (see [`Expired::Quiet`]).
+    park: bool,
+}
+
+/// What the fast path's connection does next.
+enum Next {
+    /// Goes on with hyper, which gets these bytes first.
+    Handoff(BytesMut),
+    /// Waits for its next request parked: it has been quiet this long.
+    Park(Duration),
+    /// Closes.
+    Close,
 }
 
 impl Conn {
     /// Serves HTTP on `io` until the client closes, the watchdog expires it or shutdown
-    /// drains it: on the fast path while requests suit it, then with hyper.
-    async fn serve<I, H>(self, io: I, handler: H)
+    /// drains it: on the fast path while requests suit it, then with hyper. Gives `io` back,
+    /// with how long it has been quiet, when the connection can be parked.
+    async fn serve<I, H>(self, mut io: I, handler: H) -> Option<(I, Duration)>
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
         H: Handler,
     {
         let peer = self.peer;
-        let watch = || Box::pin(watchdog(self.activity.clone(), self.idle_timeout, self.head_timeout));
+        let watch = || Box::pin(watchdog(self.activity.clone(), self.idle_timeout, self.head_timeout, self.park));
         // Polled beside the connection's work on every wake-up of its task, but only when they
         // woke it themselves (see `on_wake`).
         let mut expiry = on_wake(watch());
         let mut shutdown = on_wake(Box::pin(self.shutdown.clone().cancelled_owned()));
         // Set when the connection should end after the response in progress.
         let closing = AtomicBool::new(false);
-        let handoff = {
-            let fast = http1::serve(io, &handler, &self.activity, &closing);
+        let next = {
+            let fast = http1::serve(&mut io, &handler, &self.activity, &closing, self.head_limits);
             tokio::pin!(fast);
             loop {
                 let wind_down = tokio::select! {
                     ended = fast.as_mut() => match ended {
-                        Ok(Ended::Handoff(io, unread)) => break Some(Rewind::new(io, unread)),
-                        Ok(Ended::Closed) => break None,
+                        Ok(Ended::Handoff(unread)) => break Next::Handoff(unread),
+                        Ok(Ended::Closed) => break Next::Close,
                         Err(e) => {
                             tracing::debug!(%peer, error = %e, "connection ended with an error");
-                            break None;
+                            break Next::Close;
                         }
                     },
                     () = &mut shutdown, if !closing.load(Ordering::Relaxed) => true,
@@ -259,28 +356,34 @@ impl Conn {
                         }
                         Expired::WriteStalled => {
                             tracing::debug!(%peer, "client stopped reading its response: closing");
-                            break None;
+                            break Next::Close;
                         }
                         Expired::HeadTimeout => {
                             tracing::debug!(%peer, "request head not received in time: closing");
-                            break None;
+                            break Next::Close;
                         }
+                        Expired::Quiet(quiet) => break Next::Park(quiet),
                     },
                 };
                 if wind_down {
                     // Between requests the loop waits for a head: drop it, closing the
                     // connection; otherwise it ends after the response in progress.
                     if self.activity.is_idle() {
-                        break None;
+                        break Next::Close;
                     }
                     closing.store(true, Ordering::Relaxed);
                 }
             }
         };
-        let Some(io) = handoff else { return };
+        let unread = match next {
+            Next::Handoff(unread) => unread,
+            Next::Park(quiet) => return Some((io, quiet)),
+            Next::Close => return None,
+        };
+        let io = Rewind::new(io, unread);
         let service = Tracked::new(handler, self.activity.clone());
-        let conn = self.builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-        tokio::pin!(conn);
+        // Boxed, so that a connection on the fast path does not carry room for hyper's state.
+        let mut conn = Box::pin(self.builder.serve_connection_with_upgrades(TokioIo::new(io), service));
         let mut closing = closing.into_inner();
         if closing {
             conn.as_mut().graceful_shutdown();
@@ -314,8 +417,11 @@ impl Conn {
                         tracing::debug!(%peer, "request head not received in time: closing");
                         break;
                     }
+                    // Only the fast path waits in a way that parks; hyper keeps its connection.
+                    Expired::Quiet(_) => expiry.set(watch()),
                 },
             }
         }
+        None
     }
 }

@@ -112,6 +112,7 @@ pub(crate) fn build(
             name: l.name.clone(),
             tls: assets.tls.listeners.get(&l.name).cloned(),
             forwarded_headers: l.forwarded_headers,
+            max_request_headers: l.max_request_headers,
             routes: config
                 .routes
                 .iter()
@@ -165,6 +166,7 @@ pub(crate) fn build(
         name: CALL_LISTENER.to_owned(),
         tls: None,
         forwarded_headers: true,
+        max_request_headers: crate::wire::MAX_HEADERS,
         routes: calls,
     });
     next.spans = span_export(&config.tracing, carried.spans.take());

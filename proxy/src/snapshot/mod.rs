@@ -94,6 +94,8 @@ pub struct ListenerRoutes {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Whether requests get `X-Forwarded-*` headers.
     pub forwarded_headers: bool,
+    /// Most header lines a request may carry.
+    pub max_request_headers: usize,
     /// Routes in configuration order.
     pub routes: Vec<Route>,
 }

@@ -56,6 +56,11 @@ pub enum ErrorKind {
     contract_violation,
     /// A request body exceeded the contract's size limit (413).
     body_too_large,
+    /// An HTTP/1.1 request without `Host`, or with two, or with an invalid one; or an HTTP/2
+    /// request whose `host` disagrees with its `:authority` (400, RFC 9112 §3.2).
+    invalid_host,
+    /// A request with more header lines than its listener allows (431).
+    headers_too_large,
 }
 
 /// Labels of the locally-answered error counter.
@@ -396,7 +401,7 @@ impl Metrics {
     }
 }
 
-const ERROR_KINDS: [ErrorKind; 10] = [
+const ERROR_KINDS: [ErrorKind; 12] = [
     ErrorKind::no_route,
     ErrorKind::no_endpoint,
     ErrorKind::upstream_connect,
@@ -407,6 +412,8 @@ const ERROR_KINDS: [ErrorKind; 10] = [
     ErrorKind::circuit_open,
     ErrorKind::contract_violation,
     ErrorKind::body_too_large,
+    ErrorKind::invalid_host,
+    ErrorKind::headers_too_large,
 ];
 
 /// Pre-resolved metric handles of one route, held by the snapshot.

@@ -119,6 +119,9 @@ pub fn parse_head(buf: &mut BytesMut, keep_raw: bool) -> Result<Option<ResponseH
     let Some(end) = head_end(buf) else {
         return if buf.len() > MAX_HEAD { Err(Http1Error::HeadTooLarge) } else { Ok(None) };
     };
+    if end > MAX_HEAD {
+        return Err(Http1Error::HeadTooLarge);
+    }
     // The head's bytes become shared memory that header values point into: no copies.
     let head: Bytes = buf.split_to(end).freeze();
     // httparse fills only the slots it uses; initialising all of them cost more than parsing.

@@ -12,39 +12,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-5}; DURATION=${DURATION:-4}; CONNS=${CONNS:-32}
-LOAD_CPU=${LOAD_CPU:-0}; PROXY_CPU=${PROXY_CPU:-1}; BIN=${BIN:-target/release/wasmesh}
+LOAD_CPU=${LOAD_CPU:-0}; PROXY_CPU=${PROXY_CPU:-1}; BIN=${BIN:-${CARGO_TARGET_DIR:-target}/release/wasmesh}
 for tool in nginx wrk taskset; do command -v $tool >/dev/null || { echo "needs $tool" >&2; exit 1; }; done
 [[ -x $BIN ]] || { echo "$BIN missing: cargo build --release" >&2; exit 1; }
 
+source benches/lib/backends.sh
 dir=$(mktemp -d)
 pids=()
 cleanup() {
   kill "${pids[@]}" 2>/dev/null || true
-  [[ -f $dir/nginx.pid ]] && kill "$(cat "$dir/nginx.pid")" 2>/dev/null || true
+  stop_backends "$dir"
   rm -rf "$dir"
 }
 trap cleanup EXIT
-mkdir -p "$dir/tmp"
-servers=""
-for port in 9001 9002 9003; do
-  body="backend $port $(printf '.%.0s' $(seq 86))"
-  servers+="server { listen 127.0.0.1:$port backlog=4096; location / { return 200 \"$body\n\"; } }"$'\n'
-done
-cat >"$dir/nginx.conf" <<CONF
-worker_processes 1; daemon on; pid $dir/nginx.pid; error_log $dir/error.log warn;
-events { worker_connections 8192; }
-http { access_log off; default_type text/plain; keepalive_requests 1000000; keepalive_timeout 120s;
-  client_body_temp_path $dir/tmp; proxy_temp_path $dir/tmp; fastcgi_temp_path $dir/tmp;
-  uwsgi_temp_path $dir/tmp; scgi_temp_path $dir/tmp;
-$servers}
-CONF
-taskset -c "$LOAD_CPU" nginx -c "$dir/nginx.conf"
+start_backends "$dir" "$LOAD_CPU"
 
 taskset -c "$PROXY_CPU" "$BIN" run --config benches/peers.toml >"$dir/plain.log" 2>&1 & plain=$!
 taskset -c "$PROXY_CPU" "$BIN" run --config benches/peers-plugins.toml >"$dir/plugins.log" 2>&1 & plugins=$!
 pids+=("$plain" "$plugins")
 for port in 8090 8091; do
-  for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  wait_http "$port"
   taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://127.0.0.1:$port/" >/dev/null
 done
 

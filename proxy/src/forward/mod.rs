@@ -40,7 +40,7 @@ use crate::upstream::conn_pool::ConnectError;
 use crate::upstream::endpoint::Health;
 use crate::upstream::http1::{Exchange, Http1Error};
 use crate::upstream::outlier::{self, Outcome};
-use crate::upstream::retry::{Attempt as RetryAttempt, backoff, should_retry};
+use crate::upstream::retry::{Attempt as RetryAttempt, Tried, backoff, should_retry};
 use crate::upstream::{self, Limits, Transport, UpstreamError};
 use crate::wire;
 
@@ -255,7 +255,7 @@ async fn dispatch(
         let authority = parts.headers.get(http::header::HOST);
         plugin.pack(&plugins::request_view(&parts.method, authority, &path, &down.client_text, &parts.headers))
     });
-    let mut tried = 0u64;
+    let mut tried = Tried::default();
     let mut attempt = 0;
     let request_line = RequestCopy::for_response_filters(route, parts, &path);
     // Contracts read the response's headers from a map; otherwise an HTTP/1.1 upstream's
@@ -266,7 +266,7 @@ async fn dispatch(
     let (endpoint_idx, now, result) = loop {
         attempt += 1;
         let pick_ms = if attempt == 1 { now_ms } else { now_millis() };
-        let idx = match pick(service, &ctx, pick_ms, tried, balancer_head.as_ref(), &mut obs) {
+        let idx = match pick(service, &ctx, pick_ms, &tried, balancer_head.as_ref(), &mut obs) {
             Ok(Some(idx)) => idx,
             Ok(None) => {
                 route.metrics.count_error(ErrorKind::no_endpoint);
@@ -351,9 +351,7 @@ async fn dispatch(
                     mesh.metrics.retries.get_or_create(&labels).inc();
                     drop((sent, in_flight));
                     tokio::time::sleep(wait).await;
-                    if idx < 64 {
-                        tried |= 1 << idx;
-                    }
+                    tried.insert(idx);
                     continue;
                 }
             } else {
@@ -492,7 +490,7 @@ fn pick<'s>(
     service: &'s Service,
     ctx: &PickContext,
     now_ms: u64,
-    tried: u64,
+    tried: &Tried,
     head: Option<&crate::plugin::PackedRequest>,
     obs: &mut Observer,
 ) -> Result<Option<usize>, &'s BalancerPlugin> {
@@ -510,10 +508,10 @@ fn pick<'s>(
     let panic = filter && up * 100 < endpoints.len() * usize::from(service.policy.panic_threshold);
     let avoid_degraded = preferred > 0 && preferred < up;
     let allowed = |i: usize| panic || (routable(i) && !(avoid_degraded && degraded(i)));
-    let untried = |i: usize| i >= 64 || tried & (1 << i) == 0;
+    let untried = |i: usize| !tried.contains(i);
     if let (Some(plugin), Some(head)) = (&service.balancer_plugin, head) {
         let mut ids: Vec<usize> = (0..endpoints.len()).filter(|&i| allowed(i) && untried(i)).collect();
-        if ids.is_empty() && tried != 0 {
+        if ids.is_empty() && !tried.is_empty() {
             ids = (0..endpoints.len()).filter(|&i| allowed(i)).collect();
         }
         if ids.is_empty() {
@@ -538,7 +536,7 @@ fn pick<'s>(
     Ok(service
         .balancer
         .pick(ctx, endpoints, &|i| allowed(i) && untried(i))
-        .or_else(|| if tried != 0 { service.balancer.pick(ctx, endpoints, &allowed) } else { None }))
+        .or_else(|| if tried.is_empty() { None } else { service.balancer.pick(ctx, endpoints, &allowed) }))
 }
 
 /// The URI of a request to `endpoint` for `path`.
@@ -604,4 +602,48 @@ fn classify_http2(e: &hyper_util::client::legacy::Error) -> ErrorKind {
         source = s.source();
     }
     if e.is_connect() { ErrorKind::upstream_connect } else { ErrorKind::upstream_reset }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{Carried, Snapshot};
+
+    /// A snapshot with one service of `n` endpoints balanced by `balance` (`extra`: more keys).
+    fn snapshot(n: usize, balance: &str, extra: &str) -> Snapshot {
+        let endpoints: Vec<String> = (0..n).map(|i| format!("{{ address = \"127.0.0.1:{}\" }}", 20_000 + i)).collect();
+        let text = format!(
+            "[[listeners]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\n[[routes]]\nname = \"r\"\nservice = \"s\"\n\
+             [[services]]\nname = \"s\"\nbalance = \"{balance}\"\n{extra}\nendpoints = [{}]\n",
+            endpoints.join(", ")
+        );
+        let config = crate::config::parse(std::path::Path::new("test.toml"), &text).expect("valid configuration");
+        let metrics = crate::telemetry::Metrics::new();
+        let assets = crate::mesh::Assets::default();
+        crate::snapshot::build(Arc::new(config), &[], &assets, &Arc::default(), 1, &mut Carried::default(), &metrics)
+    }
+
+    #[test]
+    fn every_try_gets_a_different_endpoint_on_a_service_of_more_than_64() {
+        const ENDPOINTS: usize = 100;
+        for (balance, extra, hash) in [
+            ("ring_hash", "hash_key = { source = \"header\", name = \"x-user\" }", Some(0x5eed)),
+            ("random", "", None),
+            ("least_request", "", None),
+        ] {
+            let snap = snapshot(ENDPOINTS, balance, extra);
+            let service = &snap.services[0];
+            let (mut parts, ()) = Request::new(()).into_parts();
+            let mut obs = Observer::start(&snap, &mut parts);
+            let ctx = PickContext { hash, now: Instant::now() };
+            let mut tried = Tried::default();
+            for attempt in 0..ENDPOINTS {
+                let idx = pick(service, &ctx, now_millis(), &tried, None, &mut obs).ok().flatten().expect("a pick");
+                assert!(!tried.contains(idx), "{balance}: attempt {attempt} picked endpoint {idx} again");
+                tried.insert(idx);
+            }
+            let again = pick(service, &ctx, now_millis(), &tried, None, &mut obs).ok().flatten();
+            assert!(again.is_some(), "{balance}: once every endpoint was tried, one is tried again");
+        }
+    }
 }

@@ -243,6 +243,33 @@ min_retry_concurrency = 1
 }
 
 #[tokio::test]
+async fn a_try_that_hangs_ends_at_the_per_try_timeout_and_the_retry_answers_within_the_route_timeout() {
+    let b = backends(2).await;
+    // b0 answers long after the route's whole timeout: only a per-try timeout saves a request
+    // whose first try went there.
+    b[0].set_delay(Duration::from_secs(30));
+    let extra = r#"
+[services.timeouts]
+request = "3s"
+[services.retry]
+retry_on = ["gateway-error"]
+num_retries = 1
+per_try_timeout = "300ms"
+backoff_base = "1ms"
+backoff_max = "1ms"
+"#;
+    let proxy = Proxy::start(&service("s", &endpoints(&b), extra)).await;
+    for i in 0..4 {
+        let resp = get(&proxy.url("/")).await.expect("request");
+        assert_eq!(resp.status(), 200, "request {i}: {:?}", resp.headers());
+        assert_eq!(resp.headers()["x-backend"], "b1", "request {i}");
+    }
+    assert!(b[0].hits() > 0, "some first tries went to the hanging endpoint");
+    let retries = proxy.metric("wasmesh_retries_total{service=\"s\"}").await.unwrap_or(0.0);
+    assert_eq!(retries, b[0].hits() as f64, "each try cut at b0 was retried once");
+}
+
+#[tokio::test]
 async fn non_idempotent_requests_are_not_retried_once_they_reached_the_upstream() {
     let b = backends(1).await;
     b[0].set_status(Some(503));

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use wasmesh_demo_backend::Backend;
 
-use crate::harness::{Proxy, backends, client, endpoints, free_port, get, json, send, text};
+use crate::harness::{Backlogged, Proxy, backends, client, endpoints, free_port, get, json, send, text};
 
 /// Starts a backend on `addr`, waiting for the port to be free again after a stop.
 async fn restart(name: &str, addr: SocketAddr) -> Backend {
@@ -205,6 +207,63 @@ async fn excess_concurrency_is_shed_at_once_while_admitted_requests_complete() {
         "{results:?}"
     );
     assert!(admitted.iter().all(|r| r.2 >= Duration::from_millis(550)));
+}
+
+/// What a request got: its status and `x-wasmesh-shed` header.
+type Outcome = (u16, Option<String>);
+
+/// Sends `n` GETs of `url` at once over `client`; returns what each got, in the order they
+/// finished.
+async fn at_once(client: Client<HttpConnector, Full<Bytes>>, url: &str, n: usize) -> Vec<Outcome> {
+    let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..n {
+        let (client, url, done) = (client.clone(), url.parse().expect("url"), done.clone());
+        tokio::spawn(async move {
+            let resp = client.get(url).await.expect("request");
+            let shed = resp.headers().get("x-wasmesh-shed").map(|v| v.to_str().unwrap_or("").to_owned());
+            let status = resp.status().as_u16();
+            text(resp).await;
+            let _ = done.send((status, shed));
+        });
+    }
+    drop(done);
+    let mut outcomes = Vec::new();
+    while let Some(outcome) = finished.recv().await {
+        outcomes.push(outcome);
+    }
+    assert_eq!(outcomes.len(), n, "every request finished");
+    outcomes
+}
+
+/// Checks that the first `shed` requests to finish were shed by `limit` (at once: before any
+/// admitted one finished) and that the rest got `status`.
+fn shed_first(outcomes: &[Outcome], shed: usize, limit: &str, status: u16) {
+    let (first, rest) = outcomes.split_at(shed);
+    assert!(first.iter().all(|o| *o == (503, Some(limit.to_owned()))), "{outcomes:?}");
+    assert!(rest.iter().all(|o| *o == (status, None)), "{outcomes:?}");
+}
+
+#[tokio::test]
+async fn http1_max_connections_sheds_requests_that_need_one_more_connection() {
+    let b = backends(1).await;
+    let proxy = Proxy::start(&service("s", &endpoints(&b), "[services.circuit_breaker]\nmax_connections = 2\n")).await;
+    let outcomes = at_once(client(), &proxy.url("/delay/800"), 5).await;
+    shed_first(&outcomes, 3, "max_connections", 200);
+    assert_eq!(b[0].hits(), 2, "only the two admitted requests reached the backend");
+    let shed = proxy.metric("wasmesh_shed_requests_total{service=\"s\",reason=\"max_connections\"}").await;
+    assert_eq!(shed, Some(3.0));
+}
+
+#[tokio::test]
+async fn http1_max_pending_requests_sheds_requests_beyond_those_waiting_for_a_connection() {
+    // Connecting to it hangs: the first two requests wait for their connections until the
+    // connect timeout, and the other three find no place to wait.
+    let backlogged = Backlogged::start().await;
+    let eps = format!("[{{ address = \"{}\" }}]", backlogged.addr);
+    let extra = "[services.circuit_breaker]\nmax_pending_requests = 2\n[services.timeouts]\nconnect = \"1s\"\n";
+    let proxy = Proxy::start(&service("s", &eps, extra)).await;
+    let outcomes = at_once(client(), &proxy.url("/"), 5).await;
+    shed_first(&outcomes, 3, "max_pending_requests", 504);
 }
 
 #[tokio::test]

@@ -210,8 +210,7 @@ async fn dispatch(
             admission
         }
         Err(shed) => {
-            let reason = ServiceReasonLabels { service: service.name.clone(), reason: shed.as_str() };
-            mesh.metrics.shed.get_or_create(&reason).inc();
+            count_shed(mesh, service, shed);
             let kind = if shed == Shed::Open { ErrorKind::circuit_open } else { ErrorKind::overflow };
             route.metrics.count_error(kind);
             route.metrics.count_status(StatusCode::SERVICE_UNAVAILABLE);
@@ -385,7 +384,10 @@ async fn dispatch(
             let kind = failure.kind;
             route.metrics.count_error(kind);
             let resp = match failure.shed {
-                Some(shed) => with_shed_reason(local(kind), shed),
+                Some(shed) => {
+                    count_shed(mesh, service, shed);
+                    with_shed_reason(local(kind), shed)
+                }
                 None => local(kind),
             };
             route.metrics.count_status(resp.head.status);
@@ -578,6 +580,11 @@ impl From<&UpstreamError> for Failure {
         };
         Self { kind, attempt, shed }
     }
+}
+
+fn count_shed(mesh: &Mesh, service: &Service, shed: Shed) {
+    let reason = ServiceReasonLabels { service: service.name.clone(), reason: shed.as_str() };
+    mesh.metrics.shed.get_or_create(&reason).inc();
 }
 
 fn with_shed_reason(mut resp: Answer, shed: Shed) -> Answer {

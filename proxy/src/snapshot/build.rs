@@ -234,8 +234,8 @@ fn build_service(
             let key = (cfg.name.clone(), address);
             let (stats, conns) = match old.endpoints.remove(&key) {
                 Some((stats, conns)) if *conns.settings() == settings => (stats, conns),
-                Some((stats, _)) => (stats, new_conn_pool(address, &settings, &state, metrics)),
-                None => (Arc::default(), new_conn_pool(address, &settings, &state, metrics)),
+                Some((stats, _)) => (stats, new_conn_pool(address, &settings, metrics)),
+                None => (Arc::default(), new_conn_pool(address, &settings, metrics)),
             };
             next.endpoints.insert(key, (stats.clone(), conns.clone()));
             let mut endpoint = Endpoint::new(address, weight, metadata, stats, conns);
@@ -284,13 +284,12 @@ fn build_service(
     }
 }
 
-fn new_conn_pool(addr: SocketAddr, settings: &ConnSettings, state: &ServiceState, metrics: &Metrics) -> Arc<ConnPool> {
+fn new_conn_pool(addr: SocketAddr, settings: &ConnSettings, metrics: &Metrics) -> Arc<ConnPool> {
     let labels = EndpointLabels { endpoint: addr.to_string() };
     Arc::new(ConnPool::new(
         addr,
         settings.clone(),
         metrics.upstream_connections.get_or_create_owned(&labels),
         metrics.upstream_connections_opened.get_or_create_owned(&labels),
-        state.conns.clone(),
     ))
 }

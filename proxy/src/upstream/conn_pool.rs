@@ -7,7 +7,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
@@ -15,7 +14,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 
-use super::http1::Conn;
+use super::breaker::ConnSlot;
+use super::http1::{Conn, OpenGuard};
 use super::stream::UpstreamStream;
 use crate::tls::client::UpstreamTls;
 
@@ -41,7 +41,6 @@ pub struct ConnPool {
     idle: ArrayQueue<(Box<Conn>, Instant)>,
     open: Gauge,
     opened: Counter,
-    service_conns: Arc<AtomicU32>,
 }
 
 /// Connecting to an endpoint failed.
@@ -59,17 +58,11 @@ pub enum ConnectError {
 }
 
 impl ConnPool {
-    /// An empty pool for `addr`, counting into the given metric handles and into
-    /// `service_conns`, its service's total of open connections.
-    pub fn new(
-        addr: SocketAddr,
-        settings: ConnSettings,
-        open: Gauge,
-        opened: Counter,
-        service_conns: Arc<AtomicU32>,
-    ) -> Self {
+    /// An empty pool for `addr`, counting open and opened connections into the given metric
+    /// handles.
+    pub fn new(addr: SocketAddr, settings: ConnSettings, open: Gauge, opened: Counter) -> Self {
         let idle = ArrayQueue::new(settings.max_idle.max(1));
-        Self { addr, settings, idle, open, opened, service_conns }
+        Self { addr, settings, idle, open, opened }
     }
 
     /// The settings this pool was built with.
@@ -87,11 +80,17 @@ impl ConnPool {
         None
     }
 
-    /// Opens a new connection.
-    pub async fn connect(&self) -> Result<Box<Conn>, ConnectError> {
+    /// Opens a new HTTP/1.1 connection in the place `slot` reserved.
+    pub async fn connect(&self, slot: ConnSlot) -> Result<Box<Conn>, ConnectError> {
+        let (stream, open) = self.open_stream(slot).await?;
+        Ok(Box::new(Conn::new(stream, open)))
+    }
+
+    /// Opens a new stream in the place `slot` reserved, with the guard that counts it open.
+    pub async fn open_stream(&self, slot: ConnSlot) -> Result<(UpstreamStream, OpenGuard), ConnectError> {
         let stream = connect(self.addr, &self.settings).await?;
         self.opened.inc();
-        Ok(Box::new(Conn::new(stream, self.open.clone(), self.service_conns.clone())))
+        Ok((stream, OpenGuard::new(self.open.clone(), slot)))
     }
 
     /// Returns a connection whose last exchange completed cleanly at `now`; when the pool is

@@ -267,6 +267,46 @@ async fn http1_max_pending_requests_sheds_requests_beyond_those_waiting_for_a_co
 }
 
 #[tokio::test]
+async fn h2c_max_connections_counts_the_shared_connections_to_endpoints() {
+    let b = backends(2).await;
+    let extra = "protocol = \"h2c\"\n[services.circuit_breaker]\nmax_connections = 1\n";
+    let proxy = Proxy::start(&service("s", &endpoints(&b), extra)).await;
+    // Round robin alternates: the first endpoint gets the service's one connection, and a
+    // request to the other would need a second.
+    let mut outcomes = Vec::new();
+    for _ in 0..4 {
+        let resp = get(&proxy.url("/")).await.expect("request");
+        let shed = resp.headers().get("x-wasmesh-shed").map(|v| v.to_str().unwrap_or("").to_owned());
+        outcomes.push((resp.status().as_u16(), shed));
+    }
+    let (ok, shed) = ((200, None), (503, Some("max_connections".to_owned())));
+    assert_eq!(outcomes, [ok.clone(), shed.clone(), ok, shed], "{}", proxy.log());
+    // Concurrent requests to the connected endpoint share its connection; those to the other
+    // are shed at once.
+    let outcomes = at_once(client(), &proxy.url("/delay/800"), 8).await;
+    shed_first(&outcomes, 4, "max_connections", 200);
+    let mut opened = 0.0;
+    for x in &b {
+        let sample = format!("wasmesh_upstream_connections_opened_total{{endpoint=\"{}\"}}", x.addr);
+        opened += proxy.metric(&sample).await.unwrap_or(0.0);
+    }
+    assert_eq!(opened, 1.0, "every admitted request went over the one connection");
+}
+
+#[tokio::test]
+async fn h2c_max_pending_requests_sheds_requests_beyond_those_waiting_for_the_connection() {
+    // Connecting to it hangs: one request opens the endpoint's connection, one waits for it,
+    // and the other three find no place to wait.
+    let backlogged = Backlogged::start().await;
+    let eps = format!("[{{ address = \"{}\" }}]", backlogged.addr);
+    let extra = "protocol = \"h2c\"\n[services.circuit_breaker]\nmax_pending_requests = 2\n\
+                 [services.timeouts]\nconnect = \"1s\"\n";
+    let proxy = Proxy::start(&service("s", &eps, extra)).await;
+    let outcomes = at_once(client(), &proxy.url("/"), 5).await;
+    shed_first(&outcomes, 3, "max_pending_requests", 504);
+}
+
+#[tokio::test]
 async fn the_retry_budget_bounds_upstream_attempts() {
     let b = backends(2).await;
     for x in &b {

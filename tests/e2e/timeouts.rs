@@ -117,16 +117,23 @@ async fn a_client_that_stops_reading_its_response_is_cut_off() {
 
 #[tokio::test]
 async fn idle_upstream_connections_leave_the_pool() {
-    let b = backends(1).await;
-    let proxy = Proxy::start(&one_service(&b[0].addr.to_string(), "idle = \"500ms\"")).await;
-    let c = client();
-    let resp = c.get(proxy.url("/").parse().expect("url")).await.expect("request");
-    resp.into_body().collect().await.expect("body");
-    let open = format!("wasmesh_upstream_connections{{endpoint=\"{}\"}}", b[0].addr);
-    assert_eq!(proxy.metric(&open).await, Some(1.0));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while proxy.metric(&open).await != Some(0.0) {
-        assert!(Instant::now() < deadline, "pooled connection still open after its idle timeout");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for protocol in ["http1", "h2c"] {
+        let b = backends(1).await;
+        let config = format!(
+            "[[routes]]\nname = \"r\"\nservice = \"s\"\n[[services]]\nname = \"s\"\nprotocol = \"{protocol}\"\n\
+             endpoints = [{{ address = \"{}\" }}]\ntimeouts = {{ idle = \"500ms\" }}\n",
+            b[0].addr
+        );
+        let proxy = Proxy::start(&config).await;
+        let c = client();
+        let resp = c.get(proxy.url("/").parse().expect("url")).await.expect("request");
+        resp.into_body().collect().await.expect("body");
+        let open = format!("wasmesh_upstream_connections{{endpoint=\"{}\"}}", b[0].addr);
+        assert_eq!(proxy.metric(&open).await, Some(1.0), "{protocol}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while proxy.metric(&open).await != Some(0.0) {
+            assert!(Instant::now() < deadline, "{protocol}: pooled connection still open after its idle timeout");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }

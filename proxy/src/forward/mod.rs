@@ -39,6 +39,7 @@ use crate::upstream::breaker::{Shed, Transition};
 use crate::upstream::conn_pool::ConnectError;
 use crate::upstream::endpoint::Health;
 use crate::upstream::http1::{Exchange, Http1Error};
+use crate::upstream::http2::Http2Error;
 use crate::upstream::outlier::{self, Outcome};
 use crate::upstream::retry::{Attempt as RetryAttempt, Tried, backoff, should_retry};
 use crate::upstream::{self, Limits, Transport, UpstreamError};
@@ -221,7 +222,7 @@ async fn dispatch(
 
     parts.version = match service.transport {
         Transport::Http1 => Version::HTTP_11,
-        Transport::Http2(_) => Version::HTTP_2,
+        Transport::Http2 => Version::HTTP_2,
     };
     let mut body = body;
 
@@ -563,20 +564,20 @@ impl From<&UpstreamError> for Failure {
     fn from(e: &UpstreamError) -> Self {
         let (kind, attempt, shed) = match e {
             UpstreamError::Timeout => (ErrorKind::timeout, RetryAttempt::Timeout, None),
-            UpstreamError::Http1(Http1Error::Shed(s)) => (ErrorKind::overflow, RetryAttempt::ConnectFailure, Some(*s)),
-            UpstreamError::Http1(Http1Error::Connect(ConnectError::Timeout(_))) => {
+            UpstreamError::Http1(Http1Error::Shed(s)) | UpstreamError::Http2(Http2Error::Shed(s)) => {
+                (ErrorKind::overflow, RetryAttempt::ConnectFailure, Some(*s))
+            }
+            UpstreamError::Http1(Http1Error::Connect(ConnectError::Timeout(_)))
+            | UpstreamError::Http2(Http2Error::Connect(ConnectError::Timeout(_))) => {
                 (ErrorKind::timeout, RetryAttempt::ConnectFailure, None)
             }
-            UpstreamError::Http1(Http1Error::Connect(ConnectError::Io(..) | ConnectError::Tls(..))) => {
-                (ErrorKind::upstream_connect, RetryAttempt::ConnectFailure, None)
-            }
+            UpstreamError::Http1(Http1Error::Connect(ConnectError::Io(..) | ConnectError::Tls(..)))
+            | UpstreamError::Http2(
+                Http2Error::Connect(ConnectError::Io(..) | ConnectError::Tls(..)) | Http2Error::Handshake(..),
+            ) => (ErrorKind::upstream_connect, RetryAttempt::ConnectFailure, None),
             UpstreamError::Http1(Http1Error::RequestBody(_)) => (ErrorKind::bad_request, RetryAttempt::Reset, None),
             UpstreamError::Http1(_) => (ErrorKind::upstream_reset, RetryAttempt::Reset, None),
-            UpstreamError::Http2(e) => {
-                let kind = classify_http2(e);
-                let attempt = if e.is_connect() { RetryAttempt::ConnectFailure } else { RetryAttempt::Reset };
-                (kind, attempt, None)
-            }
+            UpstreamError::Http2(Http2Error::Stream(e)) => (classify_http2(e), RetryAttempt::Reset, None),
         };
         Self { kind, attempt, shed }
     }
@@ -598,17 +599,17 @@ fn note_transition(mesh: &Mesh, service: &Service, t: Transition) {
     mesh.metrics.breaker_transitions.get_or_create(&labels).inc();
 }
 
-/// Maps an h2c client failure to the local answer it deserves.
-fn classify_http2(e: &hyper_util::client::legacy::Error) -> ErrorKind {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let io_timeout = s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-        if io_timeout || s.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+/// Maps a failed HTTP/2 stream to the local answer it deserves.
+fn classify_http2(e: &hyper::Error) -> ErrorKind {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let io_timeout = c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        if io_timeout || c.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
             return ErrorKind::timeout;
         }
-        source = s.source();
+        cause = c.source();
     }
-    if e.is_connect() { ErrorKind::upstream_connect } else { ErrorKind::upstream_reset }
+    ErrorKind::upstream_reset
 }
 
 #[cfg(test)]

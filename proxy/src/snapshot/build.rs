@@ -19,14 +19,12 @@ use crate::telemetry::otlp::SpanExport;
 use crate::tls::client::UpstreamTls;
 use crate::upstream::breaker::ServiceState;
 use crate::upstream::conn_pool::{ConnPool, ConnSettings};
-use crate::upstream::http2::Http2Client;
 use crate::upstream::{Endpoint, EndpointStats, Transport, balance};
 
 /// State carried from one snapshot to the next, keyed by service and endpoint.
 #[derive(Debug, Default)]
 pub(crate) struct Carried {
     endpoints: HashMap<(String, SocketAddr), (Arc<EndpointStats>, Arc<ConnPool>)>,
-    h2_clients: HashMap<String, (ConnSettings, Http2Client)>,
     services: HashMap<String, Arc<ServiceState>>,
     edges: HashMap<(String, String), Arc<EdgeStats>>,
     spans: Option<Arc<SpanExport>>,
@@ -248,14 +246,7 @@ fn build_service(
         || endpoints.iter().any(|e| e.health_check.is_some());
     let transport = match cfg.protocol {
         UpstreamProtocol::Http1 => Transport::Http1,
-        UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
-            let client = match old.h2_clients.remove(&cfg.name) {
-                Some((s, client)) if s == settings => client,
-                _ => Http2Client::new(&settings, metrics),
-            };
-            next.h2_clients.insert(cfg.name.clone(), (settings, client.clone()));
-            Transport::Http2(Box::new(client))
-        }
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => Transport::Http2,
     };
     let hash_key = cfg.hash_key.as_ref().map(|k| match k {
         HashKeyConfig::Header { name } => {

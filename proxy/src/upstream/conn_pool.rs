@@ -1,4 +1,5 @@
-//! Idle keep-alive connections to one endpoint, shared lock-free by every worker.
+//! Idle keep-alive connections to one endpoint, shared lock-free by every worker, and its
+//! shared HTTP/2 connection ([`Http2Conn`]).
 //!
 //! A lock-free bounded queue holds the idle connections: checking one out or back in is one
 //! atomic operation, so the request path never waits on another worker. A connection that the
@@ -16,6 +17,7 @@ use tokio::net::TcpStream;
 
 use super::breaker::ConnSlot;
 use super::http1::{Conn, OpenGuard};
+use super::http2::Http2Conn;
 use super::stream::UpstreamStream;
 use crate::tls::client::UpstreamTls;
 
@@ -32,7 +34,7 @@ pub struct ConnSettings {
     pub max_idle: usize,
 }
 
-/// The idle connections of one endpoint and the handles to count them.
+/// The connections of one endpoint and the handles to count them.
 #[derive(Debug)]
 pub struct ConnPool {
     addr: SocketAddr,
@@ -41,6 +43,8 @@ pub struct ConnPool {
     idle: ArrayQueue<(Box<Conn>, Instant)>,
     open: Gauge,
     opened: Counter,
+    /// The endpoint's HTTP/2 connection, for a service that speaks HTTP/2.
+    pub(super) h2: Http2Conn,
 }
 
 /// Connecting to an endpoint failed.
@@ -62,7 +66,12 @@ impl ConnPool {
     /// handles.
     pub fn new(addr: SocketAddr, settings: ConnSettings, open: Gauge, opened: Counter) -> Self {
         let idle = ArrayQueue::new(settings.max_idle.max(1));
-        Self { addr, settings, idle, open, opened }
+        Self { addr, settings, idle, open, opened, h2: Http2Conn::default() }
+    }
+
+    /// The endpoint's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The settings this pool was built with.
@@ -102,6 +111,7 @@ impl ConnPool {
     /// Closes idle connections that expired or that the endpoint closed.
     pub fn sweep(&self) {
         let now = Instant::now();
+        self.h2.sweep(crate::clock::millis_at(now), self.settings.idle_timeout);
         for _ in 0..self.idle.len() {
             let Some((mut conn, since)) = self.idle.pop() else { break };
             if now.duration_since(since) < self.settings.idle_timeout && conn.stream_mut().still_open() {

@@ -28,6 +28,33 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port").local_addr().expect("local addr").port()
 }
 
+/// A listener that never accepts, with its backlog filled: the kernel drops further SYNs, so
+/// a connect to it hangs, as to a host too busy to answer. Closed on drop.
+pub struct Backlogged {
+    /// Its address.
+    pub addr: SocketAddr,
+    _socket: socket2::Socket,
+    _fillers: Vec<tokio::net::TcpStream>,
+}
+
+impl Backlogged {
+    /// Binds it on an ephemeral loopback port and fills its backlog.
+    pub async fn start() -> Self {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().expect("addr").into()).expect("bind");
+        socket.listen(0).expect("listen");
+        let addr = socket.local_addr().expect("addr").as_socket().expect("inet");
+        let mut fillers = Vec::new();
+        for _ in 0..8 {
+            let connect = tokio::net::TcpStream::connect(addr);
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+                fillers.push(s);
+            }
+        }
+        Self { addr, _socket: socket, _fillers: fillers }
+    }
+}
+
 /// Starts `n` demo backends named b0, b1, … on ephemeral loopback ports.
 pub async fn backends(n: usize) -> Vec<Backend> {
     let mut out = Vec::new();

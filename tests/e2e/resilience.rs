@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use wasmesh_demo_backend::Backend;
 
-use crate::harness::{Proxy, backends, client, endpoints, free_port, get, json, send, text};
+use crate::harness::{Backlogged, Proxy, backends, client, endpoints, free_port, get, json, send, text};
 
 /// Starts a backend on `addr`, waiting for the port to be free again after a stop.
 async fn restart(name: &str, addr: SocketAddr) -> Backend {
@@ -207,6 +209,103 @@ async fn excess_concurrency_is_shed_at_once_while_admitted_requests_complete() {
     assert!(admitted.iter().all(|r| r.2 >= Duration::from_millis(550)));
 }
 
+/// What a request got: its status and `x-wasmesh-shed` header.
+type Outcome = (u16, Option<String>);
+
+/// Sends `n` GETs of `url` at once over `client`; returns what each got, in the order they
+/// finished.
+async fn at_once(client: Client<HttpConnector, Full<Bytes>>, url: &str, n: usize) -> Vec<Outcome> {
+    let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    for _ in 0..n {
+        let (client, url, done) = (client.clone(), url.parse().expect("url"), done.clone());
+        tokio::spawn(async move {
+            let resp = client.get(url).await.expect("request");
+            let shed = resp.headers().get("x-wasmesh-shed").map(|v| v.to_str().unwrap_or("").to_owned());
+            let status = resp.status().as_u16();
+            text(resp).await;
+            let _ = done.send((status, shed));
+        });
+    }
+    drop(done);
+    let mut outcomes = Vec::new();
+    while let Some(outcome) = finished.recv().await {
+        outcomes.push(outcome);
+    }
+    assert_eq!(outcomes.len(), n, "every request finished");
+    outcomes
+}
+
+/// Checks that the first `shed` requests to finish were shed by `limit` (at once: before any
+/// admitted one finished) and that the rest got `status`.
+fn shed_first(outcomes: &[Outcome], shed: usize, limit: &str, status: u16) {
+    let (first, rest) = outcomes.split_at(shed);
+    assert!(first.iter().all(|o| *o == (503, Some(limit.to_owned()))), "{outcomes:?}");
+    assert!(rest.iter().all(|o| *o == (status, None)), "{outcomes:?}");
+}
+
+#[tokio::test]
+async fn http1_max_connections_sheds_requests_that_need_one_more_connection() {
+    let b = backends(1).await;
+    let proxy = Proxy::start(&service("s", &endpoints(&b), "[services.circuit_breaker]\nmax_connections = 2\n")).await;
+    let outcomes = at_once(client(), &proxy.url("/delay/800"), 5).await;
+    shed_first(&outcomes, 3, "max_connections", 200);
+    assert_eq!(b[0].hits(), 2, "only the two admitted requests reached the backend");
+    let shed = proxy.metric("wasmesh_shed_requests_total{service=\"s\",reason=\"max_connections\"}").await;
+    assert_eq!(shed, Some(3.0));
+}
+
+#[tokio::test]
+async fn http1_max_pending_requests_sheds_requests_beyond_those_waiting_for_a_connection() {
+    // Connecting to it hangs: the first two requests wait for their connections until the
+    // connect timeout, and the other three find no place to wait.
+    let backlogged = Backlogged::start().await;
+    let eps = format!("[{{ address = \"{}\" }}]", backlogged.addr);
+    let extra = "[services.circuit_breaker]\nmax_pending_requests = 2\n[services.timeouts]\nconnect = \"1s\"\n";
+    let proxy = Proxy::start(&service("s", &eps, extra)).await;
+    let outcomes = at_once(client(), &proxy.url("/"), 5).await;
+    shed_first(&outcomes, 3, "max_pending_requests", 504);
+}
+
+#[tokio::test]
+async fn h2c_max_connections_counts_the_shared_connections_to_endpoints() {
+    let b = backends(2).await;
+    let extra = "protocol = \"h2c\"\n[services.circuit_breaker]\nmax_connections = 1\n";
+    let proxy = Proxy::start(&service("s", &endpoints(&b), extra)).await;
+    // Round robin alternates: the first endpoint gets the service's one connection, and a
+    // request to the other would need a second.
+    let mut outcomes = Vec::new();
+    for _ in 0..4 {
+        let resp = get(&proxy.url("/")).await.expect("request");
+        let shed = resp.headers().get("x-wasmesh-shed").map(|v| v.to_str().unwrap_or("").to_owned());
+        outcomes.push((resp.status().as_u16(), shed));
+    }
+    let (ok, shed) = ((200, None), (503, Some("max_connections".to_owned())));
+    assert_eq!(outcomes, [ok.clone(), shed.clone(), ok, shed], "{}", proxy.log());
+    // Concurrent requests to the connected endpoint share its connection; those to the other
+    // are shed at once.
+    let outcomes = at_once(client(), &proxy.url("/delay/800"), 8).await;
+    shed_first(&outcomes, 4, "max_connections", 200);
+    let mut opened = 0.0;
+    for x in &b {
+        let sample = format!("wasmesh_upstream_connections_opened_total{{endpoint=\"{}\"}}", x.addr);
+        opened += proxy.metric(&sample).await.unwrap_or(0.0);
+    }
+    assert_eq!(opened, 1.0, "every admitted request went over the one connection");
+}
+
+#[tokio::test]
+async fn h2c_max_pending_requests_sheds_requests_beyond_those_waiting_for_the_connection() {
+    // Connecting to it hangs: one request opens the endpoint's connection, one waits for it,
+    // and the other three find no place to wait.
+    let backlogged = Backlogged::start().await;
+    let eps = format!("[{{ address = \"{}\" }}]", backlogged.addr);
+    let extra = "protocol = \"h2c\"\n[services.circuit_breaker]\nmax_pending_requests = 2\n\
+                 [services.timeouts]\nconnect = \"1s\"\n";
+    let proxy = Proxy::start(&service("s", &eps, extra)).await;
+    let outcomes = at_once(client(), &proxy.url("/"), 5).await;
+    shed_first(&outcomes, 3, "max_pending_requests", 504);
+}
+
 #[tokio::test]
 async fn the_retry_budget_bounds_upstream_attempts() {
     let b = backends(2).await;
@@ -240,6 +339,33 @@ min_retry_concurrency = 1
     assert!(attempts <= 52, "without a budget 40 requests would make 160 attempts; made {attempts}");
     let exhausted = proxy.metric("wasmesh_retry_budget_exhausted_total{service=\"s\"}").await.unwrap_or(0.0);
     assert!(exhausted > 0.0);
+}
+
+#[tokio::test]
+async fn a_try_that_hangs_ends_at_the_per_try_timeout_and_the_retry_answers_within_the_route_timeout() {
+    let b = backends(2).await;
+    // b0 answers long after the route's whole timeout: only a per-try timeout saves a request
+    // whose first try went there.
+    b[0].set_delay(Duration::from_secs(30));
+    let extra = r#"
+[services.timeouts]
+request = "3s"
+[services.retry]
+retry_on = ["gateway-error"]
+num_retries = 1
+per_try_timeout = "300ms"
+backoff_base = "1ms"
+backoff_max = "1ms"
+"#;
+    let proxy = Proxy::start(&service("s", &endpoints(&b), extra)).await;
+    for i in 0..4 {
+        let resp = get(&proxy.url("/")).await.expect("request");
+        assert_eq!(resp.status(), 200, "request {i}: {:?}", resp.headers());
+        assert_eq!(resp.headers()["x-backend"], "b1", "request {i}");
+    }
+    assert!(b[0].hits() > 0, "some first tries went to the hanging endpoint");
+    let retries = proxy.metric("wasmesh_retries_total{service=\"s\"}").await.unwrap_or(0.0);
+    assert_eq!(retries, b[0].hits() as f64, "each try cut at b0 was retried once");
 }
 
 #[tokio::test]

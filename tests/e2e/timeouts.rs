@@ -6,7 +6,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{Proxy, backends, client, get};
+use crate::harness::{Backlogged, Proxy, backends, client, get};
 
 fn one_service(addr: &str, timeouts: &str) -> String {
     format!(
@@ -35,25 +35,14 @@ async fn request_timeout_bounds_a_stalled_response_head_and_body() {
 
 #[tokio::test]
 async fn connect_timeout_fires_against_a_backlogged_listener() {
-    // A listener that never accepts, with its backlog filled: further SYNs are dropped, so a
-    // connect hangs until the proxy's connect timeout.
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
-    socket.bind(&"127.0.0.1:0".parse::<std::net::SocketAddr>().expect("addr").into()).expect("bind");
-    socket.listen(0).expect("listen");
-    let addr = socket.local_addr().expect("addr").as_socket().expect("inet");
-    let mut fillers = Vec::new();
-    for _ in 0..8 {
-        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
-            fillers.push(s);
-        }
-    }
+    let backlogged = Backlogged::start().await;
+    let addr = backlogged.addr;
     let proxy = Proxy::start(&one_service(&addr.to_string(), "connect = \"300ms\"\nrequest = \"5s\"")).await;
     let started = Instant::now();
     let resp = get(&proxy.url("/")).await.expect("request");
     assert_eq!(resp.status(), 504, "{:?}", resp.headers());
     assert_eq!(resp.headers()["x-wasmesh-error"], "timeout");
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
-    drop(socket);
 }
 
 /// Reads until EOF or error; returns how long it took, or `None` if still open at `limit`.
@@ -128,17 +117,24 @@ async fn a_client_that_stops_reading_its_response_is_cut_off() {
 
 #[tokio::test]
 async fn idle_upstream_connections_leave_the_pool() {
-    let b = backends(1).await;
-    let proxy = Proxy::start(&one_service(&b[0].addr.to_string(), "idle = \"500ms\"")).await;
-    let c = client();
-    let resp = c.get(proxy.url("/").parse().expect("url")).await.expect("request");
-    resp.into_body().collect().await.expect("body");
-    let open = format!("wasmesh_upstream_connections{{endpoint=\"{}\"}}", b[0].addr);
-    assert_eq!(proxy.metric(&open).await, Some(1.0));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while proxy.metric(&open).await != Some(0.0) {
-        assert!(Instant::now() < deadline, "pooled connection still open after its idle timeout");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    for protocol in ["http1", "h2c"] {
+        let b = backends(1).await;
+        let config = format!(
+            "[[routes]]\nname = \"r\"\nservice = \"s\"\n[[services]]\nname = \"s\"\nprotocol = \"{protocol}\"\n\
+             endpoints = [{{ address = \"{}\" }}]\ntimeouts = {{ idle = \"500ms\" }}\n",
+            b[0].addr
+        );
+        let proxy = Proxy::start(&config).await;
+        let c = client();
+        let resp = c.get(proxy.url("/").parse().expect("url")).await.expect("request");
+        resp.into_body().collect().await.expect("body");
+        let open = format!("wasmesh_upstream_connections{{endpoint=\"{}\"}}", b[0].addr);
+        assert_eq!(proxy.metric(&open).await, Some(1.0), "{protocol}");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while proxy.metric(&open).await != Some(0.0) {
+            assert!(Instant::now() < deadline, "{protocol}: pooled connection still open after its idle timeout");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 }
 

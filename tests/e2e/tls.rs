@@ -264,9 +264,9 @@ async fn expired_or_mismatched_certificates_are_refused_with_the_file_and_reason
     assert_eq!((seen.status, seen.leaf), (200, good_der), "the previous certificate stays");
 }
 
-/// A TLS backend that answers every request with what it saw: protocol, path and whether
-/// the client presented a certificate.
-async fn tls_backend(pki: &Pki, names: &[&str]) -> SocketAddr {
+/// A TLS acceptor with a certificate for `names` from `pki`, offering `alpn`, that asks for a
+/// client certificate without requiring one.
+fn acceptor(pki: &Pki, names: &[&str], alpn: &[&[u8]]) -> tokio_rustls::TlsAcceptor {
     let (cert, key, _) = pki.issue("backend", names, 2099);
     let chain = CertificateDer::pem_file_iter(&cert).expect("chain").collect::<Result<Vec<_>, _>>().expect("certs");
     let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&key).expect("key");
@@ -280,8 +280,14 @@ async fn tls_backend(pki: &Pki, names: &[&str]) -> SocketAddr {
         .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
         .expect("server config");
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+/// A TLS backend that answers every request with what it saw: protocol, path and whether
+/// the client presented a certificate.
+async fn tls_backend(pki: &Pki, names: &[&str]) -> SocketAddr {
+    let acceptor = acceptor(pki, names, &[b"h2", b"http/1.1"]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -365,4 +371,113 @@ tls = {{ ca_file = "{wrong}", server_name = "backend.test" }}
     assert_eq!(resp.status(), 502, "an endpoint the CA does not vouch for is refused");
     let log = proxy.log();
     assert!(log.contains("TLS handshake with"), "the log says why: {log}");
+}
+
+/// A backend that speaks only HTTP/2: over TLS offering ALPN `h2` alone when given an
+/// acceptor, else h2c. `/health` answers `{"status":"UP"}` while `up` holds, else
+/// `{"status":"DOWN"}`; `probes` counts those requests.
+struct Http2Only {
+    addr: SocketAddr,
+    up: Arc<std::sync::atomic::AtomicBool>,
+    probes: Arc<AtomicU64>,
+}
+
+impl Http2Only {
+    async fn start(tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (up, probes) = (Arc::new(std::sync::atomic::AtomicBool::new(true)), Arc::new(AtomicU64::new(0)));
+        let (health, count) = (up.clone(), probes.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { return };
+                let (tls, health, count) = (tls.clone(), health.clone(), count.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (health, count) = (health.clone(), count.clone());
+                        async move {
+                            let body = if req.uri().path() == "/health" {
+                                count.fetch_add(1, Ordering::Relaxed);
+                                let status = if health.load(Ordering::Relaxed) { "UP" } else { "DOWN" };
+                                format!("{{\"status\":\"{status}\"}}")
+                            } else {
+                                "http2 only\n".to_owned()
+                            };
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(body))))
+                        }
+                    });
+                    let http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                    let _ = match tls {
+                        Some(acceptor) => {
+                            let Ok(stream) = acceptor.accept(tcp).await else { return };
+                            http2.serve_connection(TokioIo::new(stream), service).await
+                        }
+                        None => http2.serve_connection(TokioIo::new(tcp), service).await,
+                    };
+                });
+            }
+        });
+        Self { addr, up, probes }
+    }
+}
+
+#[tokio::test]
+async fn health_probes_speak_http2_to_h2_and_h2c_services() {
+    let pki = Pki::new("wasmesh test CA");
+    let over_tls = Http2Only::start(Some(acceptor(&pki, &["backend.test"], &[b"h2"]))).await;
+    let cleartext = Http2Only::start(None).await;
+    let ca = pki.ca_file();
+    let config = format!(
+        r#"
+{plugin}
+[[routes]]
+name = "tls"
+service = "h2-tls"
+match = {{ path_prefix = "/tls" }}
+[[routes]]
+name = "clear"
+service = "h2c"
+
+[[services]]
+name = "h2-tls"
+protocol = "h2"
+endpoints = [{{ address = "{tls_addr}" }}]
+tls = {{ ca_file = "{ca}", server_name = "backend.test" }}
+health_check = {{ path = "/health", interval = "100ms", interval_jitter = "0s", plugin = "json" }}
+[[services]]
+name = "h2c"
+protocol = "h2c"
+endpoints = [{{ address = "{clear_addr}" }}]
+health_check = {{ path = "/health", interval = "100ms", interval_jitter = "0s" }}
+"#,
+        plugin = crate::harness::plugin_toml("json", "health_check", "json_health.wasm", "{}", ""),
+        tls_addr = over_tls.addr,
+        clear_addr = cleartext.addr,
+        ca = ca.display(),
+    );
+    let proxy = Proxy::start(&config).await;
+    let health = |addr: SocketAddr| {
+        let url = proxy.admin_url("/upstreams");
+        async move {
+            let status = json(client().get(url.parse().ok()?).await.ok()?).await;
+            let endpoints = status["services"].as_array()?.iter().flat_map(|s| s["endpoints"].as_array().cloned());
+            let endpoint = endpoints.flatten().find(|e| e["address"] == addr.to_string())?;
+            Some(endpoint["health"].as_str()?.to_owned())
+        }
+    };
+    for backend in [&over_tls, &cleartext] {
+        eventually(Duration::from_secs(10), "the HTTP/2-only backend is healthy", || async {
+            (health(backend.addr).await? == "healthy").then_some(())
+        })
+        .await;
+        assert!(backend.probes.load(Ordering::Relaxed) > 0, "probes reached {}", backend.addr);
+    }
+    // The plugin judges the body read over HTTP/2: a DOWN body makes the endpoint unhealthy.
+    over_tls.up.store(false, Ordering::Relaxed);
+    eventually(Duration::from_secs(10), "the endpoint whose body says DOWN is unhealthy", || async {
+        (health(over_tls.addr).await? == "unhealthy").then_some(())
+    })
+    .await;
+    let resp = client().get(proxy.url("/").parse().expect("url")).await.expect("h2c request");
+    assert_eq!(resp.status(), 200, "the healthy h2c endpoint serves");
 }

@@ -39,8 +39,9 @@ use crate::upstream::breaker::{Shed, Transition};
 use crate::upstream::conn_pool::ConnectError;
 use crate::upstream::endpoint::Health;
 use crate::upstream::http1::{Exchange, Http1Error};
+use crate::upstream::http2::Http2Error;
 use crate::upstream::outlier::{self, Outcome};
-use crate::upstream::retry::{Attempt as RetryAttempt, backoff, should_retry};
+use crate::upstream::retry::{Attempt as RetryAttempt, Tried, backoff, should_retry};
 use crate::upstream::{self, Limits, Transport, UpstreamError};
 use crate::wire;
 
@@ -214,8 +215,7 @@ async fn dispatch(
             admission
         }
         Err(shed) => {
-            let reason = ServiceReasonLabels { service: service.name.clone(), reason: shed.as_str() };
-            mesh.metrics.shed.get_or_create(&reason).inc();
+            count_shed(mesh, service, shed);
             let kind = if shed == Shed::Open { ErrorKind::circuit_open } else { ErrorKind::overflow };
             route.metrics.count_error(kind);
             route.metrics.count_status(StatusCode::SERVICE_UNAVAILABLE);
@@ -226,7 +226,7 @@ async fn dispatch(
 
     parts.version = match service.transport {
         Transport::Http1 => Version::HTTP_11,
-        Transport::Http2(_) => Version::HTTP_2,
+        Transport::Http2 => Version::HTTP_2,
     };
     let mut body = body;
 
@@ -259,7 +259,7 @@ async fn dispatch(
         let authority = parts.headers.get(http::header::HOST);
         plugin.pack(&plugins::request_view(&parts.method, authority, &path, &down.client_text, &parts.headers))
     });
-    let mut tried = 0u64;
+    let mut tried = Tried::default();
     let mut attempt = 0;
     let request_line = RequestCopy::for_response_filters(route, parts, &path);
     // Contracts read the response's headers from a map; otherwise an HTTP/1.1 upstream's
@@ -270,7 +270,7 @@ async fn dispatch(
     let (endpoint_idx, now, result) = loop {
         attempt += 1;
         let pick_ms = if attempt == 1 { now_ms } else { now_millis() };
-        let idx = match pick(service, &ctx, pick_ms, tried, balancer_head.as_ref(), &mut obs) {
+        let idx = match pick(service, &ctx, pick_ms, &tried, balancer_head.as_ref(), &mut obs) {
             Ok(Some(idx)) => idx,
             Ok(None) => {
                 route.metrics.count_error(ErrorKind::no_endpoint);
@@ -355,9 +355,7 @@ async fn dispatch(
                     mesh.metrics.retries.get_or_create(&labels).inc();
                     drop((sent, in_flight));
                     tokio::time::sleep(wait).await;
-                    if idx < 64 {
-                        tried |= 1 << idx;
-                    }
+                    tried.insert(idx);
                     continue;
                 }
             } else {
@@ -391,7 +389,10 @@ async fn dispatch(
             let kind = failure.kind;
             route.metrics.count_error(kind);
             let resp = match failure.shed {
-                Some(shed) => with_shed_reason(local(kind), shed),
+                Some(shed) => {
+                    count_shed(mesh, service, shed);
+                    with_shed_reason(local(kind), shed)
+                }
                 None => local(kind),
             };
             route.metrics.count_status(resp.head.status);
@@ -496,7 +497,7 @@ fn pick<'s>(
     service: &'s Service,
     ctx: &PickContext,
     now_ms: u64,
-    tried: u64,
+    tried: &Tried,
     head: Option<&crate::plugin::PackedRequest>,
     obs: &mut Observer,
 ) -> Result<Option<usize>, &'s BalancerPlugin> {
@@ -514,10 +515,10 @@ fn pick<'s>(
     let panic = filter && up * 100 < endpoints.len() * usize::from(service.policy.panic_threshold);
     let avoid_degraded = preferred > 0 && preferred < up;
     let allowed = |i: usize| panic || (routable(i) && !(avoid_degraded && degraded(i)));
-    let untried = |i: usize| i >= 64 || tried & (1 << i) == 0;
+    let untried = |i: usize| !tried.contains(i);
     if let (Some(plugin), Some(head)) = (&service.balancer_plugin, head) {
         let mut ids: Vec<usize> = (0..endpoints.len()).filter(|&i| allowed(i) && untried(i)).collect();
-        if ids.is_empty() && tried != 0 {
+        if ids.is_empty() && !tried.is_empty() {
             ids = (0..endpoints.len()).filter(|&i| allowed(i)).collect();
         }
         if ids.is_empty() {
@@ -542,7 +543,7 @@ fn pick<'s>(
     Ok(service
         .balancer
         .pick(ctx, endpoints, &|i| allowed(i) && untried(i))
-        .or_else(|| if tried != 0 { service.balancer.pick(ctx, endpoints, &allowed) } else { None }))
+        .or_else(|| if tried.is_empty() { None } else { service.balancer.pick(ctx, endpoints, &allowed) }))
 }
 
 /// The URI of a request to `endpoint` for `path`.
@@ -567,23 +568,28 @@ impl From<&UpstreamError> for Failure {
     fn from(e: &UpstreamError) -> Self {
         let (kind, attempt, shed) = match e {
             UpstreamError::Timeout => (ErrorKind::timeout, RetryAttempt::Timeout, None),
-            UpstreamError::Http1(Http1Error::Shed(s)) => (ErrorKind::overflow, RetryAttempt::ConnectFailure, Some(*s)),
-            UpstreamError::Http1(Http1Error::Connect(ConnectError::Timeout(_))) => {
+            UpstreamError::Http1(Http1Error::Shed(s)) | UpstreamError::Http2(Http2Error::Shed(s)) => {
+                (ErrorKind::overflow, RetryAttempt::ConnectFailure, Some(*s))
+            }
+            UpstreamError::Http1(Http1Error::Connect(ConnectError::Timeout(_)))
+            | UpstreamError::Http2(Http2Error::Connect(ConnectError::Timeout(_))) => {
                 (ErrorKind::timeout, RetryAttempt::ConnectFailure, None)
             }
-            UpstreamError::Http1(Http1Error::Connect(ConnectError::Io(..) | ConnectError::Tls(..))) => {
-                (ErrorKind::upstream_connect, RetryAttempt::ConnectFailure, None)
-            }
+            UpstreamError::Http1(Http1Error::Connect(ConnectError::Io(..) | ConnectError::Tls(..)))
+            | UpstreamError::Http2(
+                Http2Error::Connect(ConnectError::Io(..) | ConnectError::Tls(..)) | Http2Error::Handshake(..),
+            ) => (ErrorKind::upstream_connect, RetryAttempt::ConnectFailure, None),
             UpstreamError::Http1(Http1Error::RequestBody(_)) => (ErrorKind::bad_request, RetryAttempt::Reset, None),
             UpstreamError::Http1(_) => (ErrorKind::upstream_reset, RetryAttempt::Reset, None),
-            UpstreamError::Http2(e) => {
-                let kind = classify_http2(e);
-                let attempt = if e.is_connect() { RetryAttempt::ConnectFailure } else { RetryAttempt::Reset };
-                (kind, attempt, None)
-            }
+            UpstreamError::Http2(Http2Error::Stream(e)) => (classify_http2(e), RetryAttempt::Reset, None),
         };
         Self { kind, attempt, shed }
     }
+}
+
+fn count_shed(mesh: &Mesh, service: &Service, shed: Shed) {
+    let reason = ServiceReasonLabels { service: service.name.clone(), reason: shed.as_str() };
+    mesh.metrics.shed.get_or_create(&reason).inc();
 }
 
 fn with_shed_reason(mut resp: Answer, shed: Shed) -> Answer {
@@ -597,15 +603,59 @@ fn note_transition(mesh: &Mesh, service: &Service, t: Transition) {
     mesh.metrics.breaker_transitions.get_or_create(&labels).inc();
 }
 
-/// Maps an h2c client failure to the local answer it deserves.
-fn classify_http2(e: &hyper_util::client::legacy::Error) -> ErrorKind {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let io_timeout = s.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-        if io_timeout || s.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
+/// Maps a failed HTTP/2 stream to the local answer it deserves.
+fn classify_http2(e: &hyper::Error) -> ErrorKind {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cause {
+        let io_timeout = c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        if io_timeout || c.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
             return ErrorKind::timeout;
         }
-        source = s.source();
+        cause = c.source();
     }
-    if e.is_connect() { ErrorKind::upstream_connect } else { ErrorKind::upstream_reset }
+    ErrorKind::upstream_reset
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::{Carried, Snapshot};
+
+    /// A snapshot with one service of `n` endpoints balanced by `balance` (`extra`: more keys).
+    fn snapshot(n: usize, balance: &str, extra: &str) -> Snapshot {
+        let endpoints: Vec<String> = (0..n).map(|i| format!("{{ address = \"127.0.0.1:{}\" }}", 20_000 + i)).collect();
+        let text = format!(
+            "[[listeners]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\n[[routes]]\nname = \"r\"\nservice = \"s\"\n\
+             [[services]]\nname = \"s\"\nbalance = \"{balance}\"\n{extra}\nendpoints = [{}]\n",
+            endpoints.join(", ")
+        );
+        let config = crate::config::parse(std::path::Path::new("test.toml"), &text).expect("valid configuration");
+        let metrics = crate::telemetry::Metrics::new();
+        let assets = crate::mesh::Assets::default();
+        crate::snapshot::build(Arc::new(config), &[], &assets, &Arc::default(), 1, &mut Carried::default(), &metrics)
+    }
+
+    #[test]
+    fn every_try_gets_a_different_endpoint_on_a_service_of_more_than_64() {
+        const ENDPOINTS: usize = 100;
+        for (balance, extra, hash) in [
+            ("ring_hash", "hash_key = { source = \"header\", name = \"x-user\" }", Some(0x5eed)),
+            ("random", "", None),
+            ("least_request", "", None),
+        ] {
+            let snap = snapshot(ENDPOINTS, balance, extra);
+            let service = &snap.services[0];
+            let (mut parts, ()) = Request::new(()).into_parts();
+            let mut obs = Observer::start(&snap, &mut parts);
+            let ctx = PickContext { hash, now: Instant::now() };
+            let mut tried = Tried::default();
+            for attempt in 0..ENDPOINTS {
+                let idx = pick(service, &ctx, now_millis(), &tried, None, &mut obs).ok().flatten().expect("a pick");
+                assert!(!tried.contains(idx), "{balance}: attempt {attempt} picked endpoint {idx} again");
+                tried.insert(idx);
+            }
+            let again = pick(service, &ctx, now_millis(), &tried, None, &mut obs).ok().flatten();
+            assert!(again.is_some(), "{balance}: once every endpoint was tried, one is tried again");
+        }
+    }
 }

@@ -19,14 +19,12 @@ use crate::telemetry::otlp::SpanExport;
 use crate::tls::client::UpstreamTls;
 use crate::upstream::breaker::ServiceState;
 use crate::upstream::conn_pool::{ConnPool, ConnSettings};
-use crate::upstream::http2::Http2Client;
 use crate::upstream::{Endpoint, EndpointStats, Transport, balance};
 
 /// State carried from one snapshot to the next, keyed by service and endpoint.
 #[derive(Debug, Default)]
 pub(crate) struct Carried {
     endpoints: HashMap<(String, SocketAddr), (Arc<EndpointStats>, Arc<ConnPool>)>,
-    h2_clients: HashMap<String, (ConnSettings, Http2Client)>,
     services: HashMap<String, Arc<ServiceState>>,
     edges: HashMap<(String, String), Arc<EdgeStats>>,
     spans: Option<Arc<SpanExport>>,
@@ -236,8 +234,8 @@ fn build_service(
             let key = (cfg.name.clone(), address);
             let (stats, conns) = match old.endpoints.remove(&key) {
                 Some((stats, conns)) if *conns.settings() == settings => (stats, conns),
-                Some((stats, _)) => (stats, new_conn_pool(address, &settings, &state, metrics)),
-                None => (Arc::default(), new_conn_pool(address, &settings, &state, metrics)),
+                Some((stats, _)) => (stats, new_conn_pool(address, &settings, metrics)),
+                None => (Arc::default(), new_conn_pool(address, &settings, metrics)),
             };
             next.endpoints.insert(key, (stats.clone(), conns.clone()));
             let mut endpoint = Endpoint::new(address, weight, metadata, stats, conns);
@@ -250,14 +248,7 @@ fn build_service(
         || endpoints.iter().any(|e| e.health_check.is_some());
     let transport = match cfg.protocol {
         UpstreamProtocol::Http1 => Transport::Http1,
-        UpstreamProtocol::H2c | UpstreamProtocol::H2 => {
-            let client = match old.h2_clients.remove(&cfg.name) {
-                Some((s, client)) if s == settings => client,
-                _ => Http2Client::new(&settings, metrics),
-            };
-            next.h2_clients.insert(cfg.name.clone(), (settings, client.clone()));
-            Transport::Http2(Box::new(client))
-        }
+        UpstreamProtocol::H2c | UpstreamProtocol::H2 => Transport::Http2,
     };
     let hash_key = cfg.hash_key.as_ref().map(|k| match k {
         HashKeyConfig::Header { name } => {
@@ -286,13 +277,12 @@ fn build_service(
     }
 }
 
-fn new_conn_pool(addr: SocketAddr, settings: &ConnSettings, state: &ServiceState, metrics: &Metrics) -> Arc<ConnPool> {
+fn new_conn_pool(addr: SocketAddr, settings: &ConnSettings, metrics: &Metrics) -> Arc<ConnPool> {
     let labels = EndpointLabels { endpoint: addr.to_string() };
     Arc::new(ConnPool::new(
         addr,
         settings.clone(),
         metrics.upstream_connections.get_or_create_owned(&labels),
         metrics.upstream_connections_opened.get_or_create_owned(&labels),
-        state.conns.clone(),
     ))
 }

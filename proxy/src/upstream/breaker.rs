@@ -79,8 +79,8 @@ pub struct ServiceState {
     in_flight: AtomicU32,
     pending: AtomicU32,
     retries: AtomicU32,
-    /// Open upstream connections, shared with the endpoints' pools.
-    pub conns: Arc<AtomicU32>,
+    /// Open upstream connections, each holding a [`ConnSlot`].
+    conns: Arc<AtomicU32>,
     state: AtomicU8,
     opened_at_ms: AtomicU64,
     probes_admitted: AtomicU32,
@@ -123,6 +123,16 @@ impl Drop for Admission {
 pub struct Slotted<'a>(&'a AtomicU32);
 
 impl Drop for Slotted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One of a service's open (or opening) upstream connections, counted until dropped.
+#[derive(Debug)]
+pub struct ConnSlot(Arc<AtomicU32>);
+
+impl Drop for ConnSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
@@ -188,15 +198,16 @@ impl ServiceState {
         }
     }
 
-    /// Takes a slot for a request about to open a new connection.
-    pub fn begin_connect(&self, cfg: &CircuitBreakerConfig) -> Result<Slotted<'_>, Shed> {
-        if self.conns.load(Ordering::Relaxed) >= cfg.max_connections {
-            return Err(Shed::MaxConnections);
-        }
-        if !take_slot(&self.pending, cfg.max_pending_requests) {
-            return Err(Shed::MaxPending);
-        }
-        Ok(Slotted(&self.pending))
+    /// Takes a slot for a request about to wait for a new connection (its own, or over
+    /// HTTP/2 its endpoint's shared one).
+    pub fn begin_pending(&self, cfg: &CircuitBreakerConfig) -> Result<Slotted<'_>, Shed> {
+        take_slot(&self.pending, cfg.max_pending_requests).then(|| Slotted(&self.pending)).ok_or(Shed::MaxPending)
+    }
+
+    /// Reserves one of the service's `max_connections` for a connection about to open; the
+    /// connection holds the reservation while it is open.
+    pub fn reserve_connection(&self, cfg: &CircuitBreakerConfig) -> Result<ConnSlot, Shed> {
+        take_slot(&self.conns, cfg.max_connections).then(|| ConnSlot(self.conns.clone())).ok_or(Shed::MaxConnections)
     }
 
     /// Takes a retry slot if the budget allows: at most `budget_percent` of the requests in
@@ -328,6 +339,21 @@ mod tests {
         let _probe = state.admit(&cfg, 7_000).expect("probe");
         assert_eq!(state.record(&cfg, false, true, 7_001), Some(Transition(BreakerState::Open)));
         assert_eq!(state.admit(&cfg, 8_000).err(), Some(Shed::Open));
+    }
+
+    #[test]
+    fn connection_and_pending_limits_are_reservations() {
+        let cfg = CircuitBreakerConfig { max_connections: 2, max_pending_requests: 1, ..Default::default() };
+        let state = ServiceState::default();
+        let conns: Vec<_> = (0..3).filter_map(|_| state.reserve_connection(&cfg).ok()).collect();
+        assert_eq!(conns.len(), 2);
+        assert_eq!(state.reserve_connection(&cfg).err(), Some(Shed::MaxConnections));
+        drop(conns);
+        assert!(state.reserve_connection(&cfg).is_ok(), "a closed connection frees its place");
+        let pending = state.begin_pending(&cfg).expect("one may wait");
+        assert_eq!(state.begin_pending(&cfg).err(), Some(Shed::MaxPending));
+        drop(pending);
+        assert!(state.begin_pending(&cfg).is_ok());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Idle keep-alive connections to one endpoint, shared lock-free by every worker.
+//! Idle keep-alive connections to one endpoint, shared lock-free by every worker, and its
+//! shared HTTP/2 connection ([`Http2Conn`]).
 //!
 //! A lock-free bounded queue holds the idle connections: checking one out or back in is one
 //! atomic operation, so the request path never waits on another worker. A connection that the
@@ -7,7 +8,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
 use crossbeam_queue::ArrayQueue;
@@ -15,7 +15,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 
-use super::http1::Conn;
+use super::breaker::ConnSlot;
+use super::http1::{Conn, OpenGuard};
+use super::http2::Http2Conn;
 use super::stream::UpstreamStream;
 use crate::tls::client::UpstreamTls;
 
@@ -32,7 +34,7 @@ pub struct ConnSettings {
     pub max_idle: usize,
 }
 
-/// The idle connections of one endpoint and the handles to count them.
+/// The connections of one endpoint and the handles to count them.
 #[derive(Debug)]
 pub struct ConnPool {
     addr: SocketAddr,
@@ -41,7 +43,8 @@ pub struct ConnPool {
     idle: ArrayQueue<(Box<Conn>, Instant)>,
     open: Gauge,
     opened: Counter,
-    service_conns: Arc<AtomicU32>,
+    /// The endpoint's HTTP/2 connection, for a service that speaks HTTP/2.
+    pub(super) h2: Http2Conn,
 }
 
 /// Connecting to an endpoint failed.
@@ -59,17 +62,16 @@ pub enum ConnectError {
 }
 
 impl ConnPool {
-    /// An empty pool for `addr`, counting into the given metric handles and into
-    /// `service_conns`, its service's total of open connections.
-    pub fn new(
-        addr: SocketAddr,
-        settings: ConnSettings,
-        open: Gauge,
-        opened: Counter,
-        service_conns: Arc<AtomicU32>,
-    ) -> Self {
+    /// An empty pool for `addr`, counting open and opened connections into the given metric
+    /// handles.
+    pub fn new(addr: SocketAddr, settings: ConnSettings, open: Gauge, opened: Counter) -> Self {
         let idle = ArrayQueue::new(settings.max_idle.max(1));
-        Self { addr, settings, idle, open, opened, service_conns }
+        Self { addr, settings, idle, open, opened, h2: Http2Conn::default() }
+    }
+
+    /// The endpoint's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
     /// The settings this pool was built with.
@@ -87,11 +89,17 @@ impl ConnPool {
         None
     }
 
-    /// Opens a new connection.
-    pub async fn connect(&self) -> Result<Box<Conn>, ConnectError> {
+    /// Opens a new HTTP/1.1 connection in the place `slot` reserved.
+    pub async fn connect(&self, slot: ConnSlot) -> Result<Box<Conn>, ConnectError> {
+        let (stream, open) = self.open_stream(slot).await?;
+        Ok(Box::new(Conn::new(stream, open)))
+    }
+
+    /// Opens a new stream in the place `slot` reserved, with the guard that counts it open.
+    pub async fn open_stream(&self, slot: ConnSlot) -> Result<(UpstreamStream, OpenGuard), ConnectError> {
         let stream = connect(self.addr, &self.settings).await?;
         self.opened.inc();
-        Ok(Box::new(Conn::new(stream, self.open.clone(), self.service_conns.clone())))
+        Ok((stream, OpenGuard::new(self.open.clone(), slot)))
     }
 
     /// Returns a connection whose last exchange completed cleanly at `now`; when the pool is
@@ -103,6 +111,7 @@ impl ConnPool {
     /// Closes idle connections that expired or that the endpoint closed.
     pub fn sweep(&self) {
         let now = Instant::now();
+        self.h2.sweep(crate::clock::millis_at(now), self.settings.idle_timeout);
         for _ in 0..self.idle.len() {
             let Some((mut conn, since)) = self.idle.pop() else { break };
             if now.duration_since(since) < self.settings.idle_timeout && conn.stream_mut().still_open() {

@@ -54,7 +54,7 @@ impl Endpoint {
             idle_timeout: Duration::from_secs(90),
             max_idle: 16,
         };
-        let conns = ConnPool::new(address, settings, Default::default(), Default::default(), Default::default());
+        let conns = ConnPool::new(address, settings, Default::default(), Default::default());
         Self::new(address, weight, BTreeMap::new(), Arc::default(), Arc::new(conns))
     }
 }

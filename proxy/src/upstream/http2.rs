@@ -1,134 +1,192 @@
-//! Upstream HTTP/2 (h2c, or h2 over TLS): hyper-util's pooled client, which multiplexes
-//! requests over one connection per endpoint, over a connector that runs the TLS handshake
-//! when configured and counts connections for the metrics.
+//! Upstream HTTP/2 (h2c, or h2 over TLS): one connection per endpoint that every request to it
+//! shares (streams multiplex), opened on first use and again once the endpoint closed it.
+//!
+//! A request finds its endpoint's connection with one `ArcSwap` load. Only a request that finds
+//! none waits for one: it counts against the service's `max_pending_requests` until the
+//! connection is up (or failed), and a request opening a connection needs a place among the
+//! service's `max_connections`, kept while the connection is open. Requests beyond the
+//! endpoint's concurrent-stream limit wait inside the connection for a stream; hyper does not
+//! show that limit to the client, so those count only against `max_requests`.
 
-use std::future::Future;
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::Uri;
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
+use arc_swap::ArcSwapOption;
+use hyper::body::Incoming;
+use hyper::client::conn::http2::{Builder, Connection, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use prometheus_client::metrics::gauge::Gauge;
-use std::net::SocketAddr;
 
+use super::Limits;
+use super::breaker::Shed;
+use super::conn_pool::{ConnPool, ConnectError};
+use super::http1::OpenGuard;
+use super::stream::UpstreamStream;
 use crate::body::Body;
-use crate::telemetry::Metrics;
-use crate::telemetry::metrics::EndpointLabels;
-use crate::upstream::conn_pool::{self, ConnSettings};
-use crate::upstream::stream::UpstreamStream;
 
-/// An HTTP/2 client for one service's endpoints.
-#[derive(Debug, Clone)]
-pub struct Http2Client {
-    client: Client<CountingConnector, Body>,
+/// An upstream HTTP/2 exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Http2Error {
+    /// No connection could be made.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The connection was made but the HTTP/2 handshake failed.
+    #[error("HTTP/2 handshake with {0} failed: {1}")]
+    Handshake(SocketAddr, #[source] hyper::Error),
+    /// A new connection was needed but a service limit forbade it.
+    #[error("service limit reached: {}", .0.as_str())]
+    Shed(Shed),
+    /// The stream failed (reset, connection lost, malformed response).
+    #[error("upstream HTTP/2: {0}")]
+    Stream(#[source] hyper::Error),
 }
 
-impl Http2Client {
-    /// Creates a client with no connections yet.
-    pub fn new(settings: &ConnSettings, metrics: &Metrics) -> Self {
-        let connector = CountingConnector {
-            settings: settings.clone(),
-            open: metrics.upstream_connections.clone(),
-            opened: metrics.upstream_connections_opened.clone(),
-        };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(settings.idle_timeout)
-            .pool_max_idle_per_host(settings.max_idle)
-            .http2_only(true)
-            .build(connector);
-        Self { client }
-    }
-
-    /// Sends a request whose URI is absolute (`http://endpoint/path`).
-    pub fn send(&self, req: http::Request<Body>) -> hyper_util::client::legacy::ResponseFuture {
-        self.client.request(req)
-    }
+/// One endpoint's shared HTTP/2 connection.
+#[derive(Debug, Default)]
+pub struct Http2Conn {
+    live: ArcSwapOption<Live>,
+    /// Held by the request opening a connection, so that others wait for it rather than open
+    /// their own.
+    opening: tokio::sync::Mutex<()>,
 }
 
-type Family<M> = prometheus_client::metrics::family::Family<EndpointLabels, M>;
-
-/// Connects as the service's settings say (TCP or TLS) and counts open and opened
-/// connections per endpoint.
-#[derive(Debug, Clone)]
-struct CountingConnector {
-    settings: ConnSettings,
-    open: Family<Gauge>,
-    opened: Family<prometheus_client::metrics::counter::Counter>,
-}
-
-impl tower_service::Service<Uri> for CountingConnector {
-    type Response = CountedConnection;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let endpoint = uri.authority().map(|a| a.to_string()).unwrap_or_default();
-        let (open, opened, settings) = (self.open.clone(), self.opened.clone(), self.settings.clone());
-        Box::pin(async move {
-            let addr: SocketAddr = endpoint
-                .parse()
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, format!("`{endpoint}` is not an address")))?;
-            let stream = conn_pool::connect(addr, &settings).await.map_err(io::Error::other)?;
-            if let UpstreamStream::Plain(tcp) = &stream {
-                let _ = socket2::SockRef::from(tcp)
-                    .set_tcp_keepalive(&socket2::TcpKeepalive::new().with_time(Duration::from_secs(60)));
-            }
-            let labels = EndpointLabels { endpoint };
-            opened.get_or_create(&labels).inc();
-            let gauge = open.get_or_create_owned(&labels);
-            gauge.inc();
-            Ok(CountedConnection { io: TokioIo::new(stream), gauge })
-        })
-    }
-}
-
-/// A connection that decrements its endpoint's open-connection gauge when closed.
 #[derive(Debug)]
-struct CountedConnection {
-    io: TokioIo<UpstreamStream>,
-    gauge: Gauge,
+struct Live {
+    sender: SendRequest<Body>,
+    /// When a request last took the connection ([`crate::clock`] milliseconds).
+    last_used: AtomicU64,
 }
 
-impl Drop for CountedConnection {
-    fn drop(&mut self) {
-        self.gauge.dec();
+impl Http2Conn {
+    /// A handle to the open connection, if there is one; `now_ms` marks it used.
+    fn ready(&self, now_ms: u64) -> Option<SendRequest<Body>> {
+        let live = self.live.load();
+        let live = live.as_ref().filter(|l| !l.sender.is_closed())?;
+        // A store only when the millisecond changed: requests on other cores mostly just read.
+        if live.last_used.load(Ordering::Relaxed) != now_ms {
+            live.last_used.store(now_ms, Ordering::Relaxed);
+        }
+        Some(live.sender.clone())
+    }
+
+    /// Lets go of the connection when the endpoint closed it or it has not been used for
+    /// `idle`; requests still on it finish, then it closes.
+    pub fn sweep(&self, now_ms: u64, idle: Duration) {
+        let current = self.live.load_full();
+        if let Some(live) = &current {
+            let unused = now_ms.saturating_sub(live.last_used.load(Ordering::Relaxed));
+            if live.sender.is_closed() || u128::from(unused) >= idle.as_millis() {
+                self.live.compare_and_swap(&current, None);
+            }
+        }
     }
 }
 
-impl Connection for CountedConnection {
-    fn connected(&self) -> Connected {
-        Connected::new()
+/// Sends `req` (absolute URI) to the endpoint of `pool` on its shared connection, opening
+/// that first when needed; `now_ms` is the clock as the attempt started.
+pub async fn send(
+    pool: &ConnPool,
+    mut req: http::Request<Body>,
+    limits: Limits<'_>,
+    now_ms: u64,
+) -> Result<http::Response<Incoming>, Http2Error> {
+    // A connection the endpoint closed since it was last used hands the request back unsent:
+    // it then goes once more, on a new connection.
+    let mut resent = false;
+    loop {
+        let mut sender = match pool.h2.ready(now_ms) {
+            Some(sender) => sender,
+            None => open(pool, limits, now_ms).await?,
+        };
+        match sender.try_send_request(req).await {
+            Ok(response) => return Ok(response),
+            Err(mut e) => match e.take_message() {
+                Some(unsent) if !resent => {
+                    req = unsent;
+                    resent = true;
+                }
+                _ => return Err(Http2Error::Stream(e.into_error())),
+            },
+        }
     }
 }
 
-impl Read for CountedConnection {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+/// Waits for the endpoint's connection, opening it unless another request is already doing so.
+async fn open(pool: &ConnPool, limits: Limits<'_>, now_ms: u64) -> Result<SendRequest<Body>, Http2Error> {
+    let _pending = limits.state.begin_pending(limits.breaker).map_err(Http2Error::Shed)?;
+    let _turn = pool.h2.opening.lock().await;
+    if let Some(sender) = pool.h2.ready(now_ms) {
+        return Ok(sender);
+    }
+    let slot = limits.state.reserve_connection(limits.breaker).map_err(Http2Error::Shed)?;
+    let (stream, open) = Box::pin(pool.open_stream(slot)).await?;
+    if let UpstreamStream::Plain(tcp) = &stream {
+        let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+        let _ = socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive);
+    }
+    let io = Counted { io: TokioIo::new(stream), _open: open };
+    let (sender, connection) = handshake(io).await.map_err(|e| Http2Error::Handshake(pool.addr(), e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
+        }
+    });
+    let live = Live { sender: sender.clone(), last_used: AtomicU64::new(now_ms) };
+    pool.h2.live.store(Some(Arc::new(live)));
+    Ok(sender)
+}
+
+/// Starts an HTTP/2 client connection over `io`: the handle that sends requests, and the
+/// connection's task, which must be polled (spawned) for anything to move.
+pub async fn handshake<T>(io: T) -> hyper::Result<(SendRequest<Body>, Connection<T, Body, TokioExecutor>)>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    Builder::new(TokioExecutor::new()).timer(TokioTimer::new()).handshake(io).await
+}
+
+pin_project_lite::pin_project! {
+    /// A stream that keeps its connection counted open until it is dropped.
+    #[derive(Debug)]
+    struct Counted {
+        #[pin]
+        io: TokioIo<UpstreamStream>,
+        _open: OpenGuard,
     }
 }
 
-impl Write for CountedConnection {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+impl hyper::rt::Read for Counted {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for Counted {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -136,10 +194,10 @@ impl Write for CountedConnection {
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
     }
 }

@@ -17,20 +17,21 @@ use std::time::Instant;
 pub use endpoint::{Endpoint, EndpointStats};
 
 use crate::body::Body;
+use crate::clock::millis_at;
 use crate::config::CircuitBreakerConfig;
 use crate::message::ProxyRequest;
 use breaker::ServiceState;
 use conn_pool::ConnectError;
 use http1::{Exchange, Http1Error};
-use http2::Http2Client;
+use http2::Http2Error;
 
 /// How a service reaches its endpoints.
 #[derive(Debug, Clone)]
 pub enum Transport {
     /// HTTP/1.1 on each endpoint's own connection pool.
     Http1,
-    /// HTTP/2 (h2c, or h2 over TLS) through a multiplexing client.
-    Http2(Box<Http2Client>),
+    /// HTTP/2 (h2c, or h2 over TLS) on each endpoint's one shared connection.
+    Http2,
 }
 
 /// An upstream request failed.
@@ -41,7 +42,7 @@ pub enum UpstreamError {
     Http1(Http1Error),
     /// Over HTTP/2.
     #[error(transparent)]
-    Http2(#[from] hyper_util::client::legacy::Error),
+    Http2(#[from] Http2Error),
     /// No response head before the deadline, over either protocol.
     #[error("no response before the deadline")]
     Timeout,
@@ -60,22 +61,11 @@ impl UpstreamError {
     /// Whether the endpoint failed the TLS handshake (certificate not trusted, wrong name):
     /// a configuration problem worth a warning, unlike an endpoint that is merely down.
     pub fn is_tls_handshake(&self) -> bool {
-        let tls = |c: &ConnectError| matches!(c, ConnectError::Tls(..));
-        match self {
-            Self::Http1(Http1Error::Connect(c)) => tls(c),
-            Self::Http1(_) | Self::Timeout => false,
-            Self::Http2(e) => {
-                let mut source = std::error::Error::source(e);
-                while let Some(s) = source {
-                    let inner = s.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref());
-                    if inner.and_then(|i| i.downcast_ref::<ConnectError>()).is_some_and(tls) {
-                        return true;
-                    }
-                    source = s.source();
-                }
-                false
-            }
-        }
+        matches!(
+            self,
+            Self::Http1(Http1Error::Connect(ConnectError::Tls(..)))
+                | Self::Http2(Http2Error::Connect(ConnectError::Tls(..)))
+        )
     }
 }
 
@@ -102,8 +92,9 @@ pub async fn send(
 ) -> Result<Box<Exchange>, UpstreamError> {
     match transport {
         Transport::Http1 => Ok(http1::send(&endpoint.conns, req, limits, started, deadline, raw_headers).await?),
-        Transport::Http2(client) => {
-            let sent = tokio::time::timeout_at(deadline.into(), Box::pin(client.send(req.into_http()))).await;
+        Transport::Http2 => {
+            let sending = http2::send(&endpoint.conns, req.into_http(), limits, millis_at(started));
+            let sent = tokio::time::timeout_at(deadline.into(), Box::pin(sending)).await;
             let response = sent.map_err(|_| UpstreamError::Timeout)??.map(Body::Incoming);
             Ok(Box::new(Exchange { response, raw: None, upgraded: None, received: Instant::now() }))
         }

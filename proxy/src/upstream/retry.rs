@@ -38,6 +38,44 @@ pub fn should_retry(cfg: &RetryConfig, method: &Method, attempt: Attempt) -> boo
     })
 }
 
+/// The endpoints a request has tried, by index: the first 64 in an inline word, the rest in a
+/// heap bitmap made only when a retry on a service that large leaves one of them, so the
+/// common request allocates nothing.
+#[derive(Debug, Default)]
+pub struct Tried {
+    first: u64,
+    rest: Vec<u64>,
+}
+
+impl Tried {
+    /// Marks endpoint `idx` as tried.
+    pub fn insert(&mut self, idx: usize) {
+        match idx.checked_sub(64) {
+            None => self.first |= 1 << idx,
+            Some(past) => {
+                let word = past / 64;
+                if self.rest.len() <= word {
+                    self.rest.resize(word + 1, 0);
+                }
+                self.rest[word] |= 1 << (past % 64);
+            }
+        }
+    }
+
+    /// Whether endpoint `idx` was tried.
+    pub fn contains(&self, idx: usize) -> bool {
+        match idx.checked_sub(64) {
+            None => self.first & (1 << idx) != 0,
+            Some(past) => self.rest.get(past / 64).is_some_and(|w| w & (1 << (past % 64)) != 0),
+        }
+    }
+
+    /// Whether no endpoint was tried yet.
+    pub fn is_empty(&self) -> bool {
+        self.first == 0 && self.rest.is_empty()
+    }
+}
+
 /// RFC 9110 §9.2.2: methods whose repetition has the same effect as one request.
 pub fn is_idempotent(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
@@ -75,6 +113,19 @@ mod tests {
         assert!(should_retry(&c, &Method::GET, Attempt::Status(StatusCode::CONFLICT)));
         assert!(!should_retry(&c, &Method::GET, Attempt::Status(StatusCode::INTERNAL_SERVER_ERROR)));
         assert!(!should_retry(&c, &Method::GET, Attempt::Reset));
+    }
+
+    #[test]
+    fn tried_endpoints_are_remembered_past_the_first_64() {
+        let mut tried = Tried::default();
+        assert!(tried.is_empty());
+        for idx in [0, 63, 64, 127, 128, 1000] {
+            assert!(!tried.contains(idx));
+            tried.insert(idx);
+            assert!(tried.contains(idx), "{idx}");
+        }
+        assert!(!tried.is_empty());
+        assert!((1..63).chain(65..127).chain(129..1000).chain(1001..1100).all(|i| !tried.contains(i)));
     }
 
     #[test]

@@ -18,10 +18,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio_util::sync::CancellationToken;
 
-pub use probe::{Answer, ProbeOutcome, probe};
+pub use probe::{Answer, ProbeOutcome, Target, probe};
 
 use super::endpoint::Health;
-use super::{Endpoint, EndpointStats};
+use super::{Endpoint, EndpointStats, Transport};
 use crate::clock::now_millis;
 use crate::config::FailMode;
 use crate::config::HealthCheckConfig;
@@ -41,6 +41,8 @@ struct CheckSpec {
     judge: Option<(Arc<HealthCheckPlugin>, types::Endpoint)>,
     /// TLS to the endpoint, as its service's traffic uses.
     tls: Option<Arc<UpstreamTls>>,
+    /// Whether the service speaks HTTP/2, so the probes do too.
+    http2: bool,
 }
 
 impl PartialEq for CheckSpec {
@@ -52,7 +54,11 @@ impl PartialEq for CheckSpec {
             }
             _ => false,
         };
-        self.config == other.config && self.uneject == other.uneject && same_judge && self.tls == other.tls
+        self.config == other.config
+            && self.uneject == other.uneject
+            && same_judge
+            && self.tls == other.tls
+            && self.http2 == other.http2
     }
 }
 
@@ -97,7 +103,8 @@ impl HealthSupervisor {
                 let Some(config) = own.or(service.policy.health_check.as_ref()) else { continue };
                 let judge = config.plugin.as_deref().and_then(|name| judge_for(snapshot, name, id, endpoint));
                 let tls = endpoint.conns.settings().tls.clone();
-                let spec = CheckSpec { config: config.clone(), uneject, judge, tls };
+                let http2 = matches!(service.transport, Transport::Http2);
+                let spec = CheckSpec { config: config.clone(), uneject, judge, tls, http2 };
                 wanted.insert((service.name.clone(), endpoint.address), (spec, endpoint.stats.clone()));
             }
         }
@@ -252,7 +259,7 @@ async fn check_loop(
     loop {
         let outcome = tokio::select! {
             () = cancel.cancelled() => return,
-            outcome = probe(cfg, addr, spec.tls.as_deref(), spec.judge.is_some()) => outcome,
+            outcome = probe(cfg, Target { addr, tls: spec.tls.as_deref(), http2: spec.http2 }, spec.judge.is_some()) => outcome,
         };
         let verdict = judge(outcome, spec.judge.as_ref(), &stats, cfg);
         let passed = verdict.passed();

@@ -1,18 +1,22 @@
-//! One health probe: a TCP connect, or an HTTP request (over TLS when the service uses it)
-//! whose answer is checked by status or handed, with the first bytes of its body, to a
-//! health-check plugin.
+//! One health probe: a TCP connect, or an HTTP request in the protocol the service speaks
+//! (HTTP/1.1 or HTTP/2, over TLS when the service uses it) whose answer is checked by status
+//! or handed, with the first bytes of its body, to a health-check plugin.
 
 use std::fmt;
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
 use http::Method;
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::body::Body;
 use crate::config::{HealthCheckConfig, HealthCheckKind};
 use crate::tls::client::UpstreamTls;
 use crate::upstream::http1::codec::{self, Decoded, ResponseHead};
+use crate::upstream::http2;
 use crate::upstream::stream::UpstreamStream;
 
 /// The result of one probe.
@@ -57,21 +61,27 @@ impl fmt::Display for ProbeOutcome {
     }
 }
 
-/// Probes `addr` once, bounded by the check's timeout. With `capture`, an HTTP answer is
+/// How to reach an endpoint as its service's traffic does.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The endpoint.
+    pub addr: SocketAddr,
+    /// TLS to it; plain TCP when `None`.
+    pub tls: Option<&'a UpstreamTls>,
+    /// Whether it speaks HTTP/2 (h2c, or h2 after ALPN) rather than HTTP/1.1.
+    pub http2: bool,
+}
+
+/// Probes `target` once, bounded by the check's timeout. With `capture`, an HTTP answer is
 /// returned whole (status, headers, body prefix) instead of being checked by status.
-pub async fn probe(
-    cfg: &HealthCheckConfig,
-    addr: SocketAddr,
-    tls: Option<&UpstreamTls>,
-    capture: bool,
-) -> ProbeOutcome {
-    match tokio::time::timeout(cfg.timeout, run(cfg, addr, tls, capture)).await {
+pub async fn probe(cfg: &HealthCheckConfig, target: Target<'_>, capture: bool) -> ProbeOutcome {
+    match tokio::time::timeout(cfg.timeout, run(cfg, target, capture)).await {
         Ok(outcome) => outcome,
         Err(_) => ProbeOutcome::Failed("timed out".into()),
     }
 }
 
-async fn run(cfg: &HealthCheckConfig, addr: SocketAddr, tls: Option<&UpstreamTls>, capture: bool) -> ProbeOutcome {
+async fn run(cfg: &HealthCheckConfig, Target { addr, tls, http2 }: Target<'_>, capture: bool) -> ProbeOutcome {
     let tcp = match TcpStream::connect(addr).await {
         Ok(s) => s,
         Err(e) => return ProbeOutcome::Failed(format!("connect: {e}")),
@@ -87,6 +97,9 @@ async fn run(cfg: &HealthCheckConfig, addr: SocketAddr, tls: Option<&UpstreamTls
         },
     };
     let host = cfg.host.clone().unwrap_or_else(|| addr.to_string());
+    if http2 {
+        return over_http2(cfg, &host, stream, tls.is_some(), capture).await;
+    }
     let request = format!(
         "{} {} HTTP/1.1\r\nhost: {host}\r\nuser-agent: wasmesh-health-check\r\nconnection: close\r\n\r\n",
         cfg.method, cfg.path
@@ -112,7 +125,61 @@ async fn run(cfg: &HealthCheckConfig, addr: SocketAddr, tls: Option<&UpstreamTls
             Err(why) => ProbeOutcome::Failed(why),
         };
     }
+    by_status(cfg, status)
+}
+
+fn by_status(cfg: &HealthCheckConfig, status: u16) -> ProbeOutcome {
     if cfg.expects(status) { ProbeOutcome::Pass } else { ProbeOutcome::BadStatus(status) }
+}
+
+/// The probe's request and answer over HTTP/2 on `stream` (`https`: over TLS).
+async fn over_http2(
+    cfg: &HealthCheckConfig,
+    host: &str,
+    stream: UpstreamStream,
+    https: bool,
+    capture: bool,
+) -> ProbeOutcome {
+    let (mut sender, connection) = match http2::handshake(TokioIo::new(stream)).await {
+        Ok(pair) => pair,
+        Err(e) => return ProbeOutcome::Failed(format!("HTTP/2 handshake: {e}")),
+    };
+    let scheme = if https { "https" } else { "http" };
+    let request = http::Request::builder()
+        .method(cfg.method.as_str())
+        .uri(format!("{scheme}://{host}{}", cfg.path))
+        .header(http::header::USER_AGENT, "wasmesh-health-check")
+        .body(Body::Empty);
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => return ProbeOutcome::Failed(format!("request: {e}")),
+    };
+    let exchange = async {
+        let response = sender.send_request(request).await.map_err(|e| format!("HTTP/2: {e}"))?;
+        let status = response.status().as_u16();
+        if !capture {
+            return Ok(by_status(cfg, status));
+        }
+        let (head, mut body) = response.into_parts();
+        let mut kept = Vec::new();
+        while kept.len() < cfg.max_body_bytes {
+            match body.frame().await {
+                None => break,
+                Some(Ok(frame)) => kept.extend_from_slice(frame.data_ref().map_or(&[][..], |d| &d[..])),
+                Some(Err(e)) => return Err(format!("read: {e}")),
+            }
+        }
+        kept.truncate(cfg.max_body_bytes);
+        Ok(ProbeOutcome::Answered(Answer { status, headers: head.headers, body: kept }))
+    };
+    // The connection's task sends the request; once it ends (the endpoint closed or went
+    // away), the exchange ends too, with the answer or the reason.
+    let mut exchange = std::pin::pin!(exchange);
+    let outcome = tokio::select! {
+        outcome = &mut exchange => outcome,
+        _ = connection => exchange.await,
+    };
+    outcome.unwrap_or_else(ProbeOutcome::Failed)
 }
 
 async fn read_more(stream: &mut UpstreamStream, buf: &mut BytesMut) -> Result<(), String> {

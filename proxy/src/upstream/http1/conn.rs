@@ -2,8 +2,6 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -11,6 +9,7 @@ use bytes::BytesMut;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Sleep;
 
+use crate::upstream::breaker::ConnSlot;
 use crate::upstream::stream::UpstreamStream;
 
 /// Read buffer growth step: enough for most response heads and small bodies in one read.
@@ -32,14 +31,14 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// Wraps a connected stream, counting it in `open` and in its service's `service_conns`.
-    pub fn new(stream: UpstreamStream, open: Gauge, service_conns: Arc<AtomicU32>) -> Self {
+    /// Wraps a connected stream, counted while it lives by `open`.
+    pub fn new(stream: UpstreamStream, open: OpenGuard) -> Self {
         Self {
             stream,
             read_buf: BytesMut::with_capacity(READ_CHUNK),
             write_buf: BytesMut::with_capacity(1024),
             deadline: None,
-            open: OpenGuard::new(open, service_conns),
+            open,
         }
     }
 
@@ -95,21 +94,24 @@ impl Conn {
     }
 }
 
-/// Counts a connection in its endpoint's gauge and its service's total until dropped.
+/// Counts a connection in its endpoint's gauge, and keeps its place among its service's
+/// connections, until dropped.
 #[derive(Debug)]
-pub struct OpenGuard(Gauge, Arc<AtomicU32>);
+pub struct OpenGuard {
+    gauge: Gauge,
+    _slot: ConnSlot,
+}
 
 impl OpenGuard {
-    fn new(gauge: Gauge, service_conns: Arc<AtomicU32>) -> Self {
+    /// Counts a connection that holds `slot` in `gauge`.
+    pub fn new(gauge: Gauge, slot: ConnSlot) -> Self {
         gauge.inc();
-        service_conns.fetch_add(1, Ordering::Relaxed);
-        Self(gauge, service_conns)
+        Self { gauge, _slot: slot }
     }
 }
 
 impl Drop for OpenGuard {
     fn drop(&mut self) {
-        self.0.dec();
-        self.1.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.dec();
     }
 }

@@ -125,9 +125,10 @@ pub async fn send(
         let mut conn = match pooled {
             Some(c) => c,
             None => {
-                let _pending = limits.state.begin_connect(limits.breaker).map_err(Http1Error::Shed)?;
+                let slot = limits.state.reserve_connection(limits.breaker).map_err(Http1Error::Shed)?;
+                let _pending = limits.state.begin_pending(limits.breaker).map_err(Http1Error::Shed)?;
                 // Boxed: a TLS handshake's state is large, and this path is rare.
-                match tokio::time::timeout_at(deadline.into(), Box::pin(pool.connect())).await {
+                match tokio::time::timeout_at(deadline.into(), Box::pin(pool.connect(slot))).await {
                     Ok(connected) => connected?,
                     Err(_) => return Err(Http1Error::Timeout),
                 }

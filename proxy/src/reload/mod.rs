@@ -5,7 +5,11 @@
 //! Reloads run one at a time, whatever triggered them (a file change, SIGHUP, `POST /reload`).
 //! A reload whose files hash the same as those in force is `unchanged` and does nothing, so
 //! an editor that writes a file twice causes one reload, not two.
+//!
+//! The file is read only once its writer is done with it ([`settle`]); an empty file, or one
+//! that would remove every listener, is refused.
 
+mod settle;
 mod watch;
 
 use std::path::{Path, PathBuf};
@@ -14,9 +18,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+pub use settle::{SETTLE, SETTLE_LIMIT, SettleError, read_settled};
 pub use watch::watch;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigError};
 use crate::mesh::Mesh;
 use crate::server::ListenerSet;
 use crate::telemetry::metrics::ReloadLabels;
@@ -63,6 +68,29 @@ impl Outcome {
             Self::Rejected { .. } => "rejected",
         }
     }
+}
+
+/// Why the configuration file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Unreadable, or still being written.
+    #[error(transparent)]
+    Settle(#[from] SettleError),
+    /// Not text.
+    #[error("{}: not UTF-8", .0.display())]
+    NotUtf8(PathBuf),
+    /// Not a valid configuration (or empty).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// Reads the configuration file at `path` once its writer is done with it ([`read_settled`])
+/// and parses it; returns the configuration and the bytes it was parsed from.
+pub fn load_settled(path: &Path) -> Result<(Config, Vec<u8>), FileError> {
+    let bytes = read_settled(path, SETTLE, SETTLE_LIMIT)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| FileError::NotUtf8(path.to_owned()))?;
+    let config = config::parse(path, text)?;
+    Ok((config, bytes))
 }
 
 /// The last refused change.
@@ -156,18 +184,17 @@ impl Reloader {
     fn reload_blocking(&self) -> Outcome {
         let current = self.mesh.snapshot();
         let rejected = |error: String| Outcome::Rejected { version: current.version, error };
-        let text = match std::fs::read(&self.path) {
-            Ok(t) => t,
-            Err(e) => return rejected(format!("{}: {e}", self.path.display())),
-        };
-        let config = match std::str::from_utf8(&text) {
-            Ok(t) => config::parse(&self.path, t),
-            Err(_) => return rejected(format!("{}: not UTF-8", self.path.display())),
-        };
-        let config = match config {
-            Ok(c) => c,
+        let (config, text) = match load_settled(&self.path) {
+            Ok(loaded) => loaded,
             Err(e) => return rejected(e.to_string()),
         };
+        if config.listeners.is_empty() && !current.config.listeners.is_empty() {
+            return rejected(format!(
+                "{}: no [[listeners]]: a reload cannot remove every listener, that takes a restart; \
+                 the current ones keep serving",
+                self.path.display()
+            ));
+        }
         let next_sources = sources(&self.path, &text, &config);
         if self.lock().sources == next_sources {
             return Outcome::Unchanged { version: current.version };

@@ -12,6 +12,7 @@
 mod settle;
 mod watch;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -93,9 +94,12 @@ pub fn load_settled(path: &Path) -> Result<(Config, Vec<u8>), FileError> {
     Ok((config, bytes))
 }
 
-/// The last refused change.
+/// How many refused changes [`Status`] lists.
+pub const RECENT_REJECTIONS: usize = 16;
+
+/// A refused change.
 #[derive(Debug, Clone, Serialize)]
-pub struct LastError {
+pub struct Rejection {
     /// Why it was refused.
     pub message: String,
     /// When, in Unix milliseconds.
@@ -114,7 +118,23 @@ pub struct Status {
     /// When the configuration in force was loaded, in Unix milliseconds.
     pub loaded_at_ms: u64,
     /// The last refused change, until a later one is applied.
-    pub last_error: Option<LastError>,
+    pub last_error: Option<Rejection>,
+    /// Changes refused since the start.
+    pub rejections_total: u64,
+    /// The most recent refused changes, oldest first; at most [`RECENT_REJECTIONS`].
+    pub recent_rejections: VecDeque<Rejection>,
+}
+
+impl Status {
+    /// Counts `rejection` and keeps it, forgetting the oldest beyond [`RECENT_REJECTIONS`].
+    fn record_rejection(&mut self, rejection: Rejection) {
+        self.rejections_total += 1;
+        if self.recent_rejections.len() == RECENT_REJECTIONS {
+            self.recent_rejections.pop_front();
+        }
+        self.recent_rejections.push_back(rejection.clone());
+        self.last_error = Some(rejection);
+    }
 }
 
 /// Reloads the mesh from its configuration file.
@@ -133,7 +153,14 @@ impl Reloader {
     pub fn new(path: PathBuf, mesh: Arc<Mesh>, listeners: Arc<ListenerSet>) -> Self {
         let config = mesh.snapshot().config.clone();
         let sources = std::fs::read(&path).map(|text| sources(&path, &text, &config)).unwrap_or_default();
-        let status = Status { path: path.clone(), sources, loaded_at_ms: now_ms(), last_error: None };
+        let status = Status {
+            path: path.clone(),
+            sources,
+            loaded_at_ms: now_ms(),
+            last_error: None,
+            rejections_total: 0,
+            recent_rejections: VecDeque::with_capacity(RECENT_REJECTIONS),
+        };
         Self { path, mesh, listeners, status: Mutex::new(status), serial: tokio::sync::Mutex::new(()) }
     }
 
@@ -174,7 +201,7 @@ impl Reloader {
             Outcome::Unchanged { .. } => tracing::debug!(trigger, "configuration unchanged"),
             Outcome::Rejected { error, .. } => {
                 tracing::error!(trigger, %error, "configuration change refused; the previous one keeps serving");
-                self.lock().last_error = Some(LastError { message: error.clone(), at_ms: now_ms(), trigger });
+                self.lock().record_rejection(Rejection { message: error.clone(), at_ms: now_ms(), trigger });
             }
         }
         outcome
@@ -253,4 +280,34 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> Status {
+        Status {
+            path: PathBuf::from("wasmesh.toml"),
+            sources: Vec::new(),
+            loaded_at_ms: 0,
+            last_error: None,
+            rejections_total: 0,
+            recent_rejections: VecDeque::new(),
+        }
+    }
+
+    #[test]
+    fn every_rejection_is_counted_and_the_most_recent_are_kept_in_order() {
+        let mut status = status();
+        let count = RECENT_REJECTIONS + 5;
+        for i in 0..count {
+            status.record_rejection(Rejection { message: format!("refusal {i}"), at_ms: i as u64, trigger: "watch" });
+        }
+        assert_eq!(status.rejections_total, count as u64);
+        let kept: Vec<&str> = status.recent_rejections.iter().map(|r| r.message.as_str()).collect();
+        let expected: Vec<String> = (count - RECENT_REJECTIONS..count).map(|i| format!("refusal {i}")).collect();
+        assert_eq!(kept, expected);
+        assert_eq!(status.last_error.map(|r| r.message), Some(format!("refusal {}", count - 1)));
+    }
 }

@@ -161,7 +161,7 @@ fn plugin_test(plugin: &std::path::Path, fixture: &std::path::Path) -> ExitCode 
 }
 
 fn run(path: PathBuf, log_format: Option<LogFormat>) -> anyhow::Result<()> {
-    let cfg = config::load(&path)?;
+    let (cfg, _) = wasmesh::reload::load_settled(&path)?;
     logging::init(log_format.unwrap_or(cfg.log.format), &cfg.log.level);
     let runtime = match cfg.runtime.workers {
         1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),

@@ -114,6 +114,8 @@ impl Admin {
             body["sources"] = serde_json::json!(status.sources);
             body["loaded_at_ms"] = serde_json::json!(status.loaded_at_ms);
             body["last_error"] = serde_json::json!(status.last_error);
+            body["rejections_total"] = serde_json::json!(status.rejections_total);
+            body["recent_rejections"] = serde_json::json!(status.recent_rejections);
         }
         json(StatusCode::OK, &body)
     }

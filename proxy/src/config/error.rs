@@ -36,6 +36,15 @@ impl ConfigError {
         Self { file: path.to_owned(), line: None, field: String::new(), message: format!("cannot read: {e}") }
     }
 
+    pub(super) fn empty(path: &Path) -> Self {
+        Self {
+            file: path.to_owned(),
+            line: None,
+            field: String::new(),
+            message: "is empty (no setting, only blank lines or comments): refused".to_owned(),
+        }
+    }
+
     pub(super) fn from_toml(path: &Path, text: &str, field: String, e: &toml::de::Error) -> Self {
         let line = e.span().map(|span| line_of(text, span.start));
         Self { file: path.to_owned(), line, field, message: e.message().trim().to_owned() }

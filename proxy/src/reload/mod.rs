@@ -5,18 +5,24 @@
 //! Reloads run one at a time, whatever triggered them (a file change, SIGHUP, `POST /reload`).
 //! A reload whose files hash the same as those in force is `unchanged` and does nothing, so
 //! an editor that writes a file twice causes one reload, not two.
+//!
+//! The file is read only once its writer is done with it ([`settle`]); an empty file, or one
+//! that would remove every listener, is refused.
 
+mod settle;
 mod watch;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+pub use settle::{SETTLE, SETTLE_LIMIT, SettleError, read_settled};
 pub use watch::watch;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigError};
 use crate::mesh::Mesh;
 use crate::server::ListenerSet;
 use crate::telemetry::metrics::ReloadLabels;
@@ -65,9 +71,35 @@ impl Outcome {
     }
 }
 
-/// The last refused change.
+/// Why the configuration file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// Unreadable, or still being written.
+    #[error(transparent)]
+    Settle(#[from] SettleError),
+    /// Not text.
+    #[error("{}: not UTF-8", .0.display())]
+    NotUtf8(PathBuf),
+    /// Not a valid configuration (or empty).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+}
+
+/// Reads the configuration file at `path` once its writer is done with it ([`read_settled`])
+/// and parses it; returns the configuration and the bytes it was parsed from.
+pub fn load_settled(path: &Path) -> Result<(Config, Vec<u8>), FileError> {
+    let bytes = read_settled(path, SETTLE, SETTLE_LIMIT)?;
+    let text = std::str::from_utf8(&bytes).map_err(|_| FileError::NotUtf8(path.to_owned()))?;
+    let config = config::parse(path, text)?;
+    Ok((config, bytes))
+}
+
+/// How many refused changes [`Status`] lists.
+pub const RECENT_REJECTIONS: usize = 16;
+
+/// A refused change.
 #[derive(Debug, Clone, Serialize)]
-pub struct LastError {
+pub struct Rejection {
     /// Why it was refused.
     pub message: String,
     /// When, in Unix milliseconds.
@@ -86,7 +118,23 @@ pub struct Status {
     /// When the configuration in force was loaded, in Unix milliseconds.
     pub loaded_at_ms: u64,
     /// The last refused change, until a later one is applied.
-    pub last_error: Option<LastError>,
+    pub last_error: Option<Rejection>,
+    /// Changes refused since the start.
+    pub rejections_total: u64,
+    /// The most recent refused changes, oldest first; at most [`RECENT_REJECTIONS`].
+    pub recent_rejections: VecDeque<Rejection>,
+}
+
+impl Status {
+    /// Counts `rejection` and keeps it, forgetting the oldest beyond [`RECENT_REJECTIONS`].
+    fn record_rejection(&mut self, rejection: Rejection) {
+        self.rejections_total += 1;
+        if self.recent_rejections.len() == RECENT_REJECTIONS {
+            self.recent_rejections.pop_front();
+        }
+        self.recent_rejections.push_back(rejection.clone());
+        self.last_error = Some(rejection);
+    }
 }
 
 /// Reloads the mesh from its configuration file.
@@ -105,7 +153,14 @@ impl Reloader {
     pub fn new(path: PathBuf, mesh: Arc<Mesh>, listeners: Arc<ListenerSet>) -> Self {
         let config = mesh.snapshot().config.clone();
         let sources = std::fs::read(&path).map(|text| sources(&path, &text, &config)).unwrap_or_default();
-        let status = Status { path: path.clone(), sources, loaded_at_ms: now_ms(), last_error: None };
+        let status = Status {
+            path: path.clone(),
+            sources,
+            loaded_at_ms: now_ms(),
+            last_error: None,
+            rejections_total: 0,
+            recent_rejections: VecDeque::with_capacity(RECENT_REJECTIONS),
+        };
         Self { path, mesh, listeners, status: Mutex::new(status), serial: tokio::sync::Mutex::new(()) }
     }
 
@@ -146,7 +201,7 @@ impl Reloader {
             Outcome::Unchanged { .. } => tracing::debug!(trigger, "configuration unchanged"),
             Outcome::Rejected { error, .. } => {
                 tracing::error!(trigger, %error, "configuration change refused; the previous one keeps serving");
-                self.lock().last_error = Some(LastError { message: error.clone(), at_ms: now_ms(), trigger });
+                self.lock().record_rejection(Rejection { message: error.clone(), at_ms: now_ms(), trigger });
             }
         }
         outcome
@@ -156,18 +211,17 @@ impl Reloader {
     fn reload_blocking(&self) -> Outcome {
         let current = self.mesh.snapshot();
         let rejected = |error: String| Outcome::Rejected { version: current.version, error };
-        let text = match std::fs::read(&self.path) {
-            Ok(t) => t,
-            Err(e) => return rejected(format!("{}: {e}", self.path.display())),
-        };
-        let config = match std::str::from_utf8(&text) {
-            Ok(t) => config::parse(&self.path, t),
-            Err(_) => return rejected(format!("{}: not UTF-8", self.path.display())),
-        };
-        let config = match config {
-            Ok(c) => c,
+        let (config, text) = match load_settled(&self.path) {
+            Ok(loaded) => loaded,
             Err(e) => return rejected(e.to_string()),
         };
+        if config.listeners.is_empty() && !current.config.listeners.is_empty() {
+            return rejected(format!(
+                "{}: no [[listeners]]: a reload cannot remove every listener, that takes a restart; \
+                 the current ones keep serving",
+                self.path.display()
+            ));
+        }
         let next_sources = sources(&self.path, &text, &config);
         if self.lock().sources == next_sources {
             return Outcome::Unchanged { version: current.version };
@@ -226,4 +280,34 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
 
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status() -> Status {
+        Status {
+            path: PathBuf::from("wasmesh.toml"),
+            sources: Vec::new(),
+            loaded_at_ms: 0,
+            last_error: None,
+            rejections_total: 0,
+            recent_rejections: VecDeque::new(),
+        }
+    }
+
+    #[test]
+    fn every_rejection_is_counted_and_the_most_recent_are_kept_in_order() {
+        let mut status = status();
+        let count = RECENT_REJECTIONS + 5;
+        for i in 0..count {
+            status.record_rejection(Rejection { message: format!("refusal {i}"), at_ms: i as u64, trigger: "watch" });
+        }
+        assert_eq!(status.rejections_total, count as u64);
+        let kept: Vec<&str> = status.recent_rejections.iter().map(|r| r.message.as_str()).collect();
+        let expected: Vec<String> = (count - RECENT_REJECTIONS..count).map(|i| format!("refusal {i}")).collect();
+        assert_eq!(kept, expected);
+        assert_eq!(status.last_error.map(|r| r.message), Some(format!("refusal {}", count - 1)));
+    }
 }

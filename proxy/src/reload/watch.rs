@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Reloader;
 
-/// Quiet time after the last event before reloading.
+/// Quiet time after the last event before reloading; longer than [`super::SETTLE`], so the
+/// reload it starts finds the file settled and reads it at once.
 const DEBOUNCE: Duration = Duration::from_millis(150);
 
 /// Starts watching `reloader`'s files; reloads on change until `shutdown`.

@@ -163,6 +163,12 @@ fn plugin_test(plugin: &std::path::Path, fixture: &std::path::Path) -> ExitCode 
 fn run(path: PathBuf, log_format: Option<LogFormat>) -> anyhow::Result<()> {
     let (cfg, _) = wasmesh::reload::load_settled(&path)?;
     logging::init(log_format.unwrap_or(cfg.log.format), &cfg.log.level);
+    // Every connection is a file descriptor, and the usual soft limit (1,024) is far below
+    // what a proxy holds: raise it to the hard limit, as nginx's `worker_rlimit_nofile` does.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let runtime = match cfg.runtime.workers {
         1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
         0 => tokio::runtime::Builder::new_multi_thread().enable_all().build(),

@@ -21,6 +21,9 @@ pub struct ProxyRequest {
     pub head: request::Parts,
     /// The body, streamed.
     pub body: Body,
+    /// The head already meets [`crate::forward::check_request_head`]'s rules: the HTTP/1.1
+    /// fast path checks them as it parses, so they are not checked twice.
+    pub head_checked: bool,
 }
 
 impl ProxyRequest {
@@ -32,13 +35,13 @@ impl ProxyRequest {
         head.uri = uri;
         head.version = version;
         head.headers = headers;
-        Box::new(Self { head, body })
+        Box::new(Self { head, body, head_checked: false })
     }
 
     /// Boxes `req`.
     pub fn boxed(req: http::Request<Body>) -> Box<Self> {
         let (head, body) = req.into_parts();
-        Box::new(Self { head, body })
+        Box::new(Self { head, body, head_checked: false })
     }
 
     /// The request as `http` types it, for code that takes one (hyper's client, the admin API).

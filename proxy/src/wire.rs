@@ -12,6 +12,58 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::body::BoxError;
 
+/// Whether `value` is a valid `Host`: `uri-host [ ":" port ]` (RFC 3986 §3.2.2-3.2.3), an IP
+/// literal in brackets or a reg-name (which IPv4 addresses are, too). Empty is valid: it is
+/// what a client sends for a target without an authority.
+pub fn is_valid_host(value: &[u8]) -> bool {
+    if let [b'[', rest @ ..] = value {
+        return match rest.iter().position(|&b| b == b']') {
+            Some(close)
+                if close > 0 && rest[..close].iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') =>
+            {
+                is_port(&rest[close + 1..])
+            }
+            _ => false,
+        };
+    }
+    // A reg-name, in one pass: the check runs on every request's `Host`.
+    let mut i = 0;
+    while let Some(&b) = value.get(i) {
+        if REG_NAME[usize::from(b)] {
+            i += 1;
+        } else if b == b':' {
+            return value[i + 1..].iter().all(u8::is_ascii_digit);
+        } else if b == b'%' && value.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit)) {
+            i += 3;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether `rest`, after an IP literal, is nothing or `:` and a port's digits.
+fn is_port(rest: &[u8]) -> bool {
+    match rest {
+        [] => true,
+        [b':', port @ ..] => port.iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+/// The bytes RFC 3986 allows in a `reg-name` as they are: unreserved characters and
+/// sub-delimiters.
+static REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let allowed = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=";
+    let mut i = 0;
+    while i < allowed.len() {
+        table[allowed[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// Heads larger than this are refused (upstream) or left to hyper (downstream).
 pub const MAX_HEAD: usize = 64 * 1024;
 /// Headers beyond this count are refused (upstream) or left to hyper (downstream).
@@ -401,6 +453,16 @@ mod tests {
     use http::header::{CONTENT_LENGTH, DATE, ETAG, HOST, USER_AGENT};
 
     use super::*;
+
+    #[test]
+    fn hosts_are_checked_against_rfc_3986() {
+        for valid in ["", "a.example", "a.example:8080", "127.0.0.1:80", "[::1]", "[::1]:443", "x%41y", "a_b~c:"] {
+            assert!(is_valid_host(valid.as_bytes()), "{valid}");
+        }
+        for invalid in ["a b", "a/b", "a@b", "a:8o", "[::1", "[]", "[::1]x", "x%4", "x%zz", "a\u{7f}", "é"] {
+            assert!(!is_valid_host(invalid.as_bytes()), "{invalid}");
+        }
+    }
 
     /// Two data frames, "hello" and " world!".
     fn two_frames() -> crate::body::Body {

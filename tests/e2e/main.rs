@@ -3,6 +3,7 @@
 
 mod harness;
 
+mod abuse;
 mod bad_input;
 mod balancing;
 mod contracts;

@@ -184,9 +184,31 @@ async fn listeners_are_added_and_removed_by_a_reload() {
     assert_eq!(get(&proxy.url("/x")).await.expect("main still serves").status(), 200);
 }
 
-/// Under load, 100 changes: endpoint set and weights alternate, and the filter's `.wasm`
-/// alternates between two components, with 4 connections (leaving CPU to the tests beside it). Every request succeeds and carries exactly one of the
-/// two filters' marks; reload latency (write to new version serving) is printed.
+/// Writes `contents` in place slowly, as a large `cp` or a slow editor does: the file is
+/// truncated, half written, and completed a moment later.
+async fn write_in_place_slowly(path: &Path, contents: &[u8]) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("truncate");
+    let half = contents.len() / 2;
+    file.write_all(&contents[..half]).expect("first half");
+    file.flush().expect("flush");
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    file.write_all(&contents[half..]).expect("second half");
+}
+
+async fn rejections(proxy: &Proxy) -> (u64, String) {
+    let (_, cfg) = call_json("GET", &proxy.admin_url("/config"), None, None).await;
+    let message = cfg["last_error"]["message"].as_str().unwrap_or_default().to_owned();
+    (cfg["rejections_total"].as_u64().expect("rejections_total"), message)
+}
+
+/// Under load, 100 changes in a cycle of five: the configuration saved by rename, the
+/// filter's `.wasm` swapped by rename, the configuration written in place slowly (truncated,
+/// then completed), broken TOML written in place, and the file truncated to nothing. Endpoint
+/// sets and weights alternate and the filter alternates between two components, with 4
+/// connections (leaving CPU to the tests beside it). Every request succeeds and carries
+/// exactly one of the two filters' marks; every good change applies, every bad one is refused
+/// and shows in `GET /config`; reload latency (write to new version serving) is printed.
 #[tokio::test]
 async fn a_hundred_changes_under_load_fail_no_request() {
     let b = backends(3).await;
@@ -237,20 +259,53 @@ async fn a_hundred_changes_under_load_fail_no_request() {
     }
 
     let mut latencies = Vec::new();
+    let mut refused = 0;
     for i in 0..100 {
         let before = version(&proxy).await;
+        let (rejected_before, _) = rejections(&proxy).await;
         let written = Instant::now();
-        if i % 2 == 0 {
-            let endpoints = if i % 4 == 0 { &three } else { &two };
-            save_by_rename(&proxy.config_path, config_with(&proxy, &body(endpoints)).as_bytes());
-        } else {
-            save_by_rename(&wasm, &versions[(i / 2 + 1) % 2]);
+        let expect_refusal = match i % 5 {
+            0 => {
+                // Each good configuration differs from the one in force, so that it applies.
+                save_by_rename(&proxy.config_path, config_with(&proxy, &body(&three)).as_bytes());
+                None
+            }
+            1 => {
+                save_by_rename(&wasm, &versions[(i / 5 + 1) % 2]);
+                None
+            }
+            2 => {
+                write_in_place_slowly(&proxy.config_path, config_with(&proxy, &body(&two)).as_bytes()).await;
+                None
+            }
+            3 => {
+                write_in_place(&proxy.config_path, b"[[routes]\nname = \"r\"\n");
+                Some(":1: ")
+            }
+            _ => {
+                write_in_place(&proxy.config_path, b"");
+                Some("no setting")
+            }
+        };
+        match expect_refusal {
+            None => {
+                eventually(Duration::from_secs(10), "the change to apply", || async {
+                    (version(&proxy).await > before).then_some(())
+                })
+                .await;
+                latencies.push(written.elapsed());
+            }
+            Some(reason) => {
+                refused += 1;
+                let message = eventually(Duration::from_secs(10), "the change to be refused", || async {
+                    let (total, message) = rejections(&proxy).await;
+                    (total > rejected_before).then_some(message)
+                })
+                .await;
+                assert!(message.contains(reason), "refusal {i} says why ({reason}): {message}");
+                assert_eq!(version(&proxy).await, before, "a refused change applied nothing");
+            }
         }
-        eventually(Duration::from_secs(10), "the change to apply", || async {
-            (version(&proxy).await > before).then_some(())
-        })
-        .await;
-        latencies.push(written.elapsed());
     }
     stop.store(true, Ordering::Relaxed);
     let mut errors = Vec::new();
@@ -266,7 +321,11 @@ async fn a_hundred_changes_under_load_fail_no_request() {
     );
     assert_eq!(failed, 0, "failed requests: {:?}", &errors[..errors.len().min(5)]);
     assert!(ok > 100, "the load ran: {ok}");
-    assert_eq!(proxy.metric("wasmesh_reloads_total{outcome=\"rejected\"}").await, None);
+    assert_eq!(refused, 40);
+    assert_eq!(proxy.metric("wasmesh_reloads_total{outcome=\"rejected\"}").await, Some(f64::from(refused)));
     let (_, cfg): (u16, Value) = call_json("GET", &proxy.admin_url("/config"), None, None).await;
-    assert!(cfg["last_error"].is_null(), "{cfg}");
+    assert_eq!(cfg["rejections_total"], refused, "{cfg}");
+    assert_eq!(cfg["recent_rejections"].as_array().map(Vec::len), Some(16), "{cfg}");
+    // The last change was a refused one; the good configuration before it still serves.
+    assert!(cfg["last_error"]["message"].as_str().is_some_and(|m| m.contains("no setting")), "{cfg}");
 }

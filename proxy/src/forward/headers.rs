@@ -5,7 +5,7 @@ use http::header::{CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, Version};
 
 use crate::telemetry::metrics::ErrorKind;
-use crate::wire::{NameClass, classify};
+use crate::wire::{self, NameClass, classify};
 
 /// `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate` and `Proxy-Authorization`: the
 /// hop-by-hop headers without a rule of their own ([`NameClass::HopByHop`]).
@@ -99,7 +99,7 @@ pub fn check_request_head(head: &mut http::request::Parts, max_headers: usize) -
     }
     let mut hosts = head.headers.get_all(HOST).iter();
     let host = hosts.next();
-    if hosts.next().is_some() || host.is_some_and(|h| !is_authority(h.as_bytes())) {
+    if hosts.next().is_some() || host.is_some_and(|h| !wire::is_valid_host(h.as_bytes())) {
         return Err(ErrorKind::invalid_host);
     }
     let Some(target) = head.uri.authority() else {
@@ -122,54 +122,6 @@ pub fn check_request_head(head: &mut http::request::Parts, max_headers: usize) -
             Ok(())
         }
     }
-}
-
-/// Whether `value` is a valid `Host`: `uri-host [ ":" port ]` (RFC 3986 §3.2.2-3.2.3), an IP
-/// literal in brackets or a reg-name (which IPv4 addresses are, too). Empty is valid: it is
-/// what a client sends for a target without an authority.
-fn is_authority(value: &[u8]) -> bool {
-    let port = match value {
-        [b'[', rest @ ..] => match rest.iter().position(|&b| b == b']') {
-            Some(close) if rest[..close].iter().all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.') => {
-                match &rest[close + 1..] {
-                    [] => return close > 0,
-                    [b':', port @ ..] => port,
-                    _ => return false,
-                }
-            }
-            _ => return false,
-        },
-        _ => {
-            let (host, port) = match value.iter().position(|&b| b == b':') {
-                Some(colon) => (&value[..colon], &value[colon + 1..]),
-                None => (value, &[][..]),
-            };
-            if !is_reg_name(host) {
-                return false;
-            }
-            port
-        }
-    };
-    port.iter().all(u8::is_ascii_digit)
-}
-
-/// RFC 3986 `reg-name`: unreserved characters, percent-encodings and sub-delimiters.
-fn is_reg_name(host: &[u8]) -> bool {
-    let mut bytes = host.iter();
-    while let Some(&b) = bytes.next() {
-        let ok = match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => true,
-            b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' => true,
-            b'%' => {
-                matches!((bytes.next(), bytes.next()), (Some(h), Some(l)) if h.is_ascii_hexdigit() && l.is_ascii_hexdigit())
-            }
-            _ => false,
-        };
-        if !ok {
-            return false;
-        }
-    }
-    true
 }
 
 /// Makes sure `Host` is set when the request came over HTTP/2 with only an `:authority`;

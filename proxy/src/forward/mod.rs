@@ -76,7 +76,9 @@ pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Box<ProxyR
         mesh.metrics.unrouted_error(ErrorKind::no_route);
         return local(ErrorKind::no_route);
     };
-    if let Err(kind) = check_request_head(&mut req.head, table.max_request_headers) {
+    if !req.head_checked
+        && let Err(kind) = check_request_head(&mut req.head, table.max_request_headers)
+    {
         mesh.metrics.unrouted_error(kind);
         return local(kind);
     }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, HOST, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -202,8 +202,15 @@ fn serve_here(head: &Bytes, parsed: &httparse::Request<'_, '_>) -> Option<Head> 
     let uri = Uri::from_maybe_shared(head.slice_ref(parsed.path?.as_bytes())).ok()?;
     let mut headers = HeaderMap::with_capacity(parsed.headers.len() + ADDED_HEADERS);
     let mut keep_alive = true;
+    let mut hosts = 0;
     for h in parsed.headers.iter() {
         let name = header_name(h.name.as_bytes()).ok()?;
+        if name == HOST {
+            hosts += 1;
+            if !wire::is_valid_host(h.value) {
+                return None;
+            }
+        }
         if name == TRANSFER_ENCODING || name == UPGRADE {
             return None;
         }
@@ -219,7 +226,13 @@ fn serve_here(head: &Bytes, parsed: &httparse::Request<'_, '_>) -> Option<Head> 
         }
         headers.append(name, HeaderValue::from_maybe_shared(head.slice_ref(h.value)).ok()?);
     }
-    let request = ProxyRequest::new(method, uri, Version::HTTP_11, headers, Body::Empty);
+    // One valid Host and an origin-form target: the head meets the proxy's rules (see
+    // `ProxyRequest::head_checked`); anything else is left to hyper, and the rules refuse it.
+    if hosts != 1 || uri.authority().is_some() {
+        return None;
+    }
+    let mut request = ProxyRequest::new(method, uri, Version::HTTP_11, headers, Body::Empty);
+    request.head_checked = true;
     Some(Head { request, keep_alive })
 }
 

@@ -173,7 +173,9 @@ pub async fn serve<F, H>(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(20)))
+        // No keep-alive PINGs: their answers would count as activity and keep an idle
+        // connection open for good; the idle timeout already ends a dead peer's connection.
+        .keep_alive_interval(None)
         .max_header_list_size(u32::try_from(limits.head.max_bytes).unwrap_or(u32::MAX));
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let listener = Arc::new(Listener { builder: Arc::new(builder), limits, metrics, tls, shutdown, make_handler });
@@ -402,11 +404,15 @@ impl Conn {
                 }
                 expired = &mut expiry => match expired {
                     Expired::Idle => {
-                        if !closing {
-                            tracing::debug!(%peer, "closing idle connection");
-                            conn.as_mut().graceful_shutdown();
-                            closing = true;
+                        // A second idle period while closing: what is left cannot finish (an
+                        // HTTP/2 stream whose client never opens its window), so drop it.
+                        if closing {
+                            tracing::debug!(%peer, "idle connection did not finish closing: dropping it");
+                            break;
                         }
+                        tracing::debug!(%peer, "closing idle connection");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
                         expiry.set(watch());
                     }
                     Expired::WriteStalled => {

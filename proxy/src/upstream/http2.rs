@@ -143,7 +143,12 @@ pub async fn handshake<T>(io: T) -> hyper::Result<(SendRequest<Body>, Connection
 where
     T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    Builder::new(TokioExecutor::new()).timer(TokioTimer::new()).handshake(io).await
+    Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        // Response heads are bounded as over HTTP/1.1 (hyper's own default is 16 KiB).
+        .max_header_list_size(u32::try_from(crate::wire::MAX_HEAD).unwrap_or(u32::MAX))
+        .handshake(io)
+        .await
 }
 
 pin_project_lite::pin_project! {

@@ -53,6 +53,19 @@ fn errors_name_the_file_line_and_field() {
         ),
         // An exposed admin API without a token.
         ("[admin]\nlisten = \"0.0.0.0:10010\"\n", "FILE:2: admin.listen: 0.0.0.0:10010 is not a loopback address"),
+        // The failure window's maximum is named; nonsense is refused.
+        (
+            &format!("{service}[services.circuit_breaker.failure_rate]\nwindow = \"2h\"\n"),
+            "FILE:5: services[0].circuit_breaker.failure_rate.window: 2h is longer than the maximum, 1h",
+        ),
+        (
+            &format!("{service}[services.circuit_breaker.failure_rate]\nwindow = \"1500ms\"\n"),
+            "FILE:5: services[0].circuit_breaker.failure_rate.window: 1s 500ms is not a whole number of seconds",
+        ),
+        (
+            &format!("{service}[services.circuit_breaker.failure_rate]\nthreshold_percent = 0\n"),
+            "FILE:5: services[0].circuit_breaker.failure_rate.threshold_percent: 0 is out of range 1..=100",
+        ),
         // Tracing settings.
         ("[tracing]\nsample_ratio = 1.5\n", "FILE:2: tracing.sample_ratio: must be between 0 and 1"),
         (

@@ -946,7 +946,7 @@ pub struct FailureRateConfig {
     /// Requests the window must hold before the rate counts.
     #[serde(default = "FailureRateConfig::default_minimum")]
     pub minimum_requests: u32,
-    /// Length of the rolling window (whole seconds).
+    /// Length of the rolling window: whole seconds, 1 s to [`FailureRateConfig::MAX_WINDOW`].
     #[serde(default = "FailureRateConfig::default_window", with = "humantime_serde")]
     pub window: Duration,
     /// How long the circuit stays open before half-open probes.
@@ -958,6 +958,9 @@ pub struct FailureRateConfig {
 }
 
 impl FailureRateConfig {
+    /// The longest `window` accepted: a breaker that remembers longer reacts too late to help.
+    pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+
     fn default_threshold() -> u8 {
         50
     }

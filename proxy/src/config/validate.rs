@@ -247,6 +247,11 @@ fn validate_services<'a>(
             }
             _ => {}
         }
+        if let Some(rate) = &s.circuit_breaker.failure_rate {
+            validate_failure_rate(rate, |field| {
+                vec![Key("services"), Index(i), Key("circuit_breaker"), Key("failure_rate"), Key(field)]
+            })?;
+        }
         let t = &s.timeouts;
         for (field, value) in [("connect", t.connect), ("request", t.request), ("idle", t.idle)] {
             if value.is_zero() {
@@ -258,6 +263,35 @@ fn validate_services<'a>(
         }
     }
     Ok(names)
+}
+
+/// The failure-rate breaker's settings, with the window's bounds named.
+fn validate_failure_rate(f: &FailureRateConfig, at: impl Fn(&'static str) -> Vec<Segment>) -> Result<(), Violation> {
+    if !(1..=100).contains(&f.threshold_percent) {
+        return Err(violation(at("threshold_percent"), format!("{} is out of range 1..=100", f.threshold_percent)));
+    }
+    if f.minimum_requests == 0 {
+        return Err(violation(at("minimum_requests"), "must be at least 1"));
+    }
+    let shown = |d| humantime_serde::re::humantime::format_duration(d);
+    let window = shown(f.window);
+    if f.window > FailureRateConfig::MAX_WINDOW {
+        let max = shown(FailureRateConfig::MAX_WINDOW);
+        return Err(violation(at("window"), format!("{window} is longer than the maximum, {max}")));
+    }
+    if f.window.as_secs() == 0 {
+        return Err(violation(at("window"), format!("{window} is shorter than the minimum, 1s")));
+    }
+    if f.window.subsec_nanos() != 0 {
+        return Err(violation(at("window"), format!("{window} is not a whole number of seconds")));
+    }
+    if f.open_duration.is_zero() {
+        return Err(violation(at("open_duration"), "must be greater than zero"));
+    }
+    if f.half_open_requests == 0 {
+        return Err(violation(at("half_open_requests"), "must be at least 1"));
+    }
+    Ok(())
 }
 
 fn validate_routes(

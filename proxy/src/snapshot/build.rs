@@ -214,6 +214,7 @@ fn build_service(
     metrics: &Metrics,
 ) -> Service {
     let state = old.services.remove(&cfg.name).unwrap_or_default();
+    state.configure(&cfg.circuit_breaker);
     next.services.insert(cfg.name.clone(), state.clone());
     let settings = ConnSettings {
         tls,

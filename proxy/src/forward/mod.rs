@@ -207,7 +207,7 @@ async fn dispatch(
     let now_ms = millis_at(if contract.is_some() { Instant::now() } else { started });
     let hash = service.hash_key.as_ref().and_then(|k| k.hash(&parts.headers, down.client.ip()));
 
-    let admission = match service.state.admit(&service.policy.breaker, now_ms) {
+    let mut admission = match service.state.admit(&service.policy.breaker, now_ms) {
         Ok((admission, transition)) => {
             if let Some(t) = transition {
                 note_transition(mesh, service, t);
@@ -378,9 +378,13 @@ async fn dispatch(
         resends: attempt - 1,
         elapsed,
     };
-    let success = matches!(&result, Ok((e, _)) if !e.response.status().is_server_error());
-    if let Some(t) = service.state.record(&service.policy.breaker, success, admission.probe, millis_at(now)) {
-        note_transition(mesh, service, t);
+    // An attempt shed by the proxy's own limits says nothing about the service's health.
+    if !matches!(&result, Err(f) if f.shed.is_some()) {
+        let success = matches!(&result, Ok((e, _)) if !e.response.status().is_server_error());
+        if let Some(t) = service.state.record(&service.policy.breaker, success, admission.take_probe(), millis_at(now))
+        {
+            note_transition(mesh, service, t);
+        }
     }
 
     let (exchange, in_flight) = match result {

@@ -124,13 +124,25 @@ impl Default for ServiceState {
 #[derive(Debug)]
 pub struct Admission {
     state: Arc<ServiceState>,
-    /// Admitted as a half-open probe.
-    pub probe: bool,
+    /// Admitted as a half-open probe whose outcome is not recorded yet.
+    probe: bool,
+}
+
+impl Admission {
+    /// Whether the request is a half-open probe, for recording its outcome; asked once. A
+    /// probe dropped before anyone asked (no endpoint, a local limit) gives its place back,
+    /// or a breaker could stay half-open with every probe place taken and none coming back.
+    pub fn take_probe(&mut self) -> bool {
+        std::mem::take(&mut self.probe)
+    }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.probe {
+            let _ = self.state.probes_admitted.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
     }
 }
 
@@ -220,11 +232,7 @@ impl ServiceState {
     }
 
     fn admit_probe(&self, rate: &FailureRateConfig) -> Result<bool, Shed> {
-        if self.probes_admitted.fetch_add(1, Ordering::Relaxed) < rate.half_open_requests {
-            Ok(true)
-        } else {
-            Err(Shed::Open)
-        }
+        if take_slot(&self.probes_admitted, rate.half_open_requests) { Ok(true) } else { Err(Shed::Open) }
     }
 
     /// Takes a slot for a request about to wait for a new connection (its own, or over
@@ -355,8 +363,8 @@ mod tests {
         assert_eq!(state.record(&cfg, false, false, 1_000), Some(Transition(BreakerState::Open)));
         assert_eq!(state.admit(&cfg, 2_000).err(), Some(Shed::Open));
 
-        let (probe, t) = state.admit(&cfg, 6_001).expect("half-open probe");
-        assert!(probe.probe);
+        let (mut probe, t) = state.admit(&cfg, 6_001).expect("half-open probe");
+        assert!(probe.take_probe());
         assert_eq!(t, Some(Transition(BreakerState::HalfOpen)));
         let (probe2, _) = state.admit(&cfg, 6_001).expect("second probe");
         assert_eq!(state.admit(&cfg, 6_001).err(), Some(Shed::Open), "only two probes");
@@ -450,6 +458,25 @@ mod tests {
         assert_eq!(state.breaker_state(), BreakerState::Closed, "a breaker taken out does not stay open");
         assert!(state.admit(&off, 61_001).is_ok());
         assert_eq!(state.record(&off, false, false, 61_001), None, "and never opens");
+    }
+
+    #[test]
+    fn a_probe_dropped_unrecorded_gives_its_place_back() {
+        let (cfg, state) = (cfg(), Arc::new(ServiceState::default()));
+        for _ in 0..4 {
+            state.record(&cfg, false, false, 1_000);
+        }
+        let (lost, _) = state.admit(&cfg, 7_000).expect("probe");
+        let (mut kept, _) = state.admit(&cfg, 7_000).expect("probe");
+        assert_eq!(state.admit(&cfg, 7_000).err(), Some(Shed::Open), "both places taken");
+        drop(lost);
+        let (mut again, _) = state.admit(&cfg, 7_001).expect("the unrecorded probe's place is free again");
+        assert!(kept.take_probe() && again.take_probe());
+        assert!(!kept.take_probe(), "asked once");
+        state.record(&cfg, true, true, 7_002);
+        drop(kept);
+        assert_eq!(state.admit(&cfg, 7_002).err(), Some(Shed::Open), "a recorded probe keeps its place");
+        assert_eq!(state.record(&cfg, true, true, 7_003), Some(Transition(BreakerState::Closed)));
     }
 
     #[test]

@@ -244,9 +244,9 @@ fn build_service(
             endpoint
         })
         .collect();
-    let filters_endpoints = cfg.health_check.is_some()
-        || cfg.outlier_detection.is_some()
-        || endpoints.iter().any(|e| e.health_check.is_some());
+    let outlier = cfg.outlier_detection.enabled.then(|| cfg.outlier_detection.clone());
+    let filters_endpoints =
+        cfg.health_check.is_some() || outlier.is_some() || endpoints.iter().any(|e| e.health_check.is_some());
     let transport = match cfg.protocol {
         UpstreamProtocol::Http1 => Transport::Http1,
         UpstreamProtocol::H2c | UpstreamProtocol::H2 => Transport::Http2,
@@ -268,7 +268,7 @@ fn build_service(
         policy: ServicePolicy {
             health_check: cfg.health_check.clone(),
             panic_threshold: cfg.healthy_panic_threshold,
-            outlier: cfg.outlier_detection.clone(),
+            outlier,
             breaker: cfg.circuit_breaker.clone(),
             retry: cfg.retry.clone(),
         },

@@ -185,11 +185,11 @@ impl ServiceState {
         BreakerState::from_u8(self.state.load(Ordering::Relaxed))
     }
 
-    /// Brings the state in line with `cfg` as a snapshot is built: a breaker taken out of the
-    /// configuration is closed, and a window whose bucket length changed starts empty, since its slots were
+    /// Brings the state in line with `cfg` as a snapshot is built: a breaker turned off is
+    /// closed, and a window whose bucket length changed starts empty, since its slots were
     /// filled with buckets of the old length.
     pub fn configure(&self, cfg: &CircuitBreakerConfig) {
-        let bucket_ms = cfg.failure_rate.as_ref().map_or(0, |rate| window_buckets(rate.window).0);
+        let bucket_ms = cfg.active_failure_rate().map_or(0, |rate| window_buckets(rate.window).0);
         if bucket_ms == 0 {
             self.state.store(0, Ordering::Relaxed);
         }
@@ -207,7 +207,7 @@ impl ServiceState {
     ) -> Result<(Admission, Option<Transition>), Shed> {
         let mut transition = None;
         let mut probe = false;
-        if let Some(rate) = &cfg.failure_rate {
+        if let Some(rate) = cfg.active_failure_rate() {
             match self.breaker_state() {
                 BreakerState::Closed => {}
                 BreakerState::Open => {
@@ -258,7 +258,7 @@ impl ServiceState {
 
     /// Records an outcome; returns the breaker transition it caused, if any.
     pub fn record(&self, cfg: &CircuitBreakerConfig, success: bool, probe: bool, now_ms: u64) -> Option<Transition> {
-        let rate = cfg.failure_rate.as_ref()?;
+        let rate = cfg.active_failure_rate()?;
         let (bucket_ms, buckets) = window_buckets(rate.window);
         let bucket = now_ms / bucket_ms;
         let slot = &self.window[(bucket % WINDOW_SLOTS as u64) as usize];
@@ -333,13 +333,14 @@ mod tests {
     fn with_window(window: Duration) -> CircuitBreakerConfig {
         CircuitBreakerConfig {
             max_requests: 2,
-            failure_rate: Some(FailureRateConfig {
+            failure_rate: FailureRateConfig {
+                enabled: true,
                 threshold_percent: 50,
                 minimum_requests: 4,
                 window,
                 open_duration: Duration::from_secs(5),
                 half_open_requests: 2,
-            }),
+            },
             ..Default::default()
         }
     }
@@ -436,7 +437,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_bucket_length_or_no_breaker_clears_the_window() {
+    fn a_new_bucket_length_or_turning_off_clears_the_window() {
         let state = Arc::new(ServiceState::default());
         let long = with_window(Duration::from_secs(600));
         state.configure(&long);
@@ -453,9 +454,9 @@ mod tests {
         }
         assert_eq!(state.breaker_state(), BreakerState::Open);
         let mut off = short.clone();
-        off.failure_rate = None;
+        off.failure_rate.enabled = false;
         state.configure(&off);
-        assert_eq!(state.breaker_state(), BreakerState::Closed, "a breaker taken out does not stay open");
+        assert_eq!(state.breaker_state(), BreakerState::Closed, "a breaker turned off does not stay open");
         assert!(state.admit(&off, 61_001).is_ok());
         assert_eq!(state.record(&off, false, false, 61_001), None, "and never opens");
     }

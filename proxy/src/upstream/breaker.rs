@@ -17,6 +17,7 @@ const WINDOW_SLOTS: usize = 64;
 /// than the slots hold at a second apiece (63 s), in buckets of `window / 63` rounded up to
 /// whole seconds. Returns the bucket length in milliseconds and how many buckets the window
 /// counts, the one being filled included; they never span more than `window`.
+#[inline]
 fn window_buckets(window: Duration) -> (u64, u64) {
     let secs = window.as_secs().max(1);
     let width = secs.div_ceil(WINDOW_SLOTS as u64 - 1);
@@ -259,7 +260,7 @@ impl ServiceState {
     /// Records an outcome; returns the breaker transition it caused, if any.
     pub fn record(&self, cfg: &CircuitBreakerConfig, success: bool, probe: bool, now_ms: u64) -> Option<Transition> {
         let rate = cfg.active_failure_rate()?;
-        let (bucket_ms, buckets) = window_buckets(rate.window);
+        let (bucket_ms, _) = window_buckets(rate.window);
         let bucket = now_ms / bucket_ms;
         let slot = &self.window[(bucket % WINDOW_SLOTS as u64) as usize];
         // Read before swapping: a slot changes buckets once a second at most, and a swap on
@@ -283,6 +284,8 @@ impl ServiceState {
                 None
             }
             BreakerState::Closed if !success => {
+                // The bucket count only here: a division fewer on the success path.
+                let (_, buckets) = window_buckets(rate.window);
                 let (ok, failed) = self.window_counts(bucket, buckets);
                 let total = ok + failed;
                 let tripped = total >= u64::from(rate.minimum_requests)

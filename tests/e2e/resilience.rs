@@ -503,7 +503,7 @@ async fn forty_calls_open_the_breaker(proxy: &Proxy, service: &str) {
 }
 
 /// `service`'s breaker as `GET /upstreams`, the mesh API's health view and its topology show
-/// it, and the health view's status of the service.
+/// it, and the health view's status of the service; each as the OpenAPI document lists them.
 async fn breaker_views(proxy: &Proxy, service: &str) -> (Vec<Value>, Value) {
     let named = |list: &Value| {
         list["services"].as_array().expect("services").iter().find(|s| s["name"] == service).cloned().expect("listed")
@@ -514,6 +514,14 @@ async fn breaker_views(proxy: &Proxy, service: &str) -> (Vec<Value>, Value) {
     let health = named(&health);
     let breakers =
         vec![named(&upstreams)["breaker"].clone(), health["breaker"].clone(), named(&topology)["breaker"].clone()];
+    let doc = json(get(&proxy.admin_url("/api/v1/mesh/v2/openapi.json")).await.expect("openapi")).await;
+    let schemas = &doc["components"]["schemas"];
+    let listed = |values: &Value, v: &Value| values.as_array().expect("enum").contains(v);
+    for breaker in &breakers {
+        assert!(listed(&schemas["Breaker"]["enum"], breaker), "{breaker} is not in the document");
+    }
+    let statuses = &schemas["Health"]["properties"]["services"]["items"]["properties"]["status"]["enum"];
+    assert!(listed(statuses, &health["status"]), "{} is not in the document", health["status"]);
     (breakers, health["status"].clone())
 }
 

@@ -611,3 +611,24 @@ async fn consecutive_gateway_failures_eject_a_dead_endpoint_by_default() {
     assert_eq!(proxy.metric(&sample).await, Some(1.0));
     assert_eq!(breaker_views(&proxy, "s").await.0, vec![json_value!("closed"); 3], "5 failed of 25 does not open it");
 }
+
+#[tokio::test]
+async fn without_panic_mode_an_ejected_only_endpoint_leaves_no_endpoint() {
+    let dead = refusing_address();
+    let eps = format!("[{{ address = \"{dead}\" }}]");
+    let proxy = Proxy::start(&service("s", &eps, "healthy_panic_threshold = 0\n")).await;
+    let mut answers = Vec::new();
+    for _ in 0..25 {
+        let resp = get(&proxy.url("/")).await.expect("request");
+        let error = resp.headers().get("x-wasmesh-error").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        answers.push((resp.status().as_u16(), error));
+    }
+    let refused = (502, Some("upstream_connect".to_owned()));
+    let none_left = (503, Some("no_endpoint".to_owned()));
+    assert!(answers[..5].iter().all(|a| *a == refused), "{answers:?}");
+    assert!(answers[5..].iter().all(|a| *a == none_left), "ejected at the fifth failure: {answers:?}");
+    assert_eq!(endpoint_status(&proxy, dead).await["ejected"], true);
+    // The 20 answers without an endpoint are the proxy's own, not the service's failures:
+    // counted, 25 failures would have opened the breaker.
+    assert_eq!(breaker_views(&proxy, "s").await.0, vec![json_value!("closed"); 3]);
+}

@@ -53,6 +53,33 @@ fn errors_name_the_file_line_and_field() {
         ),
         // An exposed admin API without a token.
         ("[admin]\nlisten = \"0.0.0.0:10010\"\n", "FILE:2: admin.listen: 0.0.0.0:10010 is not a loopback address"),
+        // Resilience settings: the failure window's maximum is named, nonsense is refused.
+        (
+            &format!("{service}[services.circuit_breaker.failure_rate]\nwindow = \"2h\"\n"),
+            "FILE:5: services[0].circuit_breaker.failure_rate.window: 2h is longer than the maximum, 1h",
+        ),
+        (
+            &format!("{service}[services.circuit_breaker.failure_rate]\nwindow = \"1500ms\"\n"),
+            "FILE:5: services[0].circuit_breaker.failure_rate.window: 1s 500ms is not a whole number of seconds",
+        ),
+        (
+            &format!("{service}[services.circuit_breaker.failure_rate]\nenabled = false\nthreshold_percent = 0\n"),
+            "FILE:6: services[0].circuit_breaker.failure_rate.threshold_percent: 0 is out of range 1..=100",
+        ),
+        (
+            &format!("{service}[services.circuit_breaker.failure_rate]\nenabled = \"no\"\n"),
+            "FILE:5: services[0].circuit_breaker.failure_rate.enabled: invalid type: string \"no\", expected a boolean",
+        ),
+        (
+            &format!("{service}[services.outlier_detection]\nconsecutive_5xx = 0\nconsecutive_gateway_failure = 0\n"),
+            "FILE:6: services[0].outlier_detection.consecutive_gateway_failure: consecutive_5xx and \
+             consecutive_gateway_failure are both 0, so nothing would be ejected: turn outlier detection off with \
+             `enabled = false`",
+        ),
+        (
+            &format!("{service}[services.outlier_detection]\nmax_ejection_percent = 150\n"),
+            "FILE:5: services[0].outlier_detection.max_ejection_percent: 150 is more than 100",
+        ),
         // Tracing settings.
         ("[tracing]\nsample_ratio = 1.5\n", "FILE:2: tracing.sample_ratio: must be between 0 and 1"),
         (

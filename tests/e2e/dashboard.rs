@@ -1,13 +1,13 @@
 //! The admin dashboard in a real headless Chromium (Debian's `chromium`): it loads with no
-//! script errors, shows the registered and configured services, their instances, the loaded
-//! plugins and the config version, and a screenshot is kept as a test artifact.
+//! script errors, shows the registered and configured services, their instances and breakers,
+//! the loaded plugins and the config version, and a screenshot is kept as a test artifact.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::json;
 
-use crate::harness::{Proxy, backends, call_json, get, plugin_toml};
+use crate::harness::{Proxy, backends, call_json, free_port, get, plugin_toml};
 
 /// Runs headless Chromium on `url` with `extra` arguments; returns (stdout, stderr).
 fn chromium(url: &str, extra: &[&str]) -> (String, String) {
@@ -41,6 +41,15 @@ async fn the_dashboard_renders_the_mesh_in_chromium_without_errors() {
     for _ in 0..10 {
         assert_eq!(get(&proxy.url("/")).await.expect("request").status(), 200);
     }
+    // A service whose only instance refuses connections: twenty failed calls open its breaker.
+    let ghost = json!({ "service_name": "ghost", "address": "127.0.0.1", "port": free_port() });
+    let (status, body) = call_json("POST", &proxy.admin_url("/api/v1/mesh/v2/register"), Some(&ghost), None).await;
+    assert_eq!(status, 200, "{body}");
+    let call = json!({ "service_name": "ghost", "path": "/" });
+    for _ in 0..20 {
+        let (_, body) = call_json("POST", &proxy.admin_url("/api/v1/mesh/v2/call"), Some(&call), None).await;
+        assert_eq!(body["status"], 502, "{body}");
+    }
 
     let page = proxy.admin_url("/dashboard");
     let (dom, log) = chromium(&page, &["--dump-dom"]);
@@ -50,6 +59,10 @@ async fn the_dashboard_renders_the_mesh_in_chromium_without_errors() {
     assert!(console.is_empty(), "console messages: {console:#?}");
     for shown in ["orders", "catalog", "route front", "stamp", "config v", &b[1].addr.to_string()] {
         assert!(dom.contains(shown), "`{shown}` is not on the page:\n{dom}");
+    }
+    for breaker in ["<td class=\"breaker-open\">open</td>", "ghost (open)", "<td class=\"breaker-closed\">closed</td>"]
+    {
+        assert!(dom.contains(breaker), "`{breaker}` is not on the page:\n{dom}");
     }
 
     let shot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");

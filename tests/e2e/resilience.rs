@@ -1,4 +1,5 @@
-//! Fault injection against real backends: health checks, ejection, breaking, limits, retries.
+//! Fault injection against real backends: health checks, ejection, breaking, limits, retries,
+//! and the protection a service gets without any resilience settings.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +13,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use wasmesh_demo_backend::Backend;
 
-use crate::harness::{Backlogged, Proxy, backends, client, endpoints, free_port, get, json, send, text};
+use serde_json::{Value, json as json_value};
+
+use crate::harness::{
+    Backlogged, Proxy, backends, call_json, client, endpoints, eventually, free_port, get, json, send, text,
+};
 
 /// Starts a backend on `addr`, waiting for the port to be free again after a stop.
 async fn restart(name: &str, addr: SocketAddr) -> Backend {
@@ -314,6 +319,8 @@ async fn the_retry_budget_bounds_upstream_attempts() {
         // Slow enough that all 40 requests are in flight before the first one fails.
         x.set_delay(Duration::from_millis(400));
     }
+    // Only the budget may bound the attempts here: a breaker opening on the failures would
+    // answer 503 without any attempt, and ejecting an endpoint would steer the retries.
     let extra = r#"
 [services.retry]
 retry_on = ["gateway-error"]
@@ -322,6 +329,10 @@ backoff_base = "50ms"
 backoff_max = "50ms"
 budget_percent = 20
 min_retry_concurrency = 1
+[services.outlier_detection]
+enabled = false
+[services.circuit_breaker.failure_rate]
+enabled = false
 "#;
     let proxy = Proxy::start(&service("s", &endpoints(&b), extra)).await;
     let mut tasks = Vec::new();
@@ -339,6 +350,9 @@ min_retry_concurrency = 1
     assert!(attempts <= 52, "without a budget 40 requests would make 160 attempts; made {attempts}");
     let exhausted = proxy.metric("wasmesh_retry_budget_exhausted_total{service=\"s\"}").await.unwrap_or(0.0);
     assert!(exhausted > 0.0);
+    let status = json(get(&proxy.admin_url("/upstreams")).await.expect("upstreams")).await;
+    let s = &status["services"][0];
+    assert_eq!((&s["breaker"], &s["outlier_detection"]), (&json_value!("disabled"), &json_value!(false)), "{s}");
 }
 
 #[tokio::test]
@@ -457,4 +471,164 @@ async fn consecutive_5xx_eject_an_endpoint_and_traffic_moves_away() {
     assert_eq!(b[0].hits(), bad_hits, "no traffic to the ejected endpoint");
     let sample = format!("wasmesh_outlier_ejections_total{{service=\"s\",endpoint=\"{}\"}}", b[0].addr);
     assert_eq!(proxy.metric(&sample).await, Some(1.0));
+}
+
+/// A loopback address nothing listens on: connections to it are refused.
+fn refusing_address() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().expect("addr")
+}
+
+/// One `POST /api/v1/mesh/v2/call` of `GET /` on `service`: the answer's status and
+/// `x-wasmesh-error` header.
+async fn mesh_call(proxy: &Proxy, service: &str) -> (u64, Option<String>) {
+    let url = proxy.admin_url("/api/v1/mesh/v2/call");
+    let (status, body) =
+        call_json("POST", &url, Some(&json_value!({ "service_name": service, "path": "/" })), None).await;
+    assert_eq!(status, 200, "{body}");
+    let error = body["headers"]["x-wasmesh-error"].as_str().map(str::to_owned);
+    (body["status"].as_u64().expect("status"), error)
+}
+
+/// Forty calls to `service`, whose only instance refuses connections, with the default
+/// breaker (50% failed of at least 20 requests): twenty 502s, then twenty 503s at once.
+async fn forty_calls_open_the_breaker(proxy: &Proxy, service: &str) {
+    let mut answers = Vec::new();
+    for _ in 0..40 {
+        answers.push(mesh_call(proxy, service).await);
+    }
+    let refused = (502, Some("upstream_connect".to_owned()));
+    let open = (503, Some("circuit_open".to_owned()));
+    assert!(answers[..20].iter().all(|a| *a == refused), "{answers:?}");
+    assert!(answers[20..].iter().all(|a| *a == open), "{answers:?}");
+}
+
+/// `service`'s breaker as `GET /upstreams`, the mesh API's health view and its topology show
+/// it, and the health view's status of the service; each as the OpenAPI document lists them.
+async fn breaker_views(proxy: &Proxy, service: &str) -> (Vec<Value>, Value) {
+    let named = |list: &Value| {
+        list["services"].as_array().expect("services").iter().find(|s| s["name"] == service).cloned().expect("listed")
+    };
+    let upstreams = json(get(&proxy.admin_url("/upstreams")).await.expect("upstreams")).await;
+    let health = json(get(&proxy.admin_url("/api/v1/mesh/v2/health")).await.expect("health")).await;
+    let topology = json(get(&proxy.admin_url("/api/v1/mesh/v2/topology")).await.expect("topology")).await;
+    let health = named(&health);
+    let breakers =
+        vec![named(&upstreams)["breaker"].clone(), health["breaker"].clone(), named(&topology)["breaker"].clone()];
+    let doc = json(get(&proxy.admin_url("/api/v1/mesh/v2/openapi.json")).await.expect("openapi")).await;
+    let schemas = &doc["components"]["schemas"];
+    let listed = |values: &Value, v: &Value| values.as_array().expect("enum").contains(v);
+    for breaker in &breakers {
+        assert!(listed(&schemas["Breaker"]["enum"], breaker), "{breaker} is not in the document");
+    }
+    let statuses = &schemas["Health"]["properties"]["services"]["items"]["properties"]["status"]["enum"];
+    assert!(listed(statuses, &health["status"]), "{} is not in the document", health["status"]);
+    (breakers, health["status"].clone())
+}
+
+#[tokio::test]
+async fn a_service_without_resilience_settings_breaks_on_a_refusing_instance_and_recovers() {
+    let addr = refusing_address();
+    let eps = format!("[{{ address = \"{addr}\" }}]");
+    let proxy = Proxy::start(&service("s", &eps, "")).await;
+    forty_calls_open_the_breaker(&proxy, "s").await;
+    assert_eq!(breaker_views(&proxy, "s").await, (vec![json_value!("open"); 3], json_value!("down")));
+    let resp = get(&proxy.url("/")).await.expect("request");
+    assert_eq!(resp.status(), 503);
+    assert_eq!(resp.headers()["x-wasmesh-error"], "circuit_open", "proxied traffic is refused too");
+
+    // The instance comes back; while the breaker is open nothing is sent to it.
+    let revived = restart("b0", addr).await;
+    assert_eq!(mesh_call(&proxy, "s").await.0, 503);
+    assert_eq!(revived.hits(), 0, "an open breaker calls no upstream");
+
+    // A reload keeps the breaker's state; this one shortens its open time from the default 30 s.
+    let shorter = service("s", &eps, "[services.circuit_breaker.failure_rate]\nopen_duration = \"1s\"\n");
+    std::fs::write(&proxy.config_path, format!("{}{shorter}", proxy.header)).expect("write config");
+    let (status, outcome) = call_json("POST", &proxy.admin_url("/reload"), None, None).await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(breaker_views(&proxy, "s").await.0, vec![json_value!("open"); 3], "the reload kept it open");
+
+    // Once the open time is over, half-open probes reach the instance and close the breaker.
+    eventually(Duration::from_secs(10), "the breaker to close", || async {
+        let (status, _) = mesh_call(&proxy, "s").await;
+        (status == 200 && breaker_views(&proxy, "s").await.0 == vec![json_value!("closed"); 3]).then_some(())
+    })
+    .await;
+    assert!(revived.hits() >= 3, "the half-open probes reached the instance");
+}
+
+#[tokio::test]
+async fn a_registration_only_service_breaks_on_a_refusing_instance_and_recovers() {
+    let addr = refusing_address();
+    let proxy = Proxy::start("").await;
+    let registration = json_value!({ "service_name": "ghost", "address": "127.0.0.1", "port": addr.port() });
+    let (status, body) =
+        call_json("POST", &proxy.admin_url("/api/v1/mesh/v2/register"), Some(&registration), None).await;
+    assert_eq!(status, 200, "{body}");
+    forty_calls_open_the_breaker(&proxy, "ghost").await;
+    let opened = Instant::now();
+    assert_eq!(breaker_views(&proxy, "ghost").await, (vec![json_value!("open"); 3], json_value!("down")));
+
+    let revived = restart("ghost", addr).await;
+    assert_eq!(mesh_call(&proxy, "ghost").await.0, 503);
+    assert_eq!(revived.hits(), 0, "an open breaker calls no upstream");
+
+    // No configuration to shorten it: the default open time, 30 s, has to pass.
+    tokio::time::sleep_until((opened + Duration::from_secs(30)).into()).await;
+    eventually(Duration::from_secs(10), "the breaker to close", || async {
+        let (status, _) = mesh_call(&proxy, "ghost").await;
+        (status == 200 && breaker_views(&proxy, "ghost").await.0 == vec![json_value!("closed"); 3]).then_some(())
+    })
+    .await;
+    assert!(revived.hits() >= 3, "the half-open probes reached the instance");
+}
+
+#[tokio::test]
+async fn consecutive_gateway_failures_eject_a_dead_endpoint_by_default() {
+    let b = backends(1).await;
+    let dead = refusing_address();
+    let eps = format!("[{{ address = \"{dead}\" }}, {{ address = \"{}\" }}]", b[0].addr);
+    let proxy = Proxy::start(&service("s", &eps, "")).await;
+    let mut failed = 0;
+    for _ in 0..20 {
+        if get(&proxy.url("/")).await.expect("request").status() == 502 {
+            failed += 1;
+        }
+        if endpoint_status(&proxy, dead).await["ejected"] == true {
+            break;
+        }
+    }
+    let status = endpoint_status(&proxy, dead).await;
+    assert_eq!((&status["ejected"], &status["routable"]), (&json_value!(true), &json_value!(false)), "{status}");
+    assert_eq!(failed, 5, "ejected at its fifth consecutive gateway failure");
+
+    let before = b[0].hits();
+    for _ in 0..20 {
+        assert_eq!(get(&proxy.url("/")).await.expect("request").status(), 200, "no traffic to the dead endpoint");
+    }
+    assert_eq!(b[0].hits() - before, 20);
+    let sample = format!("wasmesh_outlier_ejections_total{{service=\"s\",endpoint=\"{dead}\"}}");
+    assert_eq!(proxy.metric(&sample).await, Some(1.0));
+    assert_eq!(breaker_views(&proxy, "s").await.0, vec![json_value!("closed"); 3], "5 failed of 25 does not open it");
+}
+
+#[tokio::test]
+async fn without_panic_mode_an_ejected_only_endpoint_leaves_no_endpoint() {
+    let dead = refusing_address();
+    let eps = format!("[{{ address = \"{dead}\" }}]");
+    let proxy = Proxy::start(&service("s", &eps, "healthy_panic_threshold = 0\n")).await;
+    let mut answers = Vec::new();
+    for _ in 0..25 {
+        let resp = get(&proxy.url("/")).await.expect("request");
+        let error = resp.headers().get("x-wasmesh-error").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        answers.push((resp.status().as_u16(), error));
+    }
+    let refused = (502, Some("upstream_connect".to_owned()));
+    let none_left = (503, Some("no_endpoint".to_owned()));
+    assert!(answers[..5].iter().all(|a| *a == refused), "{answers:?}");
+    assert!(answers[5..].iter().all(|a| *a == none_left), "ejected at the fifth failure: {answers:?}");
+    assert_eq!(endpoint_status(&proxy, dead).await["ejected"], true);
+    // The 20 answers without an endpoint are the proxy's own, not the service's failures:
+    // counted, 25 failures would have opened the breaker.
+    assert_eq!(breaker_views(&proxy, "s").await.0, vec![json_value!("closed"); 3]);
 }

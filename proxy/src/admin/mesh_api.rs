@@ -20,6 +20,7 @@ use crate::forward::{Downstream, call};
 use crate::plugin::Plugin;
 use crate::registry::Instance;
 use crate::snapshot::{CALL_LISTENER, Service, Snapshot};
+use crate::upstream::breaker::BreakerState;
 use crate::upstream::endpoint::Health;
 
 /// Path prefix of the mesh API.
@@ -279,9 +280,10 @@ impl Admin {
                 let instances: Vec<Value> = s.endpoints.iter().map(|e| endpoint_view(&snap, s, e)).collect();
                 let routable = s.routable_count(now);
                 let degraded = s.endpoints.iter().any(|e| e.stats.health() == Health::Degraded);
-                let status = if s.endpoints.is_empty() || routable == 0 {
+                // An open breaker refuses every request, whatever the instances' health.
+                let status = if s.endpoints.is_empty() || routable == 0 || s.breaker() == Some(BreakerState::Open) {
                     "down"
-                } else if routable < s.endpoints.len() || degraded {
+                } else if routable < s.endpoints.len() || degraded || s.breaker() == Some(BreakerState::HalfOpen) {
                     "degraded"
                 } else {
                     "up"
@@ -289,7 +291,7 @@ impl Admin {
                 json!({
                     "name": s.name,
                     "status": status,
-                    "breaker": s.state.breaker_state().as_str(),
+                    "breaker": s.breaker_label(),
                     "in_flight": s.state.in_flight(),
                     "instances": instances,
                 })
@@ -312,7 +314,7 @@ impl Admin {
             .map(|s| {
                 json!({
                     "name": s.name,
-                    "breaker": s.state.breaker_state().as_str(),
+                    "breaker": s.breaker_label(),
                     "instances": s.endpoints.iter().map(|e| endpoint_view(&snap, s, e)).collect::<Vec<_>>(),
                 })
             })

@@ -163,7 +163,7 @@ impl Admin {
                     .collect();
                 serde_json::json!({
                     "name": s.name,
-                    "breaker": s.state.breaker_state().as_str(),
+                    "breaker": s.breaker_label(),
                     "in_flight": s.state.in_flight(),
                     "health_checks": s.policy.health_check.is_some(),
                     "outlier_detection": s.policy.outlier.is_some(),

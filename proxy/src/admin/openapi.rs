@@ -71,8 +71,40 @@ pub fn document() -> Value {
                         "body": { "type": "string" }, "body_base64": { "type": "string" }, "duration_ms": { "type": "number" }
                     }
                 },
-                "Health": { "type": "object", "properties": { "status": { "enum": ["healthy", "degraded"] }, "registries": { "type": "array" }, "services": { "type": "array" } } },
-                "Topology": { "type": "object", "properties": { "services": { "type": "array" }, "routes": { "type": "array" }, "edges": { "type": "array" } } },
+                "Breaker": { "description": "The failure-rate breaker; `disabled` when turned off with `enabled = false`", "enum": ["closed", "open", "half_open", "disabled"] },
+                "Health": {
+                    "type": "object",
+                    "properties": {
+                        "status": { "enum": ["healthy", "degraded"] }, "registries": { "type": "array" },
+                        "services": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "name": { "type": "string" }, "status": { "enum": ["up", "degraded", "down"] },
+                                    "breaker": { "$ref": "#/components/schemas/Breaker" }, "in_flight": { "type": "integer" },
+                                    "instances": { "type": "array" }
+                                }
+                            }
+                        }
+                    }
+                },
+                "Topology": {
+                    "type": "object",
+                    "properties": {
+                        "services": {
+                            "type": "array",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "name": { "type": "string" }, "breaker": { "$ref": "#/components/schemas/Breaker" },
+                                    "instances": { "type": "array" }
+                                }
+                            }
+                        },
+                        "routes": { "type": "array" }, "edges": { "type": "array" }
+                    }
+                },
                 "Reload": { "type": "object", "properties": { "status": { "enum": ["applied", "unchanged", "rejected"] }, "version": { "type": "integer" }, "error": { "type": "string" } } }
             }
         },

@@ -682,10 +682,11 @@ pub struct ServiceConfig {
     /// `healthy_panic_threshold`); 0 disables panic mode.
     #[serde(default = "ServiceConfig::default_panic_threshold")]
     pub healthy_panic_threshold: u8,
-    /// Passive health checking (ejection on consecutive failures); off when absent.
+    /// Passive health checking (ejection on consecutive failures): on with its defaults when
+    /// absent, off with `enabled = false`.
     #[serde(default)]
-    pub outlier_detection: Option<OutlierConfig>,
-    /// Concurrency limits and the failure-rate breaker.
+    pub outlier_detection: OutlierConfig,
+    /// Concurrency limits and the failure-rate breaker (on with its defaults when absent).
     #[serde(default)]
     pub circuit_breaker: CircuitBreakerConfig,
     /// Retry policy; no retries when absent.
@@ -855,10 +856,14 @@ impl HealthCheckConfig {
     }
 }
 
-/// Outlier detection (Envoy's `outlier_detection` fields).
+/// Outlier detection (Envoy's `outlier_detection` fields), on for every service unless
+/// `enabled = false`: a service nobody tuned still stops sending to an endpoint that fails.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierConfig {
+    /// Whether endpoints are ejected at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
     /// Consecutive 5xx responses that eject an endpoint; 0 disables.
     #[serde(default = "OutlierConfig::default_consecutive")]
     pub consecutive_5xx: u32,
@@ -894,6 +899,20 @@ impl OutlierConfig {
     }
 }
 
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            consecutive_5xx: Self::default_consecutive(),
+            consecutive_gateway_failure: Self::default_consecutive(),
+            base_ejection_time: Self::default_base(),
+            max_ejection_time: Self::default_max(),
+            max_ejection_percent: Self::default_max_percent(),
+            successful_active_health_check_uneject_host: false,
+        }
+    }
+}
+
 /// Concurrency limits (Envoy's `circuit_breakers` thresholds) and a failure-rate breaker.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -910,12 +929,17 @@ pub struct CircuitBreakerConfig {
     /// Retries in flight to the service at once.
     #[serde(default = "CircuitBreakerConfig::default_max_retries")]
     pub max_retries: u32,
-    /// Failure-rate breaker; off when absent.
+    /// Failure-rate breaker: on with its defaults when absent, off with `enabled = false`.
     #[serde(default)]
-    pub failure_rate: Option<FailureRateConfig>,
+    pub failure_rate: FailureRateConfig,
 }
 
 impl CircuitBreakerConfig {
+    /// The failure-rate breaker's settings, unless it is turned off.
+    pub fn active_failure_rate(&self) -> Option<&FailureRateConfig> {
+        self.failure_rate.enabled.then_some(&self.failure_rate)
+    }
+
     fn default_limit() -> u32 {
         1024
     }
@@ -931,22 +955,26 @@ impl Default for CircuitBreakerConfig {
             max_pending_requests: Self::default_limit(),
             max_requests: Self::default_limit(),
             max_retries: Self::default_max_retries(),
-            failure_rate: None,
+            failure_rate: FailureRateConfig::default(),
         }
     }
 }
 
-/// Opens the circuit when too many recent requests failed.
+/// Opens the circuit when too many recent requests failed; on for every service unless
+/// `enabled = false`, as Linkerd turns failure accrual on without being asked.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct FailureRateConfig {
+    /// Whether the circuit opens at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
     /// Percentage of failed requests (5xx or gateway failure) in the window that opens the circuit.
     #[serde(default = "FailureRateConfig::default_threshold")]
     pub threshold_percent: u8,
     /// Requests the window must hold before the rate counts.
     #[serde(default = "FailureRateConfig::default_minimum")]
     pub minimum_requests: u32,
-    /// Length of the rolling window (whole seconds).
+    /// Length of the rolling window: whole seconds, 1 s to [`FailureRateConfig::MAX_WINDOW`].
     #[serde(default = "FailureRateConfig::default_window", with = "humantime_serde")]
     pub window: Duration,
     /// How long the circuit stays open before half-open probes.
@@ -958,6 +986,9 @@ pub struct FailureRateConfig {
 }
 
 impl FailureRateConfig {
+    /// The longest `window` accepted: a breaker that remembers longer reacts too late to help.
+    pub const MAX_WINDOW: Duration = Duration::from_secs(3600);
+
     fn default_threshold() -> u8 {
         50
     }
@@ -972,6 +1003,19 @@ impl FailureRateConfig {
     }
     fn default_probes() -> u32 {
         3
+    }
+}
+
+impl Default for FailureRateConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            threshold_percent: Self::default_threshold(),
+            minimum_requests: Self::default_minimum(),
+            window: Self::default_window(),
+            open_duration: Self::default_open(),
+            half_open_requests: Self::default_probes(),
+        }
     }
 }
 
@@ -1150,5 +1194,28 @@ impl TimeoutsConfig {
 impl Default for TimeoutsConfig {
     fn default() -> Self {
         Self { connect: Self::default_connect(), request: Self::default_request(), idle: Self::default_idle() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_without_resilience_settings_breaks_and_ejects_and_turns_off_only_when_asked() {
+        let untuned = ServiceConfig::named("s");
+        let rate = untuned.circuit_breaker.active_failure_rate().expect("the failure-rate breaker is on");
+        assert_eq!((rate.threshold_percent, rate.minimum_requests), (50, 20));
+        assert_eq!((rate.window, rate.open_duration), (Duration::from_secs(10), Duration::from_secs(30)));
+        assert!(untuned.outlier_detection.enabled);
+        assert_eq!(untuned.outlier_detection.consecutive_gateway_failure, 5);
+
+        let off: ServiceConfig = toml::from_str(
+            "name = \"s\"\noutlier_detection = { enabled = false }\ncircuit_breaker = { failure_rate = { enabled = false } }",
+        )
+        .expect("valid");
+        assert!(off.circuit_breaker.active_failure_rate().is_none());
+        assert!(!off.outlier_detection.enabled);
+        assert_eq!(off.circuit_breaker.max_requests, 1024, "the concurrency limits stay");
     }
 }

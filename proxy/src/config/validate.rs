@@ -247,6 +247,12 @@ fn validate_services<'a>(
             }
             _ => {}
         }
+        validate_outlier(&s.outlier_detection, |field| {
+            vec![Key("services"), Index(i), Key("outlier_detection"), Key(field)]
+        })?;
+        validate_failure_rate(&s.circuit_breaker.failure_rate, |field| {
+            vec![Key("services"), Index(i), Key("circuit_breaker"), Key("failure_rate"), Key(field)]
+        })?;
         let t = &s.timeouts;
         for (field, value) in [("connect", t.connect), ("request", t.request), ("idle", t.idle)] {
             if value.is_zero() {
@@ -258,6 +264,56 @@ fn validate_services<'a>(
         }
     }
     Ok(names)
+}
+
+/// Checked whether or not it is enabled: a value that makes no sense is refused either way.
+fn validate_outlier(o: &OutlierConfig, at: impl Fn(&'static str) -> Vec<Segment>) -> Result<(), Violation> {
+    if o.enabled && o.consecutive_5xx == 0 && o.consecutive_gateway_failure == 0 {
+        return Err(violation(
+            at("consecutive_gateway_failure"),
+            "consecutive_5xx and consecutive_gateway_failure are both 0, so nothing would be ejected: \
+             turn outlier detection off with `enabled = false`",
+        ));
+    }
+    if o.base_ejection_time.is_zero() {
+        return Err(violation(at("base_ejection_time"), "must be greater than zero"));
+    }
+    if o.max_ejection_time < o.base_ejection_time {
+        return Err(violation(at("max_ejection_time"), "must be at least base_ejection_time"));
+    }
+    if o.max_ejection_percent > 100 {
+        return Err(violation(at("max_ejection_percent"), format!("{} is more than 100", o.max_ejection_percent)));
+    }
+    Ok(())
+}
+
+/// Checked whether or not it is enabled, as [`validate_outlier`].
+fn validate_failure_rate(f: &FailureRateConfig, at: impl Fn(&'static str) -> Vec<Segment>) -> Result<(), Violation> {
+    if !(1..=100).contains(&f.threshold_percent) {
+        return Err(violation(at("threshold_percent"), format!("{} is out of range 1..=100", f.threshold_percent)));
+    }
+    if f.minimum_requests == 0 {
+        return Err(violation(at("minimum_requests"), "must be at least 1"));
+    }
+    let shown = |d| humantime_serde::re::humantime::format_duration(d);
+    let window = shown(f.window);
+    if f.window > FailureRateConfig::MAX_WINDOW {
+        let max = shown(FailureRateConfig::MAX_WINDOW);
+        return Err(violation(at("window"), format!("{window} is longer than the maximum, {max}")));
+    }
+    if f.window.as_secs() == 0 {
+        return Err(violation(at("window"), format!("{window} is shorter than the minimum, 1s")));
+    }
+    if f.window.subsec_nanos() != 0 {
+        return Err(violation(at("window"), format!("{window} is not a whole number of seconds")));
+    }
+    if f.open_duration.is_zero() {
+        return Err(violation(at("open_duration"), "must be greater than zero"));
+    }
+    if f.half_open_requests == 0 {
+        return Err(violation(at("half_open_requests"), "must be at least 1"));
+    }
+    Ok(())
 }
 
 fn validate_routes(

@@ -209,7 +209,7 @@ async fn dispatch(
     let now_ms = millis_at(if contract.is_some() { Instant::now() } else { started });
     let hash = service.hash_key.as_ref().and_then(|k| k.hash(&parts.headers, down.client.ip()));
 
-    let admission = match service.state.admit(&service.policy.breaker, now_ms) {
+    let mut admission = match service.state.admit(&service.policy.breaker, now_ms) {
         Ok((admission, transition)) => {
             if let Some(t) = transition {
                 note_transition(mesh, service, t);
@@ -269,7 +269,7 @@ async fn dispatch(
     let raw_headers = contract.is_none();
     let mut req = Some(req);
     let mut retry_slot = None;
-    let (endpoint_idx, now, result) = loop {
+    let (endpoint_idx, now, answered_ms, result) = loop {
         attempt += 1;
         let pick_ms = if attempt == 1 { now_ms } else { now_millis() };
         let idx = match pick(service, &ctx, pick_ms, &tried, balancer_head.as_ref(), &mut obs) {
@@ -322,6 +322,8 @@ async fn dispatch(
         });
         // The transport read the clock as the response head arrived.
         let now = sent.as_ref().map_or_else(|_| Instant::now(), |exchange| exchange.received);
+        // One conversion for outlier detection and the breaker (~30 instructions each).
+        let answered_ms = millis_at(now);
         let outcome = match &sent {
             Ok(exchange) => RetryAttempt::Status(exchange.response.status()),
             Err(f) => f.attempt,
@@ -333,7 +335,7 @@ async fn dispatch(
             };
             let five_xx = gateway_failure || matches!(outcome, RetryAttempt::Status(s) if s.is_server_error());
             if let Some(length) =
-                outlier::record(outlier, &service.endpoints, idx, Outcome { five_xx, gateway_failure }, millis_at(now))
+                outlier::record(outlier, &service.endpoints, idx, Outcome { five_xx, gateway_failure }, answered_ms)
             {
                 tracing::warn!(service = %service.name, endpoint = %endpoint.authority, ?length, "endpoint ejected");
                 let labels =
@@ -367,7 +369,7 @@ async fn dispatch(
         if sent.is_ok() {
             endpoint.stats.observe_latency(now, now - attempt_started);
         }
-        break (idx, now, sent.map(|e| (e, in_flight)));
+        break (idx, now, answered_ms, sent.map(|e| (e, in_flight)));
     };
     drop(retry_slot);
     let endpoint = &service.endpoints[endpoint_idx];
@@ -380,9 +382,12 @@ async fn dispatch(
         resends: attempt - 1,
         elapsed,
     };
-    let success = matches!(&result, Ok((e, _)) if !e.response.status().is_server_error());
-    if let Some(t) = service.state.record(&service.policy.breaker, success, admission.probe, millis_at(now)) {
-        note_transition(mesh, service, t);
+    // An attempt shed by the proxy's own limits says nothing about the service's health.
+    if !matches!(&result, Err(f) if f.shed.is_some()) {
+        let success = matches!(&result, Ok((e, _)) if !e.response.status().is_server_error());
+        if let Some(t) = service.state.record(&service.policy.breaker, success, admission.take_probe(), answered_ms) {
+            note_transition(mesh, service, t);
+        }
     }
 
     let (exchange, in_flight) = match result {

@@ -214,6 +214,7 @@ fn build_service(
     metrics: &Metrics,
 ) -> Service {
     let state = old.services.remove(&cfg.name).unwrap_or_default();
+    state.configure(&cfg.circuit_breaker);
     next.services.insert(cfg.name.clone(), state.clone());
     let settings = ConnSettings {
         tls,
@@ -243,9 +244,9 @@ fn build_service(
             endpoint
         })
         .collect();
-    let filters_endpoints = cfg.health_check.is_some()
-        || cfg.outlier_detection.is_some()
-        || endpoints.iter().any(|e| e.health_check.is_some());
+    let outlier = cfg.outlier_detection.enabled.then(|| cfg.outlier_detection.clone());
+    let filters_endpoints =
+        cfg.health_check.is_some() || outlier.is_some() || endpoints.iter().any(|e| e.health_check.is_some());
     let transport = match cfg.protocol {
         UpstreamProtocol::Http1 => Transport::Http1,
         UpstreamProtocol::H2c | UpstreamProtocol::H2 => Transport::Http2,
@@ -267,7 +268,7 @@ fn build_service(
         policy: ServicePolicy {
             health_check: cfg.health_check.clone(),
             panic_threshold: cfg.healthy_panic_threshold,
-            outlier: cfg.outlier_detection.clone(),
+            outlier,
             breaker: cfg.circuit_breaker.clone(),
             retry: cfg.retry.clone(),
         },

@@ -26,7 +26,7 @@ use crate::telemetry::otlp::SpanExport;
 use crate::upstream::Endpoint;
 use crate::upstream::Transport;
 use crate::upstream::balance::{Balancer, ring_hash};
-use crate::upstream::breaker::ServiceState;
+use crate::upstream::breaker::{BreakerState, ServiceState};
 
 /// One immutable version of the proxy's rules.
 #[derive(Debug)]
@@ -170,7 +170,7 @@ pub struct ServicePolicy {
     pub health_check: Option<HealthCheckConfig>,
     /// Below this share of routable endpoints (percent), balance over all.
     pub panic_threshold: u8,
-    /// Passive health checking.
+    /// Passive health checking; `None` when turned off.
     pub outlier: Option<OutlierConfig>,
     /// Limits and the failure-rate breaker.
     pub breaker: CircuitBreakerConfig,
@@ -192,6 +192,17 @@ impl Service {
     /// How many endpoints may receive traffic at `now_ms`.
     pub fn routable_count(&self, now_ms: u64) -> usize {
         self.endpoints.iter().filter(|e| self.routable(e, now_ms)).count()
+    }
+
+    /// The failure-rate breaker's position, or `None` when it is turned off.
+    pub fn breaker(&self) -> Option<BreakerState> {
+        self.policy.breaker.active_failure_rate().map(|_| self.state.breaker_state())
+    }
+
+    /// The breaker as the admin views show it: `closed`, `open` or `half_open`, or `disabled`
+    /// when the failure-rate breaker is turned off (the concurrency limits apply regardless).
+    pub fn breaker_label(&self) -> &'static str {
+        self.breaker().map_or("disabled", BreakerState::as_str)
     }
 }
 

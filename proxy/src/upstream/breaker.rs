@@ -5,11 +5,24 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::config::{CircuitBreakerConfig, FailureRateConfig};
 
-/// Seconds of history the failure window can hold.
+/// Slots of the failure window, one per bucket of time: one more than the window ever counts,
+/// so the bucket being filled never shares a slot with the oldest bucket counted.
 const WINDOW_SLOTS: usize = 64;
+
+/// How a failure window of `window` is kept: in buckets of one second, or, for a window longer
+/// than the slots hold at a second apiece (63 s), in buckets of `window / 63` rounded up to
+/// whole seconds. Returns the bucket length in milliseconds and how many buckets the window
+/// counts, the one being filled included; they never span more than `window`.
+#[inline]
+fn window_buckets(window: Duration) -> (u64, u64) {
+    let secs = window.as_secs().max(1);
+    let width = secs.div_ceil(WINDOW_SLOTS as u64 - 1);
+    (width * 1000, secs / width)
+}
 
 /// Why a request was refused without reaching an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +81,8 @@ impl BreakerState {
 
 #[derive(Debug, Default)]
 struct Slot {
-    second: AtomicU64,
+    /// Which bucket of time (`now_ms / bucket length`) the counts belong to.
+    bucket: AtomicU64,
     ok: AtomicU32,
     failed: AtomicU32,
 }
@@ -86,6 +100,8 @@ pub struct ServiceState {
     probes_admitted: AtomicU32,
     probes_ok: AtomicU32,
     window: Box<[Slot]>,
+    /// The bucket length the window's slots were filled with, so a new one clears them.
+    bucket_ms: AtomicU64,
 }
 
 impl Default for ServiceState {
@@ -100,6 +116,7 @@ impl Default for ServiceState {
             probes_admitted: AtomicU32::new(0),
             probes_ok: AtomicU32::new(0),
             window: (0..WINDOW_SLOTS).map(|_| Slot::default()).collect(),
+            bucket_ms: AtomicU64::new(0),
         }
     }
 }
@@ -108,13 +125,25 @@ impl Default for ServiceState {
 #[derive(Debug)]
 pub struct Admission {
     state: Arc<ServiceState>,
-    /// Admitted as a half-open probe.
-    pub probe: bool,
+    /// Admitted as a half-open probe whose outcome is not recorded yet.
+    probe: bool,
+}
+
+impl Admission {
+    /// Whether the request is a half-open probe, for recording its outcome; asked once. A
+    /// probe dropped before anyone asked (no endpoint, a local limit) gives its place back,
+    /// or a breaker could stay half-open with every probe place taken and none coming back.
+    pub fn take_probe(&mut self) -> bool {
+        std::mem::take(&mut self.probe)
+    }
 }
 
 impl Drop for Admission {
     fn drop(&mut self) {
         self.state.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if self.probe {
+            let _ = self.state.probes_admitted.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1));
+        }
     }
 }
 
@@ -157,6 +186,19 @@ impl ServiceState {
         BreakerState::from_u8(self.state.load(Ordering::Relaxed))
     }
 
+    /// Brings the state in line with `cfg` as a snapshot is built: a breaker turned off is
+    /// closed, and a window whose bucket length changed starts empty, since its slots were
+    /// filled with buckets of the old length.
+    pub fn configure(&self, cfg: &CircuitBreakerConfig) {
+        let bucket_ms = cfg.active_failure_rate().map_or(0, |rate| window_buckets(rate.window).0);
+        if bucket_ms == 0 {
+            self.state.store(0, Ordering::Relaxed);
+        }
+        if self.bucket_ms.swap(bucket_ms, Ordering::Relaxed) != bucket_ms {
+            self.clear_window();
+        }
+    }
+
     /// Admits a request or sheds it. Also moves an open breaker to half-open once its open
     /// time is over.
     pub fn admit(
@@ -166,7 +208,7 @@ impl ServiceState {
     ) -> Result<(Admission, Option<Transition>), Shed> {
         let mut transition = None;
         let mut probe = false;
-        if let Some(rate) = &cfg.failure_rate {
+        if let Some(rate) = cfg.active_failure_rate() {
             match self.breaker_state() {
                 BreakerState::Closed => {}
                 BreakerState::Open => {
@@ -191,11 +233,7 @@ impl ServiceState {
     }
 
     fn admit_probe(&self, rate: &FailureRateConfig) -> Result<bool, Shed> {
-        if self.probes_admitted.fetch_add(1, Ordering::Relaxed) < rate.half_open_requests {
-            Ok(true)
-        } else {
-            Err(Shed::Open)
-        }
+        if take_slot(&self.probes_admitted, rate.half_open_requests) { Ok(true) } else { Err(Shed::Open) }
     }
 
     /// Takes a slot for a request about to wait for a new connection (its own, or over
@@ -221,10 +259,13 @@ impl ServiceState {
 
     /// Records an outcome; returns the breaker transition it caused, if any.
     pub fn record(&self, cfg: &CircuitBreakerConfig, success: bool, probe: bool, now_ms: u64) -> Option<Transition> {
-        let rate = cfg.failure_rate.as_ref()?;
-        let second = now_ms / 1000;
-        let slot = &self.window[(second % WINDOW_SLOTS as u64) as usize];
-        if slot.second.swap(second, Ordering::Relaxed) != second {
+        let rate = cfg.active_failure_rate()?;
+        let (bucket_ms, _) = window_buckets(rate.window);
+        let bucket = now_ms / bucket_ms;
+        let slot = &self.window[(bucket % WINDOW_SLOTS as u64) as usize];
+        // Read before swapping: a slot changes buckets once a second at most, and a swap on
+        // every request would be one more locked instruction on the request path.
+        if slot.bucket.load(Ordering::Relaxed) != bucket && slot.bucket.swap(bucket, Ordering::Relaxed) != bucket {
             slot.ok.store(0, Ordering::Relaxed);
             slot.failed.store(0, Ordering::Relaxed);
         }
@@ -243,7 +284,9 @@ impl ServiceState {
                 None
             }
             BreakerState::Closed if !success => {
-                let (ok, failed) = self.window_counts(second, rate);
+                // The bucket count only here: a division fewer on the success path.
+                let (_, buckets) = window_buckets(rate.window);
+                let (ok, failed) = self.window_counts(bucket, buckets);
                 let total = ok + failed;
                 let tripped = total >= u64::from(rate.minimum_requests)
                     && failed * 100 >= u64::from(rate.threshold_percent) * total;
@@ -259,13 +302,13 @@ impl ServiceState {
         (previous != 1).then_some(Transition(BreakerState::Open))
     }
 
-    fn window_counts(&self, second: u64, rate: &FailureRateConfig) -> (u64, u64) {
-        let span = rate.window.as_secs().clamp(1, WINDOW_SLOTS as u64 - 1);
+    /// Outcomes in the `buckets` buckets up to and including `bucket`.
+    fn window_counts(&self, bucket: u64, buckets: u64) -> (u64, u64) {
         self.window
             .iter()
             .filter(|s| {
-                let at = s.second.load(Ordering::Relaxed);
-                at <= second && second - at < span
+                let at = s.bucket.load(Ordering::Relaxed);
+                at <= bucket && bucket - at < buckets
             })
             .fold((0, 0), |(ok, failed), s| {
                 (ok + u64::from(s.ok.load(Ordering::Relaxed)), failed + u64::from(s.failed.load(Ordering::Relaxed)))
@@ -287,15 +330,20 @@ mod tests {
     use super::*;
 
     fn cfg() -> CircuitBreakerConfig {
+        with_window(Duration::from_secs(10))
+    }
+
+    fn with_window(window: Duration) -> CircuitBreakerConfig {
         CircuitBreakerConfig {
             max_requests: 2,
-            failure_rate: Some(FailureRateConfig {
+            failure_rate: FailureRateConfig {
+                enabled: true,
                 threshold_percent: 50,
                 minimum_requests: 4,
-                window: Duration::from_secs(10),
+                window,
                 open_duration: Duration::from_secs(5),
                 half_open_requests: 2,
-            }),
+            },
             ..Default::default()
         }
     }
@@ -319,8 +367,8 @@ mod tests {
         assert_eq!(state.record(&cfg, false, false, 1_000), Some(Transition(BreakerState::Open)));
         assert_eq!(state.admit(&cfg, 2_000).err(), Some(Shed::Open));
 
-        let (probe, t) = state.admit(&cfg, 6_001).expect("half-open probe");
-        assert!(probe.probe);
+        let (mut probe, t) = state.admit(&cfg, 6_001).expect("half-open probe");
+        assert!(probe.take_probe());
         assert_eq!(t, Some(Transition(BreakerState::HalfOpen)));
         let (probe2, _) = state.admit(&cfg, 6_001).expect("second probe");
         assert_eq!(state.admit(&cfg, 6_001).err(), Some(Shed::Open), "only two probes");
@@ -354,6 +402,85 @@ mod tests {
         assert_eq!(state.begin_pending(&cfg).err(), Some(Shed::MaxPending));
         drop(pending);
         assert!(state.begin_pending(&cfg).is_ok());
+    }
+
+    #[test]
+    fn a_window_longer_than_the_slots_counts_all_of_it() {
+        let (cfg, state) = (with_window(Duration::from_secs(120)), Arc::new(ServiceState::default()));
+        state.configure(&cfg);
+        for _ in 0..3 {
+            assert_eq!(state.record(&cfg, false, false, 1_000), None);
+        }
+        assert_eq!(
+            state.record(&cfg, false, false, 100_000),
+            Some(Transition(BreakerState::Open)),
+            "failures 99 s apart are in one 120 s window"
+        );
+
+        let (cfg, state) = (with_window(Duration::from_secs(120)), Arc::new(ServiceState::default()));
+        for _ in 0..3 {
+            state.record(&cfg, false, false, 1_000);
+        }
+        assert_eq!(state.record(&cfg, false, false, 122_000), None, "121 s later they have left the window");
+    }
+
+    #[test]
+    fn window_buckets_never_span_more_than_the_window_nor_alias_a_slot() {
+        assert_eq!(window_buckets(Duration::from_secs(10)), (1_000, 10));
+        assert_eq!(window_buckets(Duration::from_secs(63)), (1_000, 63));
+        assert_eq!(window_buckets(Duration::from_secs(64)), (2_000, 32));
+        assert_eq!(window_buckets(Duration::from_secs(120)), (2_000, 60));
+        for secs in 1..=FailureRateConfig::MAX_WINDOW.as_secs() {
+            let (bucket_ms, buckets) = window_buckets(Duration::from_secs(secs));
+            assert!(buckets < WINDOW_SLOTS as u64, "{secs} s: {buckets} buckets alias a slot");
+            assert!(bucket_ms / 1000 * buckets <= secs, "{secs} s: counts more than the window");
+            // Within one bucket of the window asked for.
+            assert!(bucket_ms / 1000 * (buckets + 1) > secs, "{secs} s: counts too little");
+        }
+    }
+
+    #[test]
+    fn a_new_bucket_length_or_turning_off_clears_the_window() {
+        let state = Arc::new(ServiceState::default());
+        let long = with_window(Duration::from_secs(600));
+        state.configure(&long);
+        for _ in 0..3 {
+            state.record(&long, false, false, 20_000);
+        }
+        let short = with_window(Duration::from_secs(63));
+        state.configure(&short);
+        // Bucket 2 of 10 s would pass for the second 2, which a 63 s window at 20 s counts.
+        assert_eq!(state.record(&short, false, false, 20_000), None, "10 s buckets are not read as 1 s ones");
+
+        for _ in 0..4 {
+            state.record(&short, false, false, 21_000);
+        }
+        assert_eq!(state.breaker_state(), BreakerState::Open);
+        let mut off = short.clone();
+        off.failure_rate.enabled = false;
+        state.configure(&off);
+        assert_eq!(state.breaker_state(), BreakerState::Closed, "a breaker turned off does not stay open");
+        assert!(state.admit(&off, 61_001).is_ok());
+        assert_eq!(state.record(&off, false, false, 61_001), None, "and never opens");
+    }
+
+    #[test]
+    fn a_probe_dropped_unrecorded_gives_its_place_back() {
+        let (cfg, state) = (cfg(), Arc::new(ServiceState::default()));
+        for _ in 0..4 {
+            state.record(&cfg, false, false, 1_000);
+        }
+        let (lost, _) = state.admit(&cfg, 7_000).expect("probe");
+        let (mut kept, _) = state.admit(&cfg, 7_000).expect("probe");
+        assert_eq!(state.admit(&cfg, 7_000).err(), Some(Shed::Open), "both places taken");
+        drop(lost);
+        let (mut again, _) = state.admit(&cfg, 7_001).expect("the unrecorded probe's place is free again");
+        assert!(kept.take_probe() && again.take_probe());
+        assert!(!kept.take_probe(), "asked once");
+        state.record(&cfg, true, true, 7_002);
+        drop(kept);
+        assert_eq!(state.admit(&cfg, 7_002).err(), Some(Shed::Open), "a recorded probe keeps its place");
+        assert_eq!(state.record(&cfg, true, true, 7_003), Some(Transition(BreakerState::Closed)));
     }
 
     #[test]

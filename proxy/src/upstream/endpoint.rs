@@ -209,7 +209,11 @@ impl EndpointStats {
             if hit {
                 counter.fetch_add(1, Ordering::Relaxed) + 1
             } else {
-                counter.store(0, Ordering::Relaxed);
+                // A streak is usually zero already: reading leaves the cache line shared
+                // between the cores that answer this endpoint's requests.
+                if counter.load(Ordering::Relaxed) != 0 {
+                    counter.store(0, Ordering::Relaxed);
+                }
                 0
             }
         };

@@ -29,3 +29,10 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     validate::validate(&config).map_err(|v| ConfigError::from_violation(path, text, v))?;
     Ok(config)
 }
+
+/// Whether a configuration built in code passes the checks a loaded one does (the fuzz
+/// targets build route tables directly).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn is_valid(config: &Config) -> bool {
+    validate::validate(config).is_ok()
+}

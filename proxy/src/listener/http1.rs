@@ -98,13 +98,13 @@ where
 }
 
 /// A request the fast path serves, and whether the client lets the connection stay open.
-struct Head {
-    request: Box<ProxyRequest>,
-    keep_alive: bool,
+pub(crate) struct Head {
+    pub(crate) request: Box<ProxyRequest>,
+    pub(crate) keep_alive: bool,
 }
 
 /// Parses the complete head `head`; `None` when it is one for hyper (see the module docs).
-fn parse_request(head: &Bytes) -> Option<Head> {
+pub(crate) fn parse_request(head: &Bytes) -> Option<Head> {
     // httparse fills only the slots it uses; initialising all of them costs more than parsing.
     let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);

@@ -12,6 +12,9 @@ pub mod clock;
 pub mod config;
 pub mod contract;
 pub mod forward;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod listener;
 pub mod mesh;
 pub mod message;

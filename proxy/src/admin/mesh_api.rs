@@ -391,7 +391,45 @@ async fn read_json<T: serde::de::DeserializeOwned>(req: Request<Body>) -> Result
         Ok(c) => c.to_bytes(),
         Err(e) => return Err(Refusal(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))),
     };
-    serde_json::from_slice(&bytes).map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+    parse_json(&bytes)
+}
+
+/// A JSON body into `T`, or the 400 to answer.
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Refusal> {
+    serde_json::from_slice(bytes).map_err(|e| Refusal(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+}
+
+/// An endpoint of the mesh API that takes a JSON body.
+#[cfg(any(test, feature = "fuzzing"))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BodyEndpoint {
+    /// `POST register`.
+    Register,
+    /// `POST deregister`.
+    Deregister,
+    /// `POST call`.
+    Call,
+}
+
+/// Runs `body` through what `endpoint` does with it before anything is stored, resolved or
+/// sent: the JSON shape, then the checks; `Err` holds the message a client would be answered.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn check_body(endpoint: BodyEndpoint, body: &[u8]) -> Result<(), String> {
+    let refused = |r: Refusal| r.1;
+    match endpoint {
+        BodyEndpoint::Register => check_registration(&parse_json(body).map_err(refused)?).map(|_| ()),
+        BodyEndpoint::Deregister => parse_json(body).and_then(deregister_id).map(|_| ()).map_err(refused),
+        BodyEndpoint::Call => {
+            let req: CallRequest = parse_json(body).map_err(refused)?;
+            let out = build_call(&req)?;
+            // What the routing and the upstream framing rely on.
+            assert!(out.headers().contains_key(http::header::HOST), "a call always names its host");
+            if let Some(body) = &req.body {
+                assert_eq!(out.headers()[http::header::CONTENT_LENGTH], body.len().to_string().as_str());
+            }
+            Ok(())
+        }
+    }
 }
 
 /// The names services and ids may use: they become keys in etcd and Consul.
@@ -403,6 +441,38 @@ fn valid_name(name: &str) -> bool {
 
 /// Checks a registration and resolves its address.
 async fn validate_registration(req: RegisterRequest) -> Result<Instance, String> {
+    let Checked { port, weight, address } = check_registration(&req)?;
+    let endpoint = resolve(&address, port).await?;
+    // Without a check of its own, an instance gets a TCP connect check, so that the health
+    // view shows a real state and a dead instance leaves the balancing set.
+    let health_check = req.health_check.or_else(|| {
+        Some(HealthCheckConfig { kind: HealthCheckKind::Tcp, ..serde_json::from_value(json!({})).expect("defaults") })
+    });
+    Ok(Instance {
+        service_id: Instance::id_for(&req.service_name, &address, port),
+        service_name: req.service_name,
+        address,
+        port,
+        endpoint,
+        tags: req.tags,
+        metadata: req.metadata,
+        weight,
+        health_check,
+        ttl_seconds: req.ttl_seconds,
+        registered_at_ms: now_millis(),
+    })
+}
+
+/// The fields of a registration that passed its checks, before its address is resolved.
+struct Checked {
+    port: u16,
+    weight: u32,
+    /// Trimmed.
+    address: String,
+}
+
+/// The checks of a registration that need no name lookup.
+fn check_registration(req: &RegisterRequest) -> Result<Checked, String> {
     if !valid_name(&req.service_name) {
         return Err(format!(
             "service_name `{}` must be 1-128 characters of letters, digits, `-`, `_` or `.`",
@@ -429,25 +499,7 @@ async fn validate_registration(req: RegisterRequest) -> Result<Instance, String>
     if address.is_empty() || address.contains(['/', ' ']) {
         return Err(format!("address `{}` is not an IP address or host name", req.address));
     }
-    let endpoint = resolve(&address, port).await?;
-    // Without a check of its own, an instance gets a TCP connect check, so that the health
-    // view shows a real state and a dead instance leaves the balancing set.
-    let health_check = req.health_check.or_else(|| {
-        Some(HealthCheckConfig { kind: HealthCheckKind::Tcp, ..serde_json::from_value(json!({})).expect("defaults") })
-    });
-    Ok(Instance {
-        service_id: Instance::id_for(&req.service_name, &address, port),
-        service_name: req.service_name,
-        address,
-        port,
-        endpoint,
-        tags: req.tags,
-        metadata: req.metadata,
-        weight,
-        health_check,
-        ttl_seconds: req.ttl_seconds,
-        registered_at_ms: now_millis(),
-    })
+    Ok(Checked { port, weight, address })
 }
 
 async fn resolve(address: &str, port: u16) -> Result<SocketAddr, String> {

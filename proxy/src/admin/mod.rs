@@ -6,7 +6,7 @@
 //! static files, which hold no data.
 
 mod dashboard;
-mod mesh_api;
+pub(crate) mod mesh_api;
 mod openapi;
 
 use std::net::SocketAddr;

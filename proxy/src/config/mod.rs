@@ -37,6 +37,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
     Ok(config)
 }
 
+/// Whether a configuration built in code passes the checks a loaded one does (the fuzz
+/// targets build route tables directly).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn is_valid(config: &Config) -> bool {
+    validate::validate(config).is_ok()
+}
+
 /// True when `text` has only blank lines and comments.
 fn holds_no_setting(text: &str) -> bool {
     text.lines().map(str::trim).all(|line| line.is_empty() || line.starts_with('#'))

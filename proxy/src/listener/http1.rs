@@ -157,13 +157,13 @@ where
 }
 
 /// A request the fast path serves, and whether the client lets the connection stay open.
-struct Head {
-    request: Box<ProxyRequest>,
-    keep_alive: bool,
+pub(crate) struct Head {
+    pub(crate) request: Box<ProxyRequest>,
+    pub(crate) keep_alive: bool,
 }
 
 /// What a complete request head is, to the fast path.
-enum Parsed {
+pub(crate) enum Parsed {
     /// A request it serves.
     Serve(Head),
     /// More header lines than the listener allows.
@@ -173,7 +173,7 @@ enum Parsed {
 }
 
 /// Parses the complete head `head`, allowing at most `max_headers` header lines.
-fn parse_request(head: &Bytes, max_headers: usize) -> Parsed {
+pub(crate) fn parse_request(head: &Bytes, max_headers: usize) -> Parsed {
     // httparse fills only the slots it uses; initialising all of them costs more than parsing.
     let mut slots = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
@@ -361,7 +361,9 @@ mod tests {
         assert_eq!(head.request.head.headers["host"], "example.com");
         assert_eq!(head.request.head.headers["x-custom"], "v");
         assert!(head.keep_alive);
-        let head = parse(b"GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n").expect("a plain request");
+        assert!(head.request.head_checked);
+        let head =
+            parse(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\n").expect("a plain request");
         assert!(!head.keep_alive);
     }
 
@@ -375,6 +377,12 @@ mod tests {
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
             b"G@T / HTTP/1.1\r\n\r\n",
+            // Host missing, twice, invalid, or an absolute-form target: the proxy's Host rules
+            // decide those on the hyper path.
+            b"GET / HTTP/1.1\r\nX: y\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
         ] {
             assert!(parse(wire).is_none(), "{}", String::from_utf8_lossy(wire));
         }

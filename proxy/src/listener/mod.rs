@@ -3,7 +3,7 @@
 //! machinery.
 
 mod activity;
-mod http1;
+pub(crate) mod http1;
 mod on_wake;
 mod rewind;
 

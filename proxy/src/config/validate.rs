@@ -176,6 +176,18 @@ fn validate_services<'a>(
         }
         if let Some(check) = &s.health_check {
             let at = |field| vec![Key("services"), Index(i), Key("health_check"), Key(field)];
+            for (field, value) in [("interval", check.interval), ("timeout", check.timeout)] {
+                if value.is_zero() {
+                    return Err(violation(at(field), "must be greater than zero"));
+                }
+            }
+            for (field, value) in
+                [("healthy_threshold", check.healthy_threshold), ("unhealthy_threshold", check.unhealthy_threshold)]
+            {
+                if value == 0 {
+                    return Err(violation(at(field), "must be at least 1"));
+                }
+            }
             if let Some(plugin) = &check.plugin {
                 plugin_ref(plugins, at("plugin"), plugin, PluginKind::HealthCheck)?;
                 if check.kind != HealthCheckKind::Http {
@@ -246,6 +258,24 @@ fn validate_services<'a>(
                 return Err(violation(at("hash_key"), "cookie name must not be empty"));
             }
             _ => {}
+        }
+        if s.healthy_panic_threshold > 100 {
+            return Err(violation(at("healthy_panic_threshold"), "is a percentage: 0 (off) to 100"));
+        }
+        if let Some(retry) = &s.retry {
+            let at = |field| vec![Key("services"), Index(i), Key("retry"), Key(field)];
+            if retry.budget_percent > 100 {
+                return Err(violation(at("budget_percent"), "is a percentage: 0 to 100"));
+            }
+            if retry.per_try_timeout.is_some_and(|t| t.is_zero()) {
+                return Err(violation(at("per_try_timeout"), "must be greater than zero"));
+            }
+            if retry.backoff_max < retry.backoff_base {
+                return Err(violation(at("backoff_max"), "must not be below backoff_base"));
+            }
+            if let Some(code) = retry.retriable_status_codes.iter().find(|c| !(100..=599).contains(*c)) {
+                return Err(violation(at("retriable_status_codes"), format!("{code} is not an HTTP status")));
+            }
         }
         validate_outlier(&s.outlier_detection, |field| {
             vec![Key("services"), Index(i), Key("outlier_detection"), Key(field)]
@@ -374,4 +404,35 @@ fn validate_routes(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The error `parse` gives for one service with `extra` in its table.
+    fn refusal(extra: &str) -> String {
+        let text = format!("[[services]]\nname = \"s\"\nendpoints = [{{ address = \"127.0.0.1:1\" }}]\n{extra}\n");
+        super::super::parse(Path::new("w.toml"), &text).expect_err(extra).to_string()
+    }
+
+    #[test]
+    fn nonsense_health_panic_and_retry_settings_are_refused() {
+        for (extra, expected) in [
+            ("[services.health_check]\ninterval = \"0s\"", "health_check.interval: must be greater than zero"),
+            ("[services.health_check]\ntimeout = \"0s\"", "health_check.timeout: must be greater than zero"),
+            ("[services.health_check]\nhealthy_threshold = 0", "health_check.healthy_threshold: must be at least 1"),
+            ("healthy_panic_threshold = 101", "healthy_panic_threshold: is a percentage"),
+            ("[services.retry]\nbudget_percent = 150", "retry.budget_percent: is a percentage"),
+            ("[services.retry]\nper_try_timeout = \"0s\"", "retry.per_try_timeout: must be greater than zero"),
+            ("[services.retry]\nbackoff_base = \"2s\"\nbackoff_max = \"1s\"", "retry.backoff_max: must not be below"),
+            (
+                "[services.retry]\nretriable_status_codes = [99]",
+                "retry.retriable_status_codes: 99 is not an HTTP status",
+            ),
+        ] {
+            let error = refusal(extra);
+            assert!(error.contains(expected), "{extra}: {error}");
+        }
+    }
 }

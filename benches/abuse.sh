@@ -13,15 +13,7 @@ for tool in nginx wrk python3 curl; do command -v $tool >/dev/null || { echo "ne
 ulimit -n "$(ulimit -Hn)"
 
 source benches/lib/backends.sh
-dir=$(mktemp -d)
-proxy=
-cleanup() {
-  [[ -n $proxy ]] && kill "$proxy" 2>/dev/null || true
-  stop_backends "$dir"
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-start_backends "$dir" 0
+bench_scratch 0
 sed -e 's/^idle_timeout = .*/idle_timeout = "10s"\nheader_read_timeout = "5s"/' benches/peers.toml >"$dir/wasmesh.toml"
 "$BIN" run --config "$dir/wasmesh.toml" >"$dir/proxy.log" 2>&1 & proxy=$!
 wait_http 8090

@@ -21,15 +21,7 @@ done
 [[ -x $BIN ]] || { echo "$BIN missing: cargo build --release" >&2; exit 1; }
 
 source benches/lib/backends.sh
-dir=$(mktemp -d)
-proxy=
-cleanup() {
-  [[ -n $proxy ]] && kill "$proxy" 2>/dev/null || true
-  stop_backends "$dir"
-  [[ -n ${KEEP_DIR:-} ]] || rm -rf "$dir"
-}
-trap cleanup EXIT
-start_backends "$dir" 0
+bench_scratch 0
 
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$dir/callgrind.out" \
   "$BIN" run --config "$CONFIG" >"$dir/proxy.log" 2>&1 & proxy=$!

@@ -14,15 +14,7 @@ for tool in nginx python3 curl; do command -v $tool >/dev/null || { echo "needs 
 ulimit -n $((COUNT * 2 + 1024))
 
 source benches/lib/backends.sh
-dir=$(mktemp -d)
-proxy=
-cleanup() {
-  [[ -n $proxy ]] && kill "$proxy" 2>/dev/null || true
-  stop_backends "$dir"
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-start_backends "$dir" 0
+bench_scratch 0
 cat >"$dir/nginx-proxy.conf" <<CONF
 worker_processes 1; daemon off; master_process on; pid $dir/nginx-proxy.pid; error_log $dir/proxy-error.log warn;
 worker_rlimit_nofile $((COUNT * 2 + 1024));

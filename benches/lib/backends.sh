@@ -31,3 +31,19 @@ wait_http() {
   echo "nothing answers on :$1" >&2
   return 1
 }
+
+# Makes a scratch folder, $dir, starts the backends in it on CPU, and on exit kills the proxy
+# whose pid the script keeps in $proxy, stops the backends and removes the folder (kept when
+# KEEP_DIR is set).
+#   bench_scratch CPU
+bench_scratch() {
+  dir=$(mktemp -d)
+  proxy=
+  trap bench_cleanup EXIT
+  start_backends "$dir" "$1"
+}
+bench_cleanup() {
+  [[ -n ${proxy:-} ]] && kill "$proxy" 2>/dev/null || true
+  stop_backends "$dir"
+  [[ -n ${KEEP_DIR:-} ]] || rm -rf "$dir"
+}

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::harness::{Proxy, backends, client, one_route};
+use crate::harness::{Proxy, backends, client, closed_within, one_route};
 
 /// How much the proxy's resident memory may grow while it is abused: a few KiB per abusive
 /// connection, far below what buffering the floods would take.
@@ -80,20 +80,6 @@ impl Legit {
 /// Raises this process's open-file limit: the tests hold thousands of sockets.
 fn enough_descriptors() {
     rlimit::increase_nofile_limit(u64::MAX).expect("raise the open-file limit");
-}
-
-/// Reads until the peer closes (or resets) the connection; how long that took, or `None` if it
-/// was still open at `limit`.
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        match tokio::time::timeout_at((started + limit).into(), stream.read(&mut buf)).await {
-            Err(_) => return None,
-            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
-            Ok(Ok(_)) => {}
-        }
-    }
 }
 
 #[tokio::test]

@@ -385,3 +385,18 @@ impl Drop for Etcd {
         self.kill();
     }
 }
+
+/// Reads until the peer closes (or resets) the connection; how long that took, or `None` if it
+/// was still open at `limit`.
+pub async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}

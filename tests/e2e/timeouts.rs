@@ -6,7 +6,7 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{Backlogged, Proxy, backends, client, get};
+use crate::harness::{Backlogged, Proxy, backends, client, closed_within, get};
 
 fn one_service(addr: &str, timeouts: &str) -> String {
     format!(
@@ -43,19 +43,6 @@ async fn connect_timeout_fires_against_a_backlogged_listener() {
     assert_eq!(resp.status(), 504, "{:?}", resp.headers());
     assert_eq!(resp.headers()["x-wasmesh-error"], "timeout");
     assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
-}
-
-/// Reads until EOF or error; returns how long it took, or `None` if still open at `limit`.
-async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    let mut buf = vec![0u8; 4096];
-    loop {
-        match tokio::time::timeout_at((started + limit).into(), stream.read(&mut buf)).await {
-            Err(_) => return None,
-            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
-            Ok(Ok(_)) => {}
-        }
-    }
 }
 
 #[tokio::test]

@@ -4,6 +4,9 @@
 # one request. For each proxy and state, a fresh proxy is started over three nginx backends
 # (127.0.0.1:9001-9003), warmed with a few requests, then COUNT connections are opened and
 # held (benches/lib/hold_conns.py); the proxy's RSS growth divided by COUNT is printed.
+# wasmesh runs with MIMALLOC_ALLOW_THP=0: by default its allocator asks for transparent huge
+# pages, so its RSS grows in 2 MiB steps, 0.4 KiB per connection at COUNT=5000, more than the
+# figure measured; nginx (glibc) does not ask for them.
 #   cargo build --release && ./benches/conn-memory.sh
 # Knobs: COUNT=5000 BIN=target/release/wasmesh
 set -euo pipefail
@@ -71,7 +74,7 @@ wasmesh_pid() { echo "$proxy"; }
 printf '%-8s %-24s %s\n' proxy state "KiB per connection (RSS growth / $COUNT)"
 for state in silent request; do
   label=$([[ $state == silent ]] && echo "sent nothing" || echo "idle after one request")
-  w=$(measure 8090 "$state" wasmesh_pid "$BIN" run --config "$dir/wasmesh.toml")
+  w=$(measure 8090 "$state" wasmesh_pid env MIMALLOC_ALLOW_THP=0 "$BIN" run --config "$dir/wasmesh.toml")
   n=$(measure 8081 "$state" nginx_worker nginx -c "$dir/nginx-proxy.conf")
   printf '%-8s %-24s %s\n' wasmesh "$label" "$w" nginx "$label" "$n"
 done

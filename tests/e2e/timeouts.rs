@@ -160,3 +160,44 @@ async fn a_connection_quiet_between_requests_keeps_serving_and_loses_no_bytes() 
         "closed after {closed:?}"
     );
 }
+
+#[tokio::test]
+async fn parked_connections_hold_their_place_until_they_close() {
+    // Connections that have sent nothing, and kept-alive ones quiet between requests, wait
+    // parked; each still counts against the listener's max_connections until it closes.
+    let b = backends(1).await;
+    let proxy = Proxy::start_with(
+        &one_service(&b[0].addr.to_string(), ""),
+        "idle_timeout = \"30s\"\nheader_read_timeout = \"30s\"\nmax_connections = 2",
+    )
+    .await;
+    let open = "wasmesh_downstream_connections{listener=\"main\"}";
+    let rejected = "wasmesh_downstream_connections_rejected_total{listener=\"main\"}";
+
+    let silent = TcpStream::connect(proxy.listen).await.expect("connect");
+    let mut kept = TcpStream::connect(proxy.listen).await.expect("connect");
+    assert_eq!(status_on(&mut kept, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await, "HTTP/1.1 200 OK");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(proxy.metric(open).await, Some(2.0));
+
+    // Full: a third connection is closed at once, without an answer.
+    let mut third = TcpStream::connect(proxy.listen).await.expect("connect");
+    let closed = closed_within(&mut third, Duration::from_secs(5)).await;
+    assert!(closed.is_some_and(|t| t < Duration::from_secs(2)), "third connection closed after {closed:?}");
+    assert_eq!(proxy.metric(rejected).await, Some(1.0));
+
+    // The parked ones are still served, and a client closing its parked connection frees its place.
+    assert_eq!(status_on(&mut kept, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await, "HTTP/1.1 200 OK");
+    drop(silent);
+    let mut freed = None;
+    for _ in 0..50 {
+        if proxy.metric(open).await == Some(1.0) {
+            freed = Some(());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed.is_some(), "the closed parked connection still counts as open");
+    let mut fourth = TcpStream::connect(proxy.listen).await.expect("connect");
+    assert_eq!(status_on(&mut fourth, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await, "HTTP/1.1 200 OK");
+}

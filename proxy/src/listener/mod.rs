@@ -5,6 +5,7 @@
 mod activity;
 pub(crate) mod http1;
 mod on_wake;
+mod park;
 mod rewind;
 
 use std::future::Future;
@@ -26,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use activity::{ActivityIo, Expired, Tracked, watchdog};
 use http1::Ended;
 use on_wake::on_wake;
+use park::{Lot, Waiting};
 use rewind::Rewind;
 
 use crate::body::BoxError;
@@ -177,8 +179,22 @@ pub async fn serve<F, H>(
         // connection open for good; the idle timeout already ends a dead peer's connection.
         .keep_alive_interval(None)
         .max_header_list_size(u32::try_from(limits.head.max_bytes).unwrap_or(u32::MAX));
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let listener = Arc::new(Listener { builder: Arc::new(builder), limits, metrics, tls, shutdown, make_handler });
+    let admissions = Arc::new(Admissions { slots: Semaphore::new(limits.max_connections), open: metrics.open.clone() });
+    let (lot, keeper) = Lot::new();
+    let listener = Arc::new(Listener {
+        builder: Arc::new(builder),
+        limits,
+        metrics,
+        tls,
+        shutdown,
+        tracker: tracker.clone(),
+        lot,
+        make_handler,
+    });
+    let resumer = listener.clone();
+    tracker.spawn(keeper.run(listener.shutdown.clone(), move |stream, peer, admission| {
+        resumer.resume(stream, peer, admission);
+    }));
     loop {
         let (stream, peer) = tokio::select! {
             () = listener.shutdown.cancelled() => break,
@@ -192,31 +208,49 @@ pub async fn serve<F, H>(
                 }
             },
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
+        let Some(admission) = Admission::new(&admissions) else {
             listener.metrics.rejected.inc();
             continue;
         };
-        let listener = listener.clone();
-        // Until the client sends its first bytes, and again whenever a plain HTTP/1.1
-        // connection goes quiet between requests, a connection is this small task and its
-        // socket: the buffers, timers and serving state come with the next request (the
-        // state is boxed, so that it is not part of this task's own size).
-        let task = async move {
-            let _permit = permit;
-            listener.metrics.open.inc();
-            let (mut stream, mut wait) = (stream, listener.limits.idle_timeout);
-            while listener.first_bytes(&stream, wait).await {
-                match Box::pin(listener.serve_connection(stream, peer)).await {
-                    Some((parked, quiet)) => {
-                        stream = parked;
-                        wait = listener.limits.idle_timeout.saturating_sub(quiet);
-                    }
-                    None => break,
-                }
+        // Until the client sends its first bytes, a connection waits in the lot, without a
+        // task; one whose request is already here is served at once.
+        match park::peek(&stream, std::task::Waker::noop()) {
+            std::task::Poll::Ready(true) => listener.resume(stream, peer, admission),
+            std::task::Poll::Ready(false) => {}
+            std::task::Poll::Pending => {
+                let wait = listener.limits.idle_timeout;
+                listener.lot.park(Waiting { stream, admission, wait });
             }
-            listener.metrics.open.dec();
-        };
-        tracker.spawn(task);
+        }
+    }
+}
+
+/// A listener's count of open connections, against `max_connections`.
+#[derive(Debug)]
+struct Admissions {
+    slots: Semaphore,
+    open: Gauge,
+}
+
+/// A connection's place among its listener's: counted as open, and holding one of the
+/// `max_connections` permits, until dropped. One pointer, since every parked connection
+/// holds one.
+#[derive(Debug)]
+pub struct Admission(Arc<Admissions>);
+
+impl Admission {
+    /// A place, unless the listener is full.
+    fn new(admissions: &Arc<Admissions>) -> Option<Self> {
+        admissions.slots.try_acquire().ok()?.forget();
+        admissions.open.inc();
+        Some(Self(admissions.clone()))
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.open.dec();
+        self.0.slots.add_permits(1);
     }
 }
 
@@ -227,24 +261,28 @@ struct Listener<F> {
     metrics: ListenerMetrics,
     tls: Option<TlsSource>,
     shutdown: CancellationToken,
+    tracker: TaskTracker,
+    /// Where its quiet connections wait, without a task each (see [`park`]).
+    lot: Lot,
     make_handler: F,
 }
 
 impl<F, H> Listener<F>
 where
-    F: Fn(SocketAddr) -> H,
+    F: Fn(SocketAddr) -> H + Send + Sync + 'static,
     H: Handler,
 {
-    /// Waits for the client's next bytes; `false` when the client closed, none came within
-    /// `wait` or the listener is shutting down, and the connection should close. A peek, not
-    /// `readable()`: tokio reports a freshly accepted socket readable before any byte came.
-    async fn first_bytes(&self, stream: &TcpStream, wait: Duration) -> bool {
-        let mut byte = [0u8; 1];
-        tokio::select! {
-            peeked = stream.peek(&mut byte) => matches!(peeked, Ok(n) if n > 0),
-            () = tokio::time::sleep(wait) => false,
-            () = self.shutdown.cancelled() => false,
-        }
+    /// Serves a connection whose bytes have arrived on a task of its own, and parks it again
+    /// when it goes quiet.
+    fn resume(self: &Arc<Self>, stream: TcpStream, peer: SocketAddr, admission: Admission) {
+        let listener = self.clone();
+        // Boxed: tokio copies an unboxed task future whole several times.
+        self.tracker.spawn(Box::pin(async move {
+            if let Some((stream, quiet)) = listener.serve_connection(stream, peer).await {
+                let wait = listener.limits.idle_timeout.saturating_sub(quiet);
+                listener.lot.park(Waiting { stream, admission, wait });
+            }
+        }));
     }
 
     /// Serves a connection whose first bytes have arrived: the TLS handshake if the listener

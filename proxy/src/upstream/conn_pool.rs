@@ -34,6 +34,10 @@ pub struct ConnSettings {
     pub max_idle: usize,
 }
 
+/// How long a pooled connection sits unused before it gives its buffers back: long enough
+/// that a busy pool keeps them warm.
+const QUIET: Duration = Duration::from_secs(1);
+
 /// The connections of one endpoint and the handles to count them.
 #[derive(Debug)]
 pub struct ConnPool {
@@ -108,13 +112,18 @@ impl ConnPool {
         let _ = self.idle.push((conn, now));
     }
 
-    /// Closes idle connections that expired or that the endpoint closed.
+    /// Closes idle connections that expired or that the endpoint closed, and has those idle
+    /// for [`QUIET`] give their buffers back (they come again with the next exchange).
     pub fn sweep(&self) {
         let now = Instant::now();
         self.h2.sweep(crate::clock::millis_at(now), self.settings.idle_timeout);
         for _ in 0..self.idle.len() {
             let Some((mut conn, since)) = self.idle.pop() else { break };
-            if now.duration_since(since) < self.settings.idle_timeout && conn.stream_mut().still_open() {
+            let idle = now.duration_since(since);
+            if idle < self.settings.idle_timeout && conn.stream_mut().still_open() {
+                if idle >= QUIET {
+                    conn.release_buffers();
+                }
                 let _ = self.idle.push((conn, since));
             }
         }

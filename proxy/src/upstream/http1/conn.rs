@@ -42,6 +42,15 @@ impl Conn {
         }
     }
 
+    /// Frees the buffers of a connection that waits unused in the pool; the next exchange
+    /// allocates them again. Keeps them when they hold unread bytes.
+    pub fn release_buffers(&mut self) {
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 0 {
+            self.read_buf = BytesMut::new();
+            self.write_buf = BytesMut::new();
+        }
+    }
+
     /// The underlying stream.
     pub fn stream_mut(&mut self) -> &mut UpstreamStream {
         &mut self.stream

@@ -34,9 +34,11 @@ wait_http() {
 
 # Makes a scratch folder, $dir, starts the backends in it on CPU, and on exit kills the proxy
 # whose pid the script keeps in $proxy, stops the backends and removes the folder (kept when
-# KEEP_DIR is set).
+# KEEP_DIR is set). Benchmarks use fixed ports, so one waits for another to finish.
 #   bench_scratch CPU
 bench_scratch() {
+  exec {bench_lock}>"${TMPDIR:-/tmp}/wasmesh-bench.lock"
+  flock "$bench_lock"
   dir=$(mktemp -d)
   proxy=
   trap bench_cleanup EXIT

@@ -130,16 +130,21 @@ pub enum Expired {
     Quiet(Duration),
 }
 
-/// The longest the watchdog sleeps: how soon a quiet connection is parked (see
-/// [`Expired::Quiet`]).
+/// The longest the watchdog sleeps.
 const MAX_TICK: Duration = Duration::from_secs(1);
+
+/// The longest the watchdog of a connection that can be parked sleeps: how soon a quiet one is
+/// parked (see [`Expired::Quiet`]). Short, so that a burst of clients that each send a request
+/// and then wait does not hold a burst's worth of serving state; long enough that a client
+/// sending its requests back to back is never parked between them.
+const PARK_TICK: Duration = Duration::from_millis(250);
 
 /// Resolves when the connection has been idle for `idle` (its write stalled, or not), or has
 /// been receiving one request head for `head` (each to within a quarter of the smaller period,
-/// or a second), or, with `park`, when it can be parked (see [`Expired::Quiet`]).
+/// or a second, or a quarter second with `park`), or, with `park`, when it can be parked (see [`Expired::Quiet`]).
 /// After [`Expired::Idle`] with a request in flight, call again: the response may stall next.
 pub async fn watchdog(activity: Arc<ConnActivity>, idle: Duration, head: Duration, park: bool) -> Expired {
-    let tick = (idle.min(head) / 4).min(MAX_TICK);
+    let tick = (idle.min(head) / 4).min(if park { PARK_TICK } else { MAX_TICK });
     let (mut quiet, mut pending) = (Duration::ZERO, Duration::ZERO);
     let mut last_started = activity.started.load(Ordering::Relaxed);
     loop {

@@ -3,8 +3,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::validate::Violation;
-
 /// A configuration problem, located in its source file.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ConfigError {
@@ -54,6 +52,13 @@ impl ConfigError {
         let line = locate(text, &v.path);
         Self { file: path.to_owned(), line, field: render_path(&v.path), message: v.message }
     }
+}
+
+/// One broken rule, with the path of the field that breaks it.
+#[derive(Debug)]
+pub(crate) struct Violation {
+    pub path: Vec<Segment>,
+    pub message: String,
 }
 
 /// One step of a field path: a table key or an array index.

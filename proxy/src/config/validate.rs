@@ -3,14 +3,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::error::Segment::{self, Index, Key};
+use super::error::Violation;
 use super::schema::*;
-
-/// One broken rule, with the path of the field that breaks it.
-#[derive(Debug)]
-pub(crate) struct Violation {
-    pub path: Vec<Segment>,
-    pub message: String,
-}
 
 fn violation(path: Vec<Segment>, message: impl Into<String>) -> Violation {
     Violation { path, message: message.into() }

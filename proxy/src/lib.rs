@@ -16,6 +16,7 @@ pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod listener;
+pub mod listener_set;
 pub mod mesh;
 pub mod message;
 pub mod plugin;

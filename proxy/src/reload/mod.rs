@@ -23,8 +23,8 @@ pub use settle::{SETTLE, SETTLE_LIMIT, SettleError, read_settled};
 pub use watch::watch;
 
 use crate::config::{self, Config, ConfigError};
+use crate::listener_set::ListenerSet;
 use crate::mesh::Mesh;
-use crate::server::ListenerSet;
 use crate::telemetry::metrics::ReloadLabels;
 
 /// A file the configuration in force was read from.

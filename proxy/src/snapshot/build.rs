@@ -5,10 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use super::inputs::{Assets, LoadedPlugin};
 use super::{CALL_LISTENER, HashKey, ListenerRoutes, Route, Service, ServicePolicy, Snapshot, Tracing};
 use crate::clock::now_millis;
 use crate::config::{Config, HashKeyConfig, ServiceConfig, TracingConfig, UpstreamProtocol};
-use crate::mesh::{Assets, LoadedPlugin};
 use crate::plugin::{BalancerPlugin, Plugin};
 use crate::registry::{Instance, InstanceSet};
 use crate::routing::{Matcher, Rewrite};

@@ -6,6 +6,7 @@
 //! snapshot for the endpoints and services that still exist.
 
 mod build;
+mod inputs;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::time::{Duration, SystemTime};
 use http::{HeaderMap, HeaderName};
 
 pub(crate) use build::{Carried, build};
+pub use inputs::{Assets, LoadError, LoadedPlugin};
 
 use crate::config::{CircuitBreakerConfig, Config, HealthCheckConfig, OutlierConfig, RetryConfig};
 use crate::contract::Contracts;

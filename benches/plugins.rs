@@ -10,7 +10,8 @@ use std::path::PathBuf;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use wasmesh::config::PluginConfig;
-use wasmesh::plugin::{self, Plugin, PluginCounters, PluginMetricFamilies, RequestView, ResponseView};
+use wasmesh::plugin::{self, Plugin, PluginCounters, RequestView, ResponseView};
+use wasmesh::telemetry::metrics::PluginMetricFamilies;
 
 fn load(name: &str, kind: &str, file: &str, config: &str) -> Plugin {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("plugins/target/wasm32-wasip2/release").join(file);

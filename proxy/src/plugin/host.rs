@@ -4,24 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use wasmtime::StoreLimits;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::router::wasmesh::plugin::{log, metrics};
-use crate::telemetry::histogram::DurationHistogram;
-use crate::telemetry::metrics::PluginMetricLabels;
-
-/// Metric families plugins write into, labelled with the plugin's name.
-#[derive(Debug, Clone, Default)]
-pub struct PluginMetricFamilies {
-    /// `counter-add`.
-    pub counters: Family<PluginMetricLabels, Counter>,
-    /// `histogram-record` (values in microseconds).
-    pub histograms: Family<PluginMetricLabels, DurationHistogram>,
-}
+use crate::telemetry::metrics::{PluginMetricFamilies, PluginMetricLabels};
 
 /// Per-store state of a plugin instance.
 pub struct HostState {

@@ -20,6 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store};
 
+use crate::telemetry::metrics::PluginMetricFamilies;
 use balancer_world::BalancerPre;
 pub use bindings::types;
 use bindings::{
@@ -31,7 +32,7 @@ pub use head::pack_change;
 use head::with_scratch;
 pub use head::{Change, Changes, HeaderInterest, MalformedChanges, RequestView, ResponseView, changes};
 use health_world::HealthCheckPre;
-pub use host::{HostState, PluginMetricFamilies};
+pub use host::HostState;
 use router_world::RouterPre;
 
 use crate::config::{FailMode, PluginConfig, PluginKind};

@@ -124,6 +124,15 @@ pub struct PluginMetricLabels {
     pub name: String,
 }
 
+/// Metric families plugins write into, labelled with the plugin's name.
+#[derive(Debug, Clone, Default)]
+pub struct PluginMetricFamilies {
+    /// `counter-add`.
+    pub counters: Family<PluginMetricLabels, Counter>,
+    /// `histogram-record` (values in microseconds).
+    pub histograms: Family<PluginMetricLabels, DurationHistogram>,
+}
+
 /// Labels of per-plugin metrics.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabels {
@@ -212,7 +221,7 @@ pub struct Metrics {
     /// Plugin hook calls, every one (the duration histogram times a sample).
     pub plugin_calls: Family<PluginHookLabels, Counter>,
     /// Metrics plugins record through their `metrics` import.
-    pub plugin_families: crate::plugin::PluginMetricFamilies,
+    pub plugin_families: PluginMetricFamilies,
     /// Configuration reloads, by outcome.
     pub reloads: Family<ReloadLabels, Counter>,
     /// Bodies that broke a service contract.
@@ -252,7 +261,7 @@ impl Metrics {
         let plugin_call_duration =
             Family::<_, _, fn() -> DurationHistogram>::new_with_constructor(DurationHistogram::plugin_calls);
         let plugin_calls = Family::default();
-        let plugin_families = crate::plugin::PluginMetricFamilies::default();
+        let plugin_families = PluginMetricFamilies::default();
         let reloads = Family::default();
         let contract_violations = Family::default();
         let reload_duration = prometheus_client::metrics::histogram::Histogram::new(

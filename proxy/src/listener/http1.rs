@@ -411,12 +411,15 @@ mod tests {
     fn head_of(status: u16, headers: &[(&str, &str)], body: Body, head_only: bool, close: bool) -> (String, Framing) {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
-            map.append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            map.append(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
         }
         let mut out = BytesMut::new();
-        let status = StatusCode::from_u16(status).unwrap();
+        let status = StatusCode::from_u16(status).expect("status");
         let framing = encode_head(&status, None, &map, &body, head_only, close, &mut out);
-        (String::from_utf8(out.to_vec()).unwrap(), framing)
+        (String::from_utf8(out.to_vec()).expect("ASCII head"), framing)
     }
 
     #[test]

@@ -21,6 +21,12 @@ pub struct HostState {
     families: PluginMetricFamilies,
 }
 
+impl std::fmt::Debug for HostState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostState").field("plugin", &self.plugin).finish_non_exhaustive()
+    }
+}
+
 impl HostState {
     /// State for an instance of `plugin` capped at `memory_bytes` of linear memory.
     pub fn new(plugin: Arc<str>, memory_bytes: usize, families: PluginMetricFamilies) -> Self {

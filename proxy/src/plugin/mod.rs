@@ -205,6 +205,12 @@ pub struct Instance<W: World> {
     bindings: W::Bindings,
 }
 
+impl<W: World> std::fmt::Debug for Instance<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance").finish_non_exhaustive()
+    }
+}
+
 /// Everything shared by plugins of every kind.
 pub struct Common<W: World> {
     name: Arc<str>,

@@ -83,6 +83,7 @@ impl TraceContext {
 }
 
 /// Lower-case hex of an id, as logs and headers show it.
+#[derive(Debug)]
 pub struct Hex<'a>(pub &'a [u8]);
 
 impl fmt::Display for Hex<'_> {

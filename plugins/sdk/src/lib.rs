@@ -24,6 +24,8 @@
 
 pub mod alloc;
 
+include!(concat!(env!("OUT_DIR"), "/wit_package.rs"));
+
 /// Plugins are single-threaded components: the size-class allocator needs no locking.
 #[cfg(all(feature = "allocator", target_arch = "wasm32"))]
 #[global_allocator]
@@ -173,11 +175,11 @@ macro_rules! __export_world {
     ($ty:ident, $world:ident, $bindings:ident, $(($name:literal, $cabi:ident, $post:ident)),+) => {
         $crate::$world::$bindings!($ty with_types_in $crate::$world);
         const _: () = {
-            #[unsafe(export_name = "wasmesh:plugin/lifecycle@0.5.0#init")]
+            #[unsafe(export_name = concat!($crate::__wit_interface!(lifecycle), "#init"))]
             unsafe extern "C" fn init(arg0: *mut u8, arg1: usize) -> *mut u8 {
                 unsafe { $crate::$world::exports::wasmesh::plugin::lifecycle::_export_init_cabi::<$ty>(arg0, arg1) }
             }
-            #[unsafe(export_name = "cabi_post_wasmesh:plugin/lifecycle@0.5.0#init")]
+            #[unsafe(export_name = concat!("cabi_post_", $crate::__wit_interface!(lifecycle), "#init"))]
             unsafe extern "C" fn init_post_return(arg0: *mut u8) {
                 unsafe { $crate::$world::exports::wasmesh::plugin::lifecycle::__post_return_init::<$ty>(arg0) }
             }
@@ -498,6 +500,13 @@ mod tests {
             out.extend_from_slice(f);
         }
         out
+    }
+
+    #[test]
+    fn export_names_follow_the_wit_package() {
+        let (name, version) = WIT_PACKAGE.split_once('@').expect("a versioned package");
+        assert_eq!(__wit_interface!(lifecycle), format!("{name}/lifecycle@{version}"));
+        assert!(include_str!("../../../wit/plugin.wit").contains(&format!("\npackage {WIT_PACKAGE};\n")));
     }
 
     #[test]

@@ -1,0 +1,35 @@
+//! Reads the package name and version from `wit/plugin.wit`, the file the bindings (here and in
+//! the host) are generated from, so that the export names the SDK writes by hand
+//! (`wasmesh:plugin/lifecycle@<version>#init`) follow the WIT without repeating its version.
+//! Writes `$OUT_DIR/wit_package.rs`, included by `src/lib.rs`.
+
+use std::path::PathBuf;
+
+fn main() {
+    let wit = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("../../wit/plugin.wit");
+    println!("cargo::rerun-if-changed={}", wit.display());
+    let text = std::fs::read_to_string(&wit).unwrap_or_else(|e| panic!("{}: {e}", wit.display()));
+    // `package wasmesh:plugin@0.5.0;`
+    let package = text
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("package ")?.strip_suffix(';'))
+        .unwrap_or_else(|| panic!("{}: no `package <name>@<version>;` line", wit.display()));
+    let (name, version) =
+        package.split_once('@').unwrap_or_else(|| panic!("{}: package `{package}` has no version", wit.display()));
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("wit_package.rs");
+    let code = format!(
+        r#"/// The WIT package the plugin worlds belong to, as `wit/plugin.wit` declares it.
+pub const WIT_PACKAGE: &str = "{package}";
+
+/// The export name of interface `$name` of the WIT package: `{name}/<name>@{version}`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __wit_interface {{
+    ($name:ident) => {{
+        concat!("{name}/", stringify!($name), "@{version}")
+    }};
+}}
+"#
+    );
+    std::fs::write(&out, code).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+}

@@ -2,10 +2,28 @@
 //! the host) are generated from, so that the export names the SDK writes by hand
 //! (`wasmesh:plugin/lifecycle@<version>#init`) follow the WIT without repeating its version.
 //! Writes `$OUT_DIR/wit_package.rs`, included by `src/lib.rs`.
+//!
+//! Also sets `cfg(world)` when one world's feature is enabled (the items every world has, such as
+//! `Interest` and `export!`), and refuses more than one: each world's bindings define the same
+//! lifecycle export, which a component holds once.
 
 use std::path::PathBuf;
 
 fn main() {
+    println!("cargo::rustc-check-cfg=cfg(world)");
+    let worlds: Vec<&str> = ["router", "filter", "balancer", "health-check"]
+        .into_iter()
+        .filter(|w| std::env::var_os(format!("CARGO_FEATURE_{}", w.to_uppercase().replace('-', "_"))).is_some())
+        .collect();
+    match worlds[..] {
+        [] => {}
+        [_] => println!("cargo::rustc-cfg=world"),
+        _ => panic!(
+            "wasmesh-plugin-sdk: features {worlds:?} are enabled together; a plugin implements one world, so enable \
+             one (in a workspace, build one plugin per cargo invocation: features are unified across packages)"
+        ),
+    }
+
     let wit = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo")).join("../../wit/plugin.wit");
     println!("cargo::rerun-if-changed={}", wit.display());
     let text = std::fs::read_to_string(&wit).unwrap_or_else(|e| panic!("{}: {e}", wit.display()));

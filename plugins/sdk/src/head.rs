@@ -235,10 +235,11 @@ fn field(buf: &[u8], at: usize) -> Option<(usize, usize)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn pack(fields: &[&[u8]]) -> Vec<u8> {
+    /// `fields`, each a little-endian u32 length and its bytes, as the host packs heads.
+    pub(crate) fn pack(fields: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::new();
         for f in fields {
             out.extend_from_slice(&(f.len() as u32).to_le_bytes());

@@ -343,6 +343,7 @@ mod tests {
             unsafe { deferred::call(|| result as *mut u8, cleanup) as usize }
         };
         assert_eq!((call(16, Some(free)), freed()), (16, vec![]), "the host still has to read it");
+        // SAFETY: as in `call`.
         let second = unsafe {
             deferred::call(
                 || {

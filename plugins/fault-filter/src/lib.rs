@@ -3,78 +3,71 @@
 //! (1 = always); otherwise answer `proceed` with an `x-fault-filter: ok` header. The default
 //! mode is `ok`, so an empty config makes a well-behaved filter (the reload tests swap it in).
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
+use wasmesh_plugin_sdk::{Changes, Filter, FilterAction, Hooks, Interest, Request};
 
-use wasmesh_plugin_sdk::Changes;
-use wasmesh_plugin_sdk::filter::exports::wasmesh::plugin::lifecycle;
-use wasmesh_plugin_sdk::filter::{FilterAction, Guest, Hooks, Interest, RequestHead, ResponseHead};
+#[derive(serde::Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum Mode {
+    Trap,
+    Loop,
+    Alloc,
+    Stdout,
+    #[default]
+    Ok,
+}
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Config {
-    #[serde(default = "ok")]
-    mode: String,
+struct Fault {
+    #[serde(default)]
+    mode: Mode,
     #[serde(default = "one")]
     every: u64,
-}
-
-fn ok() -> String {
-    "ok".to_owned()
+    /// Calls into this instance.
+    #[serde(skip)]
+    calls: u64,
 }
 
 fn one() -> u64 {
     1
 }
 
-static CONFIG: OnceLock<Config> = OnceLock::new();
-static CALLS: AtomicU64 = AtomicU64::new(0);
+impl Filter for Fault {
+    type Config = Self;
 
-struct Fault;
-
-impl lifecycle::Guest for Fault {
-    fn init(config_json: String) -> Result<Interest, String> {
-        wasmesh_plugin_sdk::init_panic_hook();
-        let config: Config = serde_json::from_str(&config_json).map_err(|e| format!("config: {e}"))?;
-        if !["trap", "loop", "alloc", "stdout", "ok"].contains(&config.mode.as_str()) {
-            return Err(format!("config.mode: unknown mode `{}`", config.mode));
-        }
-        let _ = CONFIG.set(config);
-        Ok(Interest::headers::<String>([]).hooks(Hooks::ON_REQUEST))
+    fn new(config: Self) -> Result<Self, String> {
+        Ok(config)
     }
-}
 
-impl Guest for Fault {
-    fn on_request(_req: RequestHead) -> FilterAction {
-        let cfg = CONFIG.get().expect("init ran");
-        let n = CALLS.fetch_add(1, Ordering::Relaxed) + 1;
-        if n.is_multiple_of(cfg.every.max(1)) {
-            match cfg.mode.as_str() {
-                "trap" => unreachable!("fault-filter: trap on purpose"),
-                "loop" => {
+    fn interest(&self) -> Interest {
+        Interest::no_headers().hooks(Hooks::ON_REQUEST)
+    }
+
+    fn on_request(&mut self, _req: &Request) -> FilterAction {
+        self.calls += 1;
+        if self.calls.is_multiple_of(self.every.max(1)) {
+            match self.mode {
+                Mode::Trap => unreachable!("fault-filter: trap on purpose"),
+                Mode::Loop => {
                     let mut x = 0u64;
                     loop {
                         x = std::hint::black_box(x.wrapping_add(1));
                     }
                 }
                 // Plugins have no stdio: the host must contain this, not crash.
-                "stdout" => println!("fault-filter writes to stdout"),
-                "alloc" => {
+                Mode::Stdout => println!("fault-filter writes to stdout"),
+                Mode::Alloc => {
                     let mut hoard: Vec<Vec<u8>> = Vec::new();
                     loop {
                         hoard.push(vec![1u8; 1 << 20]);
                         std::hint::black_box(&hoard);
                     }
                 }
-                _ => {}
+                Mode::Ok => {}
             }
         }
         FilterAction::Mutate(Changes::new().set("x-fault-filter", "ok").into())
     }
-
-    fn on_response(_resp: ResponseHead) -> FilterAction {
-        FilterAction::Proceed
-    }
 }
 
-wasmesh_plugin_sdk::filter::export_filter!(Fault with_types_in wasmesh_plugin_sdk::filter);
+wasmesh_plugin_sdk::export!(Fault);

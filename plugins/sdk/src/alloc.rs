@@ -44,6 +44,8 @@ impl<A: GlobalAlloc> SizeClasses<A> {
     }
 }
 
+// SAFETY: a class block is `size` bytes of the backing allocator's, aligned to 16, handed out
+// once until freed; every other layout is the backing allocator's own.
 unsafe impl<A: GlobalAlloc> GlobalAlloc for SizeClasses<A> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let Some((class, size)) = Self::class(layout) else {
@@ -85,6 +87,7 @@ mod tests {
         let heap = SizeClasses::new(System);
         let small = Layout::from_size_align(20, 4).expect("layout");
         let other = Layout::from_size_align(100, 8).expect("layout");
+        // SAFETY: each block is written within its layout and freed once, with that layout.
         unsafe {
             let a = heap.alloc(small);
             a.write_bytes(0xab, 20);
@@ -107,6 +110,7 @@ mod tests {
         assert_eq!(SizeClasses::<System>::class(Layout::from_size_align(0, 1).expect("layout")), Some((0, 16)));
         let heap = SizeClasses::new(System);
         let big = Layout::from_size_align(4096, 8).expect("layout");
+        // SAFETY: the block is written within its layout and freed once, with that layout.
         unsafe {
             let p = heap.alloc(big);
             p.write_bytes(1, 4096);

@@ -6,57 +6,28 @@
 //! Config: `{ zone = "eu-1", zone_header = "x-zone", zone_key = "zone", min_local = 1 }`
 //! (`zone_key` is the endpoint metadata label holding its zone).
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
-
-use wasmesh_plugin_sdk::Request;
-use wasmesh_plugin_sdk::balancer::exports::wasmesh::plugin::lifecycle;
-use wasmesh_plugin_sdk::balancer::{Endpoint, Guest, Interest, RequestHead};
+use wasmesh_plugin_sdk::{Balancer, Endpoint, Interest, Request};
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Config {
-    #[serde(default)]
+struct ZoneBalancer {
     zone: Option<String>,
-    #[serde(default)]
     zone_header: Option<String>,
-    #[serde(default = "Config::default_zone_key")]
+    #[serde(default = "ZoneBalancer::default_zone_key")]
     zone_key: String,
-    #[serde(default = "Config::default_min_local")]
+    #[serde(default = "ZoneBalancer::default_min_local")]
     min_local: usize,
+    /// Rotates the start of the tie-break; per instance, which is enough to spread ties.
+    #[serde(skip)]
+    turn: usize,
 }
 
-impl Config {
+impl ZoneBalancer {
     fn default_zone_key() -> String {
         "zone".into()
     }
     fn default_min_local() -> usize {
         1
-    }
-}
-
-static CONFIG: OnceLock<Config> = OnceLock::new();
-/// Rotates the start of the tie-break; per instance, which is enough to spread ties.
-static TURN: AtomicU32 = AtomicU32::new(0);
-
-struct ZoneBalancer;
-
-impl lifecycle::Guest for ZoneBalancer {
-    fn init(config_json: String) -> Result<Interest, String> {
-        wasmesh_plugin_sdk::init_panic_hook();
-        let mut config: Config = serde_json::from_str(&config_json).map_err(|e| format!("config: {e}"))?;
-        if config.zone.is_none() && config.zone_header.is_none() {
-            return Err("config: set `zone`, `zone_header`, or both".into());
-        }
-        if config.min_local == 0 {
-            return Err("config.min_local: must be at least 1".into());
-        }
-        if let Some(name) = &mut config.zone_header {
-            name.make_ascii_lowercase();
-        }
-        let interest = Interest::headers(config.zone_header.clone());
-        let _ = CONFIG.set(config);
-        Ok(interest)
     }
 }
 
@@ -69,21 +40,39 @@ fn cost(e: &Endpoint) -> u64 {
     (u64::from(e.ewma_latency_us) + 1) * (u64::from(e.in_flight) + 1) * 1000 / u64::from(e.weight.max(1))
 }
 
-impl Guest for ZoneBalancer {
-    fn pick(req: RequestHead, candidates: Vec<Endpoint>) -> Option<u32> {
-        let cfg = CONFIG.get()?;
-        let req = Request::new(req);
-        let wanted = cfg.zone_header.as_deref().and_then(|h| req.header(h)).or(cfg.zone.as_deref());
-        let local = |e: &Endpoint| e.healthy && wanted.is_some() && zone_of(e, &cfg.zone_key) == wanted;
+impl Balancer for ZoneBalancer {
+    type Config = Self;
+
+    fn new(mut config: Self) -> Result<Self, String> {
+        if config.zone.is_none() && config.zone_header.is_none() {
+            return Err("config: set `zone`, `zone_header`, or both".into());
+        }
+        if config.min_local == 0 {
+            return Err("config.min_local: must be at least 1".into());
+        }
+        if let Some(name) = &mut config.zone_header {
+            name.make_ascii_lowercase();
+        }
+        Ok(config)
+    }
+
+    fn interest(&self) -> Interest {
+        Interest::headers(self.zone_header.clone())
+    }
+
+    fn pick(&mut self, req: &Request, candidates: &[Endpoint]) -> Option<u32> {
+        let wanted = self.zone_header.as_deref().and_then(|h| req.header(h)).or(self.zone.as_deref());
+        let local = |e: &Endpoint| e.healthy && wanted.is_some() && zone_of(e, &self.zone_key) == wanted;
         let local_count = candidates.iter().filter(|e| local(e)).count();
         // The host passes only endpoints it would route to; in its panic mode they may all be
         // unhealthy, and then health cannot rank them.
         let any_healthy = candidates.iter().any(|e| e.healthy);
         let in_scope = |e: &Endpoint| {
-            if local_count >= cfg.min_local { local(e) } else { e.healthy || !any_healthy }
+            if local_count >= self.min_local { local(e) } else { e.healthy || !any_healthy }
         };
         let n = candidates.len();
-        let start = TURN.fetch_add(1, Ordering::Relaxed) as usize;
+        let start = self.turn;
+        self.turn = self.turn.wrapping_add(1);
         (0..n)
             .map(|k| (start + k) % n)
             .filter(|&i| in_scope(&candidates[i]))
@@ -92,4 +81,4 @@ impl Guest for ZoneBalancer {
     }
 }
 
-wasmesh_plugin_sdk::balancer::export_balancer!(ZoneBalancer with_types_in wasmesh_plugin_sdk::balancer);
+wasmesh_plugin_sdk::export!(ZoneBalancer);

@@ -21,7 +21,7 @@ use hyper::upgrade::OnUpgrade;
 
 pub use headers::{add_forwarded, check_request_head, ensure_host, is_upgrade, strip_hop_by_hop};
 use observe::{Finished, Observer};
-use response::{Answer, InFlight, ResponseBody, SHED_HEADER, local};
+use response::{Answer, ResponseBody, SHED_HEADER, local};
 
 use crate::body::Body;
 use crate::clock::{millis_at, now_millis};
@@ -29,7 +29,7 @@ use crate::config::FailMode;
 use crate::mesh::Mesh;
 use crate::message::{ProxyRequest, ProxyResponse};
 use crate::plugin::types::{FilterAction, Hooks, RouteDecision};
-use crate::plugin::{BalancerPlugin, ResponseView};
+use crate::plugin::{HookCalls, ResponseView};
 use crate::routing::{RequestView, host_without_port};
 use crate::snapshot::{Route, Service};
 use crate::telemetry::metrics::ErrorKind;
@@ -37,11 +37,12 @@ use crate::telemetry::metrics::{ServiceEndpointLabels, ServiceLabels, ServiceRea
 use crate::upstream::balance::PickContext;
 use crate::upstream::breaker::{Shed, Transition};
 use crate::upstream::conn_pool::ConnectError;
-use crate::upstream::endpoint::Health;
 use crate::upstream::http1::{Exchange, Http1Error};
 use crate::upstream::http2::Http2Error;
+use crate::upstream::in_flight::InFlight;
 use crate::upstream::outlier::{self, Outcome};
 use crate::upstream::retry::{Attempt as RetryAttempt, Tried, backoff, should_retry};
+use crate::upstream::select;
 use crate::upstream::{self, Limits, Transport, UpstreamError};
 use crate::wire;
 
@@ -272,7 +273,7 @@ async fn dispatch(
     let (endpoint_idx, now, answered_ms, result) = loop {
         attempt += 1;
         let pick_ms = if attempt == 1 { now_ms } else { now_millis() };
-        let idx = match pick(service, &ctx, pick_ms, &tried, balancer_head.as_ref(), &mut obs) {
+        let idx = match select::pick(service, &ctx, pick_ms, &tried, balancer_head.as_ref(), &mut obs) {
             Ok(Some(idx)) => idx,
             Ok(None) => {
                 route.metrics.count_error(ErrorKind::no_endpoint);
@@ -495,64 +496,6 @@ fn response_filters(
     None
 }
 
-/// Chooses an endpoint: routable ones (not failing active checks, not ejected; degraded ones
-/// only while no healthy one is routable) unless too few are, in which case all (panic mode,
-/// as Envoy); endpoints already tried are avoided while others remain. A balancer plugin,
-/// when the service has one, chooses among the same candidates; `Err` is its failed-closed
-/// plugin that failed closed.
-fn pick<'s>(
-    service: &'s Service,
-    ctx: &PickContext,
-    now_ms: u64,
-    tried: &Tried,
-    head: Option<&crate::plugin::PackedRequest>,
-    obs: &mut Observer,
-) -> Result<Option<usize>, &'s BalancerPlugin> {
-    let endpoints = &service.endpoints;
-    let filter = service.filters_endpoints();
-    let routable = |i: usize| !filter || endpoints[i].stats.is_routable(now_ms);
-    let degraded = |i: usize| filter && endpoints[i].stats.health() == Health::Degraded;
-    let (mut up, mut preferred) = (0, 0);
-    if filter {
-        for i in (0..endpoints.len()).filter(|&i| routable(i)) {
-            up += 1;
-            preferred += usize::from(!degraded(i));
-        }
-    }
-    let panic = filter && up * 100 < endpoints.len() * usize::from(service.policy.panic_threshold);
-    let avoid_degraded = preferred > 0 && preferred < up;
-    let allowed = |i: usize| panic || (routable(i) && !(avoid_degraded && degraded(i)));
-    let untried = |i: usize| !tried.contains(i);
-    if let (Some(plugin), Some(head)) = (&service.balancer_plugin, head) {
-        let mut ids: Vec<usize> = (0..endpoints.len()).filter(|&i| allowed(i) && untried(i)).collect();
-        if ids.is_empty() && !tried.is_empty() {
-            ids = (0..endpoints.len()).filter(|&i| allowed(i)).collect();
-        }
-        if ids.is_empty() {
-            return Ok(None);
-        }
-        let candidates: Vec<_> =
-            ids.iter().map(|&i| crate::plugin::endpoint_view(i as u32, &endpoints[i], ctx.now, now_ms)).collect();
-        match obs.plugin_call(plugin.name(), "pick", || plugin.pick(head, &candidates)) {
-            Ok(Some(choice)) if (choice as usize) < ids.len() => return Ok(Some(ids[choice as usize])),
-            // Declined: the service's own policy picks.
-            Ok(None) => {}
-            Ok(Some(choice)) => {
-                tracing::debug!(plugin = plugin.name(), choice, candidates = ids.len(), "balancer chose no candidate");
-                if plugin.fail == FailMode::Closed {
-                    return Err(plugin);
-                }
-            }
-            Err(_) if plugin.fail == FailMode::Closed => return Err(plugin),
-            Err(_) => {}
-        }
-    }
-    Ok(service
-        .balancer
-        .pick(ctx, endpoints, &|i| allowed(i) && untried(i))
-        .or_else(|| if tried.is_empty() { None } else { service.balancer.pick(ctx, endpoints, &allowed) }))
-}
-
 /// The URI of a request to `endpoint` for `path`.
 fn upstream_uri(endpoint: &crate::upstream::Endpoint, path: &PathAndQuery) -> Uri {
     let mut uri = http::uri::Parts::default();
@@ -621,48 +564,4 @@ fn classify_http2(e: &hyper::Error) -> ErrorKind {
         cause = c.source();
     }
     ErrorKind::upstream_reset
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::snapshot::{Carried, Snapshot};
-
-    /// A snapshot with one service of `n` endpoints balanced by `balance` (`extra`: more keys).
-    fn snapshot(n: usize, balance: &str, extra: &str) -> Snapshot {
-        let endpoints: Vec<String> = (0..n).map(|i| format!("{{ address = \"127.0.0.1:{}\" }}", 20_000 + i)).collect();
-        let text = format!(
-            "[[listeners]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\n[[routes]]\nname = \"r\"\nservice = \"s\"\n\
-             [[services]]\nname = \"s\"\nbalance = \"{balance}\"\n{extra}\nendpoints = [{}]\n",
-            endpoints.join(", ")
-        );
-        let config = crate::config::parse(std::path::Path::new("test.toml"), &text).expect("valid configuration");
-        let metrics = crate::telemetry::Metrics::new();
-        let assets = crate::mesh::Assets::default();
-        crate::snapshot::build(Arc::new(config), &[], &assets, &Arc::default(), 1, &mut Carried::default(), &metrics)
-    }
-
-    #[test]
-    fn every_try_gets_a_different_endpoint_on_a_service_of_more_than_64() {
-        const ENDPOINTS: usize = 100;
-        for (balance, extra, hash) in [
-            ("ring_hash", "hash_key = { source = \"header\", name = \"x-user\" }", Some(0x5eed)),
-            ("random", "", None),
-            ("least_request", "", None),
-        ] {
-            let snap = snapshot(ENDPOINTS, balance, extra);
-            let service = &snap.services[0];
-            let (mut parts, ()) = Request::new(()).into_parts();
-            let mut obs = Observer::start(&snap, &mut parts);
-            let ctx = PickContext { hash, now: Instant::now() };
-            let mut tried = Tried::default();
-            for attempt in 0..ENDPOINTS {
-                let idx = pick(service, &ctx, now_millis(), &tried, None, &mut obs).ok().flatten().expect("a pick");
-                assert!(!tried.contains(idx), "{balance}: attempt {attempt} picked endpoint {idx} again");
-                tried.insert(idx);
-            }
-            let again = pick(service, &ctx, now_millis(), &tried, None, &mut obs).ok().flatten();
-            assert!(again.is_some(), "{balance}: once every endpoint was tried, one is tried again");
-        }
-    }
 }

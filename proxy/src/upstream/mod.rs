@@ -1,5 +1,6 @@
-//! Upstream side of the proxy: endpoints, load balancing, connection pools and the clients
-//! that speak HTTP/1.1 and HTTP/2 to endpoints, over TCP or TLS.
+//! Upstream side of the proxy: endpoints, load balancing and endpoint selection
+//! (`select.rs`), connection pools and the clients that speak HTTP/1.1 and HTTP/2 to
+//! endpoints, over TCP or TLS.
 
 pub mod balance;
 pub mod breaker;
@@ -8,8 +9,10 @@ pub mod endpoint;
 pub mod health;
 pub mod http1;
 pub mod http2;
+pub mod in_flight;
 pub mod outlier;
 pub mod retry;
+pub mod select;
 pub mod stream;
 
 use std::time::Instant;

@@ -1,4 +1,5 @@
-//! Request forwarding: route, balance, rewrite, send upstream, stream the answer back.
+//! Request forwarding: route, rewrite, hand the request to its attempts at the service
+//! (`upstream::attempts`), stream the answer back.
 //!
 //! This is the hot path. It loads the snapshot once, allocates only what the upstream
 //! request needs, and takes no lock.
@@ -15,8 +16,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 
 pub use headers::{add_forwarded, check_request_head, ensure_host, is_upgrade, strip_hop_by_hop};
@@ -24,26 +25,19 @@ use observe::{Finished, Observer};
 use response::{Answer, ResponseBody, SHED_HEADER, local};
 
 use crate::body::Body;
-use crate::clock::{millis_at, now_millis};
+use crate::clock::millis_at;
 use crate::config::FailMode;
 use crate::mesh::Mesh;
 use crate::message::{ProxyRequest, ProxyResponse};
 use crate::plugin::types::{FilterAction, Hooks, RouteDecision};
 use crate::plugin::{HookCalls, ResponseView};
 use crate::routing::{RequestView, host_without_port};
-use crate::snapshot::{Route, Service};
+use crate::snapshot::Route;
 use crate::telemetry::metrics::ErrorKind;
-use crate::telemetry::metrics::{ServiceEndpointLabels, ServiceLabels, ServiceReasonLabels};
+use crate::upstream::attempts::{self, Attempts, RequestBody, Sent, Unsent};
 use crate::upstream::balance::PickContext;
-use crate::upstream::breaker::{Shed, Transition};
-use crate::upstream::conn_pool::ConnectError;
-use crate::upstream::http1::{Exchange, Http1Error};
-use crate::upstream::http2::Http2Error;
-use crate::upstream::in_flight::InFlight;
-use crate::upstream::outlier::{self, Outcome};
-use crate::upstream::retry::{Attempt as RetryAttempt, Tried, backoff, should_retry};
-use crate::upstream::select;
-use crate::upstream::{self, Limits, Transport, UpstreamError};
+use crate::upstream::breaker::Shed;
+use crate::upstream::http1::Exchange;
 use crate::wire;
 
 /// What the proxy knows about the downstream connection a request arrived on.
@@ -130,7 +124,6 @@ async fn dispatch(
 
     // hyper leaves an upgrade's handle in the extensions of a request that asks for one.
     let downstream_upgrade = is_upgrade(&req.head.headers).then(|| req.head.extensions.remove::<OnUpgrade>()).flatten();
-    let body = std::mem::take(&mut req.body);
     let parts = &mut req.head;
     strip_hop_by_hop(&mut parts.headers, downstream_upgrade.is_some());
     let host = ensure_host(&mut parts.headers, &parts.uri);
@@ -193,32 +186,24 @@ async fn dispatch(
     let service = &snap.services[service_idx];
     let deadline = started + route.timeout;
     let contract = service.contracts.as_ref().and_then(|c| c.find(&parts.method, path.path()));
-    let body = match contract {
-        Some(c) => {
-            match Box::pin(contract::check_request(mesh, route, service, c, &parts.headers, body, deadline)).await {
-                Ok(checked) => checked,
-                Err(answer) => {
-                    route.metrics.count_status(answer.head.status);
-                    return answer;
-                }
+    if let Some(c) = contract {
+        let body = std::mem::take(&mut req.body);
+        match Box::pin(contract::check_request(mesh, route, service, c, &parts.headers, body, deadline)).await {
+            Ok(checked) => req.body = checked,
+            Err(answer) => {
+                route.metrics.count_status(answer.head.status);
+                return answer;
             }
         }
-        None => body,
-    };
+    }
     // One clock read serves admission and the first pick: the request's arrival, unless its
     // body was read for a contract check, which may have taken a while.
     let now_ms = millis_at(if contract.is_some() { Instant::now() } else { started });
     let hash = service.hash_key.as_ref().and_then(|k| k.hash(&parts.headers, down.client.ip()));
 
-    let mut admission = match service.state.admit(&service.policy.breaker, now_ms) {
-        Ok((admission, transition)) => {
-            if let Some(t) = transition {
-                note_transition(mesh, service, t);
-            }
-            admission
-        }
+    let mut admission = match attempts::admit(&mesh.metrics, service, now_ms) {
+        Ok(admission) => admission,
         Err(shed) => {
-            count_shed(mesh, service, shed);
             let kind = if shed == Shed::Open { ErrorKind::circuit_open } else { ErrorKind::overflow };
             route.metrics.count_error(kind);
             route.metrics.count_status(StatusCode::SERVICE_UNAVAILABLE);
@@ -227,180 +212,67 @@ async fn dispatch(
         }
     };
 
-    parts.version = match service.transport {
-        Transport::Http1 => Version::HTTP_11,
-        Transport::Http2 => Version::HTTP_2,
-    };
-    let mut body = body;
-
     // Retries need the request body again: keep it when it is small and announced.
     let retry = service.policy.retry.as_ref().filter(|_| downstream_upgrade.is_none());
-    let replay = match retry {
-        Some(r) => match Box::pin(buffer::replayable(body, r.max_replay_body, deadline)).await {
-            Ok(buffer::Replay::Kept(bytes)) => {
-                body = Body::Empty;
-                Some(bytes)
-            }
-            Ok(buffer::Replay::Streamed(b)) => {
-                body = b;
-                None
-            }
+    let body = match retry {
+        Some(r) => match Box::pin(buffer::replayable(&mut req.body, r.max_replay_body, deadline)).await {
+            Ok(body) => body,
             Err(kind) => {
                 route.metrics.count_error(kind);
                 return local(kind);
             }
         },
-        None => None,
+        None => RequestBody::Streamed,
     };
-    let max_attempts = match (retry, &replay) {
-        (Some(r), Some(_)) => r.num_retries + 1,
-        _ => 1,
-    };
-
-    let ctx = PickContext { hash, now: started };
     let balancer_head = service.balancer_plugin.as_ref().map(|plugin| {
         let authority = parts.headers.get(http::header::HOST);
         plugin.pack(&plugins::request_view(&parts.method, authority, &path, &down.client_text, &parts.headers))
     });
-    let mut tried = Tried::default();
-    let mut attempt = 0;
     let request_line = RequestCopy::for_response_filters(route, parts, &path);
-    // Contracts read the response's headers from a map; otherwise an HTTP/1.1 upstream's
-    // header lines go downstream as they arrived (response filters read and change them there).
-    let raw_headers = contract.is_none();
-    let mut req = Some(req);
-    let mut retry_slot = None;
-    let (endpoint_idx, now, answered_ms, result) = loop {
-        attempt += 1;
-        let pick_ms = if attempt == 1 { now_ms } else { now_millis() };
-        let idx = match select::pick(service, &ctx, pick_ms, &tried, balancer_head.as_ref(), &mut obs) {
-            Ok(Some(idx)) => idx,
-            Ok(None) => {
-                route.metrics.count_error(ErrorKind::no_endpoint);
-                route.edge(service_idx).record(true, started.elapsed(), Instant::now());
-                return local(ErrorKind::no_endpoint);
-            }
-            Err(plugin) => {
-                route.edge(service_idx).record(true, started.elapsed(), Instant::now());
-                return plugins::failed_closed(plugin.name(), plugin.fail_status);
-            }
-        };
-        let endpoint = &service.endpoints[idx];
-        let uri = upstream_uri(endpoint, &path);
-        let request = match (&replay, attempt < max_attempts) {
-            // More attempts may follow: send a copy.
-            (Some(bytes), true) => {
-                let head = &req.as_ref().expect("the request is kept until the last attempt").head;
-                let body = Body::full(bytes.clone());
-                ProxyRequest::new(head.method.clone(), uri, head.version, head.headers.clone(), body)
-            }
-            // The downstream request becomes the upstream one.
-            _ => {
-                let mut last = req.take().expect("the last attempt takes the request");
-                last.head.uri = uri;
-                last.body = match &replay {
-                    Some(bytes) => Body::full(bytes.clone()),
-                    None => std::mem::take(&mut body),
-                };
-                last
-            }
-        };
-        let method = request.head.method.clone();
-        let in_flight = InFlight::start(snap.clone(), listener_idx, route_idx, service_idx, idx);
-        let attempt_started = Instant::now();
-        let try_deadline = match retry.and_then(|r| r.per_try_timeout) {
-            Some(per_try) => deadline.min(attempt_started + per_try),
-            None => deadline,
-        };
-        let limits = Limits { state: &service.state, breaker: &service.policy.breaker };
-        let sent = upstream::send(&service.transport, endpoint, request, limits, attempt_started, try_deadline, raw_headers).await.map_err(|e| {
-            if e.is_tls_handshake() {
-                tracing::warn!(route = %route.name, upstream = %endpoint.authority, error = %e, "upstream TLS handshake failed");
-            } else {
-                tracing::debug!(route = %route.name, upstream = %endpoint.authority, error = %e, "upstream request failed");
-            }
-            Failure::from(&e)
-        });
-        // The transport read the clock as the response head arrived.
-        let now = sent.as_ref().map_or_else(|_| Instant::now(), |exchange| exchange.received);
-        // One conversion for outlier detection and the breaker (~30 instructions each).
-        let answered_ms = millis_at(now);
-        let outcome = match &sent {
-            Ok(exchange) => RetryAttempt::Status(exchange.response.status()),
-            Err(f) => f.attempt,
-        };
-        if let Some(outlier) = &service.policy.outlier {
-            let gateway_failure = match outcome {
-                RetryAttempt::Status(s) => matches!(s.as_u16(), 502..=504),
-                _ => matches!(&sent, Err(f) if f.shed.is_none()),
-            };
-            let five_xx = gateway_failure || matches!(outcome, RetryAttempt::Status(s) if s.is_server_error());
-            if let Some(length) =
-                outlier::record(outlier, &service.endpoints, idx, Outcome { five_xx, gateway_failure }, answered_ms)
-            {
-                tracing::warn!(service = %service.name, endpoint = %endpoint.authority, ?length, "endpoint ejected");
-                let labels =
-                    ServiceEndpointLabels { service: service.name.clone(), endpoint: endpoint.address.to_string() };
-                mesh.metrics.ejections.get_or_create(&labels).inc();
-            }
-        }
-        let retryable = attempt < max_attempts
-            && !matches!(&sent, Err(f) if f.shed.is_some())
-            && retry.is_some_and(|r| should_retry(r, &method, outcome));
-        if retryable && let Some(r) = retry {
-            let labels = ServiceLabels { service: service.name.clone() };
-            retry_slot = service.state.begin_retry(
-                r.budget_percent,
-                r.min_retry_concurrency,
-                service.policy.breaker.max_retries,
-            );
-            if retry_slot.is_some() {
-                let wait = backoff(r, attempt);
-                if Instant::now() + wait < deadline {
-                    mesh.metrics.retries.get_or_create(&labels).inc();
-                    drop((sent, in_flight));
-                    tokio::time::sleep(wait).await;
-                    tried.insert(idx);
-                    continue;
-                }
-            } else {
-                mesh.metrics.retry_budget_exhausted.get_or_create(&labels).inc();
-            }
-        }
-        if sent.is_ok() {
-            endpoint.stats.observe_latency(now, now - attempt_started);
-        }
-        break (idx, now, answered_ms, sent.map(|e| (e, in_flight)));
+    let to = Attempts {
+        metrics: &mesh.metrics,
+        snapshot: &snap,
+        route: (listener_idx, route_idx),
+        service: service_idx,
+        pick: PickContext { hash, now: started },
+        first_pick_ms: now_ms,
+        balancer_head,
+        path: &path,
+        retry,
+        deadline,
+        // Contracts read the response's headers from a map; otherwise an HTTP/1.1 upstream's
+        // header lines go downstream as they arrived (response filters read and change them there).
+        raw_headers: contract.is_none(),
     };
-    drop(retry_slot);
-    let endpoint = &service.endpoints[endpoint_idx];
+    let sent = match attempts::send(&to, req, body, &mut admission, &mut obs).await {
+        Ok(sent) => sent,
+        Err(Unsent::NoEndpoint) => {
+            route.metrics.count_error(ErrorKind::no_endpoint);
+            route.edge(service_idx).record(true, started.elapsed(), Instant::now());
+            return local(ErrorKind::no_endpoint);
+        }
+        Err(Unsent::PluginFailed(plugin)) => {
+            route.edge(service_idx).record(true, started.elapsed(), Instant::now());
+            return plugins::failed_closed(plugin.name(), plugin.fail_status);
+        }
+    };
+    let Sent { endpoint, resends, ended: now, result } = sent;
     let elapsed = now - started;
     let finished = |status| Finished {
         status,
         route: &route.name,
         service: &service.name,
         upstream: &endpoint.authority,
-        resends: attempt - 1,
+        resends,
         elapsed,
     };
-    // An attempt shed by the proxy's own limits says nothing about the service's health.
-    if !matches!(&result, Err(f) if f.shed.is_some()) {
-        let success = matches!(&result, Ok((e, _)) if !e.response.status().is_server_error());
-        if let Some(t) = service.state.record(&service.policy.breaker, success, admission.take_probe(), answered_ms) {
-            note_transition(mesh, service, t);
-        }
-    }
-
     let (exchange, in_flight) = match result {
         Ok(pair) => pair,
         Err(failure) => {
             let kind = failure.kind;
             route.metrics.count_error(kind);
             let resp = match failure.shed {
-                Some(shed) => {
-                    count_shed(mesh, service, shed);
-                    with_shed_reason(local(kind), shed)
-                }
+                Some(shed) => with_shed_reason(local(kind), shed),
                 None => local(kind),
             };
             route.metrics.count_status(resp.head.status);
@@ -496,72 +368,7 @@ fn response_filters(
     None
 }
 
-/// The URI of a request to `endpoint` for `path`.
-fn upstream_uri(endpoint: &crate::upstream::Endpoint, path: &PathAndQuery) -> Uri {
-    let mut uri = http::uri::Parts::default();
-    // HTTP/2 sends the scheme as `:scheme`; HTTP/1.1 sends only the path.
-    uri.scheme = Some(if endpoint.conns.settings().tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP });
-    uri.authority = Some(endpoint.authority.clone());
-    uri.path_and_query = Some(path.clone());
-    Uri::from_parts(uri).expect("scheme, authority and path make a valid URI")
-}
-
-/// Why an attempt produced no upstream response.
-#[derive(Debug)]
-struct Failure {
-    kind: ErrorKind,
-    attempt: RetryAttempt,
-    shed: Option<Shed>,
-}
-
-impl From<&UpstreamError> for Failure {
-    fn from(e: &UpstreamError) -> Self {
-        let (kind, attempt, shed) = match e {
-            UpstreamError::Timeout => (ErrorKind::timeout, RetryAttempt::Timeout, None),
-            UpstreamError::Http1(Http1Error::Shed(s)) | UpstreamError::Http2(Http2Error::Shed(s)) => {
-                (ErrorKind::overflow, RetryAttempt::ConnectFailure, Some(*s))
-            }
-            UpstreamError::Http1(Http1Error::Connect(ConnectError::Timeout(_)))
-            | UpstreamError::Http2(Http2Error::Connect(ConnectError::Timeout(_))) => {
-                (ErrorKind::timeout, RetryAttempt::ConnectFailure, None)
-            }
-            UpstreamError::Http1(Http1Error::Connect(ConnectError::Io(..) | ConnectError::Tls(..)))
-            | UpstreamError::Http2(
-                Http2Error::Connect(ConnectError::Io(..) | ConnectError::Tls(..)) | Http2Error::Handshake(..),
-            ) => (ErrorKind::upstream_connect, RetryAttempt::ConnectFailure, None),
-            UpstreamError::Http1(Http1Error::RequestBody(_)) => (ErrorKind::bad_request, RetryAttempt::Reset, None),
-            UpstreamError::Http1(_) => (ErrorKind::upstream_reset, RetryAttempt::Reset, None),
-            UpstreamError::Http2(Http2Error::Stream(e)) => (classify_http2(e), RetryAttempt::Reset, None),
-        };
-        Self { kind, attempt, shed }
-    }
-}
-
-fn count_shed(mesh: &Mesh, service: &Service, shed: Shed) {
-    let reason = ServiceReasonLabels { service: service.name.clone(), reason: shed.as_str() };
-    mesh.metrics.shed.get_or_create(&reason).inc();
-}
-
 fn with_shed_reason(mut resp: Answer, shed: Shed) -> Answer {
     resp.head.headers.insert(SHED_HEADER, HeaderValue::from_static(shed.as_str()));
     resp
-}
-
-fn note_transition(mesh: &Mesh, service: &Service, t: Transition) {
-    tracing::warn!(service = %service.name, state = t.0.as_str(), "circuit breaker changed state");
-    let labels = ServiceReasonLabels { service: service.name.clone(), reason: t.0.as_str() };
-    mesh.metrics.breaker_transitions.get_or_create(&labels).inc();
-}
-
-/// Maps a failed HTTP/2 stream to the local answer it deserves.
-fn classify_http2(e: &hyper::Error) -> ErrorKind {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        let io_timeout = c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-        if io_timeout || c.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
-            return ErrorKind::timeout;
-        }
-        cause = c.source();
-    }
-    ErrorKind::upstream_reset
 }

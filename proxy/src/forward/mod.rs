@@ -1,43 +1,62 @@
-//! Request forwarding: route, rewrite, hand the request to its attempts at the service
-//! (`upstream::attempts`), stream the answer back.
+//! Request forwarding. A request goes through phases in a fixed order, each a function of its
+//! own over the request's `Forwarding`:
+//!
+//! 1. admit: the listener's routes, the head's rules, the first matching route ([`forward`];
+//!    the mesh API's [`call`] names its route instead);
+//! 2. route: header hygiene, the trace, the path rewrite;
+//! 3. plugins: the router may choose another service or answer, filters may change the
+//!    request or answer (`plugins.rs`);
+//! 4. contract: the request body checked against the service's contract (`contract.rs`);
+//! 5. pick and send, with retries: the breaker's admission, the body kept for replay, then the
+//!    attempts, which belong to the upstream side ([`crate::upstream::attempts`]);
+//! 6. respond: the response contract, the response filters, the body streamed back or the
+//!    connection spliced after an upgrade.
+//!
+//! Any phase may end the request with an answer of its own. However it ends, one guard
+//! (`record.rs`) records it, in the route's metrics, the topology edge and the access log, as
+//! far as that way of ending counts there.
 //!
 //! This is the hot path. It loads the snapshot once, allocates only what the upstream
-//! request needs, and takes no lock.
+//! request needs, and takes no lock. The phases that await do so in `dispatch` itself (a
+//! contract check or a body read for replay behind a box of its own, only when needed), so
+//! that splitting the path into phases adds no async layer.
 
 mod buffer;
 mod contract;
 mod headers;
 mod observe;
 mod plugins;
+mod record;
 pub mod response;
 mod upgrade;
 
+use std::mem::take;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response};
 use hyper::upgrade::OnUpgrade;
 
 pub use headers::{add_forwarded, check_request_head, ensure_host, is_upgrade, strip_hop_by_hop};
-use observe::{Finished, Observer};
+use plugins::RequestCopy;
+use record::{LastAttempt, RequestRecord, Stage};
 use response::{Answer, ResponseBody, SHED_HEADER, local};
 
 use crate::body::Body;
 use crate::clock::millis_at;
-use crate::config::FailMode;
+use crate::config::RetryConfig;
 use crate::mesh::Mesh;
 use crate::message::{ProxyRequest, ProxyResponse};
-use crate::plugin::types::{FilterAction, Hooks, RouteDecision};
-use crate::plugin::{HookCalls, ResponseView};
 use crate::routing::{RequestView, host_without_port};
-use crate::snapshot::Route;
+use crate::snapshot::{Route, Snapshot};
 use crate::telemetry::metrics::ErrorKind;
-use crate::upstream::attempts::{self, Attempts, RequestBody, Sent, Unsent};
+use crate::upstream::attempts::{self, Attempts, Failure, RequestBody, Unsent};
 use crate::upstream::balance::PickContext;
-use crate::upstream::breaker::Shed;
+use crate::upstream::breaker::{Admission, Shed};
 use crate::upstream::http1::Exchange;
+use crate::upstream::in_flight::InFlight;
 use crate::wire;
 
 /// What the proxy knows about the downstream connection a request arrived on.
@@ -67,29 +86,15 @@ impl Downstream {
 pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Box<ProxyRequest>) -> Answer {
     let started = Instant::now();
     let snap = mesh.snapshot();
-    let Some((listener_idx, table)) = snap.listener(&down.listener) else {
-        mesh.metrics.unrouted_error(ErrorKind::no_route);
-        return local(ErrorKind::no_route);
+    let target = match admit(&snap, &down, &mut req) {
+        Ok(target) => target,
+        Err(kind) => {
+            mesh.metrics.unrouted_error(kind);
+            return local(kind);
+        }
     };
-    if !req.head_checked
-        && let Err(kind) = check_request_head(&mut req.head, table.max_request_headers)
-    {
-        mesh.metrics.unrouted_error(kind);
-        return local(kind);
-    }
-    let head = &req.head;
-    let host = head
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| head.uri.authority().map(|a| a.as_str()))
-        .map_or("", host_without_port);
-    let view = RequestView { host, path: head.uri.path(), method: &head.method, headers: &head.headers };
-    let Some(route_idx) = table.find(&view) else {
-        mesh.metrics.unrouted_error(ErrorKind::no_route);
-        return local(ErrorKind::no_route);
-    };
-    dispatch(&mesh, snap, &down, (listener_idx, route_idx), req, started).await
+    let (Ok(answer) | Err(answer)) = dispatch(&mesh, snap, &down, target, req, started).await;
+    answer
 }
 
 /// Sends `req` to the service named `service` on the mesh API's route to it: balancing,
@@ -105,205 +110,260 @@ pub async fn call(
     let snap = mesh.snapshot();
     let (service_idx, _) = snap.service(service)?;
     let target = snap.call_route(service_idx)?;
-    let mut response = dispatch(mesh, snap, down, target, ProxyRequest::boxed(req), started).await.into_http();
+    let (Ok(answer) | Err(answer)) = dispatch(mesh, snap, down, target, ProxyRequest::boxed(req), started).await;
+    let mut response = answer.into_http();
     wire::materialize(&mut response);
     Some(response)
 }
 
-/// Forwards `req` on route `target` (listener index, route index) of `snap`.
+/// The admit phase: the listener's routes, the head's rules (unless the HTTP/1.1 fast path
+/// checked them as it parsed), the first route that matches: its (listener, route) indices.
+/// `Err`: why the request has no route, answered and counted without one.
+#[inline]
+fn admit(snap: &Snapshot, down: &Downstream, req: &mut ProxyRequest) -> Result<(usize, usize), ErrorKind> {
+    let (listener_idx, table) = snap.listener(&down.listener).ok_or(ErrorKind::no_route)?;
+    if !req.head_checked {
+        check_request_head(&mut req.head, table.max_request_headers)?;
+    }
+    let head = &req.head;
+    let host = head
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| head.uri.authority().map(|a| a.as_str()))
+        .map_or("", host_without_port);
+    let view = RequestView { host, path: head.uri.path(), method: &head.method, headers: &head.headers };
+    let route_idx = table.find(&view).ok_or(ErrorKind::no_route)?;
+    Ok((listener_idx, route_idx))
+}
+
+/// One request being forwarded: what the phases after routing share and hand on.
+struct Forwarding<'s> {
+    down: &'s Downstream,
+    /// Listener and route indices.
+    target: (usize, usize),
+    route: &'s Route,
+    /// The route's service, or the one its router plugin chose.
+    service_idx: usize,
+    /// The request, body included, until the attempts take it.
+    req: Box<ProxyRequest>,
+    /// The path sent upstream: rewritten, and plugins may change it.
+    path: PathAndQuery,
+    /// hyper's handle on the downstream connection, when the request asks for an upgrade.
+    upgrade: Option<OnUpgrade>,
+    /// When the request arrived.
+    started: Instant,
+    /// The route's deadline for the whole request, response body included.
+    deadline: Instant,
+}
+
+/// Forwards `req` on route `target` (listener index, route index) of `snap`, phase by phase.
+/// `Ok`: the answer made of the last attempt; `Err`: the answer of a phase that ended the
+/// request before any attempt. The guard `record` records the request either way.
 async fn dispatch(
     mesh: &Arc<Mesh>,
-    snap: Arc<crate::snapshot::Snapshot>,
+    snap: Arc<Snapshot>,
     down: &Downstream,
-    (listener_idx, route_idx): (usize, usize),
+    target: (usize, usize),
     mut req: Box<ProxyRequest>,
     started: Instant,
-) -> Answer {
-    let route = &snap.listeners[listener_idx].routes[route_idx];
-    let mut service_idx = route.service;
+) -> Result<Answer, Answer> {
+    // Route; the guard starts with the trace, which the cleaned head carries upstream.
+    let route = &snap.listeners[target.0].routes[target.1];
+    let upgrade = clean_head(&snap, down, target.0, &mut req);
+    let mut record = RequestRecord::start(&snap, route, down, started, &mut req.head);
+    let path = rewrite(route, &req.head).map_err(|kind| record.local(Stage::Route, kind))?;
+    let deadline = started + route.timeout;
+    let mut fw = Forwarding { down, target, route, service_idx: route.service, req, path, upgrade, started, deadline };
 
+    // Plugins.
+    plugins::on_request(&mut fw, &snap, &mut record.obs)
+        .map_err(|answer| record.early(Stage::Plugins, None, answer))?;
+    record.bound_for(fw.service_idx);
+    let service = &snap.services[fw.service_idx];
+
+    // Contract.
+    let contract = service.contracts.as_ref().and_then(|c| c.find(&fw.req.head.method, fw.path.path()));
+    if let Some(c) = contract {
+        let checking =
+            contract::check_request(mesh, service, c, &fw.req.head.headers, take(&mut fw.req.body), deadline);
+        fw.req.body =
+            Box::pin(checking).await.map_err(|(kind, answer)| record.early(Stage::Contract, Some(kind), answer))?;
+    }
+
+    // Pick and send, with retries.
+    // One clock read serves admission and the first pick: the request's arrival, unless its
+    // body was read for a contract check, which may have taken a while.
+    let now_ms = millis_at(if contract.is_some() { Instant::now() } else { started });
+    let mut admission =
+        attempts::admit(&mesh.metrics, service, now_ms).map_err(|shed| shed_answer(&mut record, shed))?;
+    // Retries need the request body again: keep it when it is small and announced.
+    let retry = service.policy.retry.as_ref().filter(|_| fw.upgrade.is_none());
+    let body = match retry {
+        Some(r) => Box::pin(buffer::replayable(&mut fw.req.body, r.max_replay_body, deadline))
+            .await
+            .map_err(|kind| record.local(Stage::Replay, kind))?,
+        None => RequestBody::Streamed,
+    };
+    let request = RequestCopy::for_response_filters(route, &fw.req.head, &fw.path);
+    // Contracts read the response's headers from a map; otherwise an HTTP/1.1 upstream's
+    // header lines go downstream as they arrived (response filters read and change them there).
+    let to = attempts_of(mesh, &snap, &fw, &fw.path, retry, now_ms, contract.is_none());
+    let sent = attempts::send(&to, fw.req, body, &mut admission, &mut record.obs)
+        .await
+        .map_err(|unsent| unsent_answer(&mut record, unsent))?;
+
+    // Respond.
+    let last = LastAttempt { service, endpoint: sent.endpoint, resends: sent.resends, ended: sent.ended };
+    let mut up = match sent.result {
+        Ok((exchange, in_flight)) => Upstream { exchange, in_flight, admission, error: None, last },
+        Err(failure) => return Ok(failed(&mut record, last, failure)),
+    };
+    if let Some(c) = contract.filter(|_| up.exchange.upgraded.is_none()) {
+        Box::pin(contract::check_response(mesh, route, service, c, &mut up, deadline)).await;
+    }
+    Ok(respond(down, route, fw.upgrade, deadline, request.as_ref(), up, &mut record))
+}
+
+/// The route phase's header hygiene on `req`, arrived on listener `listener_idx`: hop-by-hop
+/// headers out, `Host` in, the `X-Forwarded-*` headers when the listener adds them. Returns
+/// the upgrade handle, when the request asks for one.
+#[inline]
+fn clean_head(snap: &Snapshot, down: &Downstream, listener_idx: usize, req: &mut ProxyRequest) -> Option<OnUpgrade> {
     // hyper leaves an upgrade's handle in the extensions of a request that asks for one.
-    let downstream_upgrade = is_upgrade(&req.head.headers).then(|| req.head.extensions.remove::<OnUpgrade>()).flatten();
+    let upgrade = is_upgrade(&req.head.headers).then(|| req.head.extensions.remove::<OnUpgrade>()).flatten();
     let parts = &mut req.head;
-    strip_hop_by_hop(&mut parts.headers, downstream_upgrade.is_some());
+    strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
     let host = ensure_host(&mut parts.headers, &parts.uri);
     if snap.listeners[listener_idx].forwarded_headers {
         let host = host.cloned();
         add_forwarded(&mut parts.headers, host, &down.client_ip, down.proto);
     }
-    let mut obs = Observer::start(&snap, parts);
+    upgrade
+}
+
+/// The route phase's path: the request's, or as the route rewrites it. `Err` when the rewrite
+/// makes no valid path.
+#[inline]
+fn rewrite(route: &Route, head: &http::request::Parts) -> Result<PathAndQuery, ErrorKind> {
     let path = match &route.rewrite {
         Some(rw) => {
-            let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+            let original = head.uri.path_and_query().map_or("/", PathAndQuery::as_str);
             PathAndQuery::try_from(rw.apply(&route.matcher, original))
         }
-        None => Ok(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))),
+        None => Ok(head.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))),
     };
-    let Ok(mut path) = path else {
-        route.metrics.count_error(ErrorKind::bad_request);
-        return local(ErrorKind::bad_request);
-    };
+    path.map_err(|_| ErrorKind::bad_request)
+}
 
-    // Plugins: the router may pick another service or answer; filters may change or answer.
-    if route.router.is_some() || !route.filters.is_empty() {
-        let authority = parts.headers.get(http::header::HOST).cloned();
-        if let Some(router) = &route.router {
-            let head =
-                plugins::request_view(&parts.method, authority.as_ref(), &path, &down.client_text, &parts.headers);
-            match obs.plugin_call(router.name(), "route", || router.route(&head)) {
-                Ok(RouteDecision::Default) => {}
-                Ok(RouteDecision::Upstream(choice)) => {
-                    let Some((idx, _)) = snap.service(&choice.service) else {
-                        tracing::warn!(plugin = router.name(), service = %choice.service, "router chose an unknown service");
-                        return plugins::failed_closed(router.name(), 502);
-                    };
-                    service_idx = idx;
-                    if let Some(m) = choice.mutations {
-                        plugins::apply(m, &mut parts.headers, &mut None, Some(&mut path));
-                    }
-                }
-                Ok(RouteDecision::Respond(answer)) => return plugins::local_response(answer),
-                Err(_) if router.fail == FailMode::Closed => {
-                    return plugins::failed_closed(router.name(), router.fail_status);
-                }
-                Err(_) => {}
-            }
-        }
-        for filter in route.filters.iter().filter(|f| f.wants(Hooks::ON_REQUEST)) {
-            let head =
-                plugins::request_view(&parts.method, authority.as_ref(), &path, &down.client_text, &parts.headers);
-            match obs.plugin_call(filter.name(), "on_request", || filter.on_request(&head)) {
-                Ok(FilterAction::Proceed) => {}
-                Ok(FilterAction::Mutate(m)) => plugins::apply(m, &mut parts.headers, &mut None, Some(&mut path)),
-                Ok(FilterAction::Respond(answer)) => return plugins::local_response(answer),
-                Err(_) if filter.fail == FailMode::Closed => {
-                    return plugins::failed_closed(filter.name(), filter.fail_status);
-                }
-                Err(_) => {}
-            }
-        }
-    }
-    let service = &snap.services[service_idx];
-    let deadline = started + route.timeout;
-    let contract = service.contracts.as_ref().and_then(|c| c.find(&parts.method, path.path()));
-    if let Some(c) = contract {
-        let body = std::mem::take(&mut req.body);
-        match Box::pin(contract::check_request(mesh, route, service, c, &parts.headers, body, deadline)).await {
-            Ok(checked) => req.body = checked,
-            Err(answer) => {
-                route.metrics.count_status(answer.head.status);
-                return answer;
-            }
-        }
-    }
-    // One clock read serves admission and the first pick: the request's arrival, unless its
-    // body was read for a contract check, which may have taken a while.
-    let now_ms = millis_at(if contract.is_some() { Instant::now() } else { started });
-    let hash = service.hash_key.as_ref().and_then(|k| k.hash(&parts.headers, down.client.ip()));
-
-    let mut admission = match attempts::admit(&mesh.metrics, service, now_ms) {
-        Ok(admission) => admission,
-        Err(shed) => {
-            let kind = if shed == Shed::Open { ErrorKind::circuit_open } else { ErrorKind::overflow };
-            route.metrics.count_error(kind);
-            route.metrics.count_status(StatusCode::SERVICE_UNAVAILABLE);
-            route.edge(service_idx).record(true, started.elapsed(), Instant::now());
-            return with_shed_reason(local(kind), shed);
-        }
-    };
-
-    // Retries need the request body again: keep it when it is small and announced.
-    let retry = service.policy.retry.as_ref().filter(|_| downstream_upgrade.is_none());
-    let body = match retry {
-        Some(r) => match Box::pin(buffer::replayable(&mut req.body, r.max_replay_body, deadline)).await {
-            Ok(body) => body,
-            Err(kind) => {
-                route.metrics.count_error(kind);
-                return local(kind);
-            }
-        },
-        None => RequestBody::Streamed,
-    };
-    let balancer_head = service.balancer_plugin.as_ref().map(|plugin| {
-        let authority = parts.headers.get(http::header::HOST);
-        plugin.pack(&plugins::request_view(&parts.method, authority, &path, &down.client_text, &parts.headers))
-    });
-    let request_line = RequestCopy::for_response_filters(route, parts, &path);
-    let to = Attempts {
+/// The pick-and-send phase's terms for the request `fw` of `snap` to `path`, admitted at
+/// `now_ms`: `retry` unless it cannot be retried, `raw_headers` unless a contract reads the
+/// response.
+#[inline]
+fn attempts_of<'s, 'r>(
+    mesh: &'s Mesh,
+    snap: &'s Arc<Snapshot>,
+    fw: &Forwarding<'s>,
+    path: &'r PathAndQuery,
+    retry: Option<&'s RetryConfig>,
+    now_ms: u64,
+    raw_headers: bool,
+) -> Attempts<'s, 'r> {
+    let service = &snap.services[fw.service_idx];
+    let hash = service.hash_key.as_ref().and_then(|k| k.hash(&fw.req.head.headers, fw.down.client.ip()));
+    Attempts {
         metrics: &mesh.metrics,
-        snapshot: &snap,
-        route: (listener_idx, route_idx),
-        service: service_idx,
-        pick: PickContext { hash, now: started },
+        snapshot: snap,
+        route: fw.target,
+        service: fw.service_idx,
+        pick: PickContext { hash, now: fw.started },
         first_pick_ms: now_ms,
-        balancer_head,
-        path: &path,
+        balancer_head: plugins::balancer_head(service, fw),
+        path,
         retry,
-        deadline,
-        // Contracts read the response's headers from a map; otherwise an HTTP/1.1 upstream's
-        // header lines go downstream as they arrived (response filters read and change them there).
-        raw_headers: contract.is_none(),
-    };
-    let sent = match attempts::send(&to, req, body, &mut admission, &mut obs).await {
-        Ok(sent) => sent,
-        Err(Unsent::NoEndpoint) => {
-            route.metrics.count_error(ErrorKind::no_endpoint);
-            route.edge(service_idx).record(true, started.elapsed(), Instant::now());
-            return local(ErrorKind::no_endpoint);
-        }
-        Err(Unsent::PluginFailed(plugin)) => {
-            route.edge(service_idx).record(true, started.elapsed(), Instant::now());
-            return plugins::failed_closed(plugin.name(), plugin.fail_status);
-        }
-    };
-    let Sent { endpoint, resends, ended: now, result } = sent;
-    let elapsed = now - started;
-    let finished = |status| Finished {
-        status,
-        route: &route.name,
-        service: &service.name,
-        upstream: &endpoint.authority,
-        resends,
-        elapsed,
-    };
-    let (exchange, in_flight) = match result {
-        Ok(pair) => pair,
-        Err(failure) => {
-            let kind = failure.kind;
-            route.metrics.count_error(kind);
-            let resp = match failure.shed {
-                Some(shed) => with_shed_reason(local(kind), shed),
-                None => local(kind),
-            };
-            route.metrics.count_status(resp.head.status);
-            route.metrics.duration.observe(elapsed);
-            route.edge(service_idx).record(true, elapsed, now);
-            obs.finish(down.client, finished(resp.head.status));
-            return resp;
-        }
-    };
-    let Exchange { response, mut raw, upgraded, .. } = *exchange;
-    let (mut head, mut body) = response.into_parts();
-    if let Some(c) = contract.filter(|_| upgraded.is_none()) {
-        match Box::pin(contract::check_response(mesh, route, service, c, &head, body, deadline)).await {
-            Ok(checked) => body = checked,
-            Err(answer) => (head, body) = answer.into_parts(),
+        deadline: fw.deadline,
+        raw_headers,
+    }
+}
+
+/// The answer to a request the service's breaker or limits shed.
+fn shed_answer(record: &mut RequestRecord<'_>, shed: Shed) -> Answer {
+    let kind = if shed == Shed::Open { ErrorKind::circuit_open } else { ErrorKind::overflow };
+    record.early(Stage::Admission, Some(kind), with_shed_reason(local(kind), shed))
+}
+
+/// The answer to a request no attempt could be made for.
+fn unsent_answer(record: &mut RequestRecord<'_>, unsent: Unsent<'_>) -> Answer {
+    match unsent {
+        Unsent::NoEndpoint => record.local(Stage::Pick, ErrorKind::no_endpoint),
+        Unsent::PluginFailed(plugin) => {
+            record.early(Stage::Pick, None, plugins::failed_closed(plugin.name(), plugin.fail_status))
         }
     }
-    let status = head.status;
-    route.metrics.count_status(status);
-    route.metrics.duration.observe(elapsed);
-    route.edge(service_idx).record(status.is_server_error(), elapsed, now);
+}
 
+/// The answer to a request whose last attempt got no response: the proxy's own, naming the
+/// limit that shed it when one did.
+fn failed<'s>(record: &mut RequestRecord<'s>, last: LastAttempt<'s>, failure: Failure) -> Answer {
+    let answer = match failure.shed {
+        Some(shed) => with_shed_reason(local(failure.kind), shed),
+        None => local(failure.kind),
+    };
+    let status = answer.head.status;
+    record.exchanged(last, true, Some(failure.kind), status, status);
+    answer
+}
+
+fn with_shed_reason(mut resp: Answer, shed: Shed) -> Answer {
+    resp.head.headers.insert(SHED_HEADER, HeaderValue::from_static(shed.as_str()));
+    resp
+}
+
+/// An endpoint's response on its way back (kept in its box: a response head is large), with
+/// what keeps the request counted while its body streams.
+struct Upstream<'s> {
+    exchange: Box<Exchange>,
+    in_flight: InFlight,
+    admission: Admission,
+    /// The proxy's own error, when its answer took the response's place.
+    error: Option<ErrorKind>,
+    last: LastAttempt<'s>,
+}
+
+impl Upstream<'_> {
+    /// Puts the proxy's answer for `kind` in the response's place.
+    fn replace(&mut self, kind: ErrorKind, resp: Response<Body>) {
+        self.error = Some(kind);
+        self.exchange.response = resp;
+    }
+}
+
+/// The respond phase: the response head cleaned and shown to the response filters (`request` is
+/// what they see of the request), then the body streamed back under the request's `deadline`,
+/// or the two connections spliced when both sides switched protocols.
+#[inline]
+fn respond<'s>(
+    down: &Downstream,
+    route: &Route,
+    downstream_upgrade: Option<OnUpgrade>,
+    deadline: Instant,
+    request: Option<&RequestCopy>,
+    up: Upstream<'s>,
+    record: &mut RequestRecord<'s>,
+) -> Answer {
+    let Upstream { exchange, in_flight, admission, error, last } = up;
+    let Exchange { response, mut raw, upgraded, .. } = *exchange;
+    let (mut head, body) = response.into_parts();
+    let status = head.status;
     strip_hop_by_hop(&mut head.headers, upgraded.is_some() && downstream_upgrade.is_some());
-    let answer = match &request_line {
+    let replaced = match request {
         Some(req) if upgraded.is_none() => {
-            response_filters(route, req, &down.client_text, &mut head, &mut raw, &mut obs)
+            plugins::on_response(route, req, &down.client_text, &mut head, &mut raw, &mut record.obs)
         }
         _ => None,
     };
-    obs.finish(down.client, finished(answer.as_ref().map_or(status, |a| a.head.status)));
-    if let Some(answer) = answer {
+    record.exchanged(last, false, error, status, replaced.as_ref().map_or(status, |a| a.head.status));
+    if let Some(answer) = replaced {
         return answer;
     }
     let body = match (downstream_upgrade, upgraded) {
@@ -314,61 +374,4 @@ async fn dispatch(
         _ => ResponseBody::streamed(body, in_flight, admission, deadline).with_raw_headers(raw),
     };
     Box::new(ProxyResponse { head, body })
-}
-
-/// What response filters see of the request, kept when a route has any: the request line and
-/// only the headers those filters read.
-struct RequestCopy {
-    method: http::Method,
-    authority: Option<http::HeaderValue>,
-    path: PathAndQuery,
-    headers: http::HeaderMap,
-}
-
-impl RequestCopy {
-    fn for_response_filters(route: &Route, parts: &http::request::Parts, path: &PathAndQuery) -> Option<Self> {
-        let mut filters = route.filters.iter().filter(|f| f.wants(Hooks::ON_RESPONSE)).peekable();
-        filters.peek()?;
-        let mut headers = http::HeaderMap::new();
-        for filter in filters {
-            filter.header_interest().copy(&parts.headers, &mut headers);
-        }
-        Some(Self {
-            method: parts.method.clone(),
-            authority: parts.headers.get(http::header::HOST).cloned(),
-            path: path.clone(),
-            headers,
-        })
-    }
-}
-
-/// Runs the route's filters on a response head, last filter first. Returns a replacement
-/// response when a filter answers (or fails closed).
-fn response_filters(
-    route: &Route,
-    req: &RequestCopy,
-    client: &str,
-    parts: &mut http::response::Parts,
-    raw: &mut Option<wire::RawHeaders>,
-    obs: &mut Observer,
-) -> Option<Answer> {
-    for filter in route.filters.iter().rev().filter(|f| f.wants(Hooks::ON_RESPONSE)) {
-        let head = plugins::request_view(&req.method, req.authority.as_ref(), &req.path, client, &req.headers);
-        let resp = ResponseView { status: parts.status.as_u16(), raw: raw.as_ref(), headers: &parts.headers };
-        match obs.plugin_call(filter.name(), "on_response", || filter.on_response(&head, &resp)) {
-            Ok(FilterAction::Proceed) => {}
-            Ok(FilterAction::Mutate(m)) => plugins::apply(m, &mut parts.headers, raw, None),
-            Ok(FilterAction::Respond(answer)) => return Some(plugins::local_response(answer)),
-            Err(_) if filter.fail == FailMode::Closed => {
-                return Some(plugins::failed_closed(filter.name(), filter.fail_status));
-            }
-            Err(_) => {}
-        }
-    }
-    None
-}
-
-fn with_shed_reason(mut resp: Answer, shed: Shed) -> Answer {
-    resp.head.headers.insert(SHED_HEADER, HeaderValue::from_static(shed.as_str()));
-    resp
 }

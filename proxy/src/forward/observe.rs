@@ -68,8 +68,8 @@ impl Observer {
         Self { trace, request, access_log: snap.access_log, span }
     }
 
-    /// Emits the access-log event and queues the span, as configured.
-    pub fn finish(self, client: std::net::SocketAddr, outcome: Finished<'_>) {
+    /// Emits the access-log event and queues the span, as configured. Called once.
+    pub fn finish(&mut self, client: std::net::SocketAddr, outcome: Finished<'_>) {
         let Some((method, uri, version)) = &self.request else { return };
         if self.access_log {
             let (trace_id, span_id, parent_id) = match &self.trace {
@@ -89,7 +89,7 @@ impl Observer {
                 parent_id = %parent_id,
             );
         }
-        let (Some(span), Some(trace)) = (self.span, &self.trace) else { return };
+        let (Some(span), Some(trace)) = (self.span.take(), &self.trace) else { return };
         let status = outcome.status.as_u16();
         let mut attributes = vec![
             KeyValue::new("http.request.method", method.as_str().to_owned()),

@@ -10,6 +10,7 @@ use http_body_util::BodyExt;
 
 use crate::body::Body;
 use crate::telemetry::metrics::ErrorKind;
+use crate::upstream::attempts::RequestBody;
 
 /// A body read in full (within the limit), or what was read before the limit and the rest.
 pub(super) enum Read {
@@ -42,27 +43,19 @@ pub(super) async fn read_limited(mut body: Body, limit: usize, deadline: Instant
     }
 }
 
-/// A request body read for replay, or handed back to stream when it cannot be kept.
-pub(super) enum Replay {
-    /// The whole body, to send on every attempt.
-    Kept(Bytes),
-    /// The body, unread: only one attempt can send it.
-    Streamed(Body),
-}
-
-/// Reads a body announced at no more than `limit` bytes, so it can be sent more than once.
-/// A body of unknown or larger size is not read: buffering it would delay and cost every
-/// request for the sake of a retry that rarely happens.
-pub(super) async fn replayable(body: Body, limit: usize, deadline: Instant) -> Result<Replay, ErrorKind> {
+/// Reads `body`, when it is announced at no more than `limit` bytes, so that every attempt can
+/// send it; otherwise leaves it to stream. A body of unknown or larger size is not read:
+/// buffering it would delay and cost every request for the sake of a retry that rarely happens.
+pub(super) async fn replayable(body: &mut Body, limit: usize, deadline: Instant) -> Result<RequestBody, ErrorKind> {
     if body.is_end_stream() {
-        return Ok(Replay::Kept(Bytes::new()));
+        return Ok(RequestBody::Replayable(Bytes::new()));
     }
     match body.size_hint().exact() {
-        Some(n) if n <= limit as u64 => match read_limited(body, limit, deadline).await? {
-            Read::Whole(bytes) => Ok(Replay::Kept(bytes)),
+        Some(n) if n <= limit as u64 => match read_limited(std::mem::take(body), limit, deadline).await? {
+            Read::Whole(bytes) => Ok(RequestBody::Replayable(bytes)),
             // More bytes than the body announced: the message is malformed.
             Read::TooLarge { .. } => Err(ErrorKind::bad_request),
         },
-        _ => Ok(Replay::Streamed(body)),
+        _ => Ok(RequestBody::Streamed),
     }
 }

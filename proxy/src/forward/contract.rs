@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
+use super::Upstream;
 use super::buffer::{Read, read_limited};
 use super::response::{Answer, ERROR_HEADER, ResponseBody, error_name, local, local_body};
 use crate::body::Body;
@@ -37,27 +38,22 @@ fn count(mesh: &Mesh, service: &Service, direction: &'static str, action: &'stat
 }
 
 /// Checks a request body against `contract`: the body to send on, or the answer that stops
-/// the request (400 with the violations, 413 over the size limit).
+/// the request (400 with the violations, 413 over the size limit) with the proxy's error.
 pub(super) async fn check_request(
     mesh: &Mesh,
-    route: &Route,
     service: &Service,
     contract: &Contract,
     headers: &HeaderMap,
     body: Body,
     deadline: Instant,
-) -> Result<Body, Answer> {
+) -> Result<Body, (ErrorKind, Answer)> {
     let Some(schema) = contract.request.as_ref().filter(|_| contract.validates(headers)) else { return Ok(body) };
     let reject = |kind: ErrorKind, resp: Response<Body>| {
-        route.metrics.count_error(kind);
         count(mesh, service, "request", "rejected");
-        Err(ProxyResponse::boxed(resp.map(ResponseBody::plain)))
+        Err((kind, ProxyResponse::boxed(resp.map(ResponseBody::plain))))
     };
     match read_limited(body, contract.max_body_bytes, deadline).await {
-        Err(kind) => {
-            route.metrics.count_error(kind);
-            Err(local(kind))
-        }
+        Err(kind) => Err((kind, local(kind))),
         Ok(Read::TooLarge { .. }) => reject(ErrorKind::body_too_large, local_body(ErrorKind::body_too_large)),
         Ok(Read::Whole(bytes)) => {
             let violations = schema.check(&bytes);
@@ -75,27 +71,24 @@ pub(super) async fn check_request(
     }
 }
 
-/// Checks a 2xx response body against `contract`: the body to send back, or, when the
-/// contract is enforced and the body breaks it (or is too large to check), a 502 listing the
-/// violations, which then goes back in the upstream response's place. Reported breaks pass
-/// with a warning and a metric.
+/// Checks the body of `up`'s response, a 2xx, against `contract`. When the contract is enforced
+/// and the body breaks it (or is too large to check), a 502 listing the violations takes the
+/// response's place, with the proxy's error. Reported breaks pass with a warning and a metric.
 pub(super) async fn check_response(
     mesh: &Mesh,
     route: &Route,
     service: &Service,
     contract: &Contract,
-    parts: &http::response::Parts,
-    body: Body,
+    up: &mut Upstream<'_>,
     deadline: Instant,
-) -> Result<Body, Box<Response<Body>>> {
+) {
+    let response = &mut up.exchange.response;
     let checked =
-        contract.response.as_ref().filter(|_| parts.status.is_success() && contract.validates(&parts.headers));
-    let Some(schema) = checked else { return Ok(body) };
+        contract.response.as_ref().filter(|_| response.status().is_success() && contract.validates(response.headers()));
+    let Some(schema) = checked else { return };
+    let body = std::mem::take(response.body_mut());
     let (violations, passed_on) = match read_limited(body, contract.max_body_bytes, deadline).await {
-        Err(kind) => {
-            route.metrics.count_error(kind);
-            return Err(Box::new(local_body(kind)));
-        }
+        Err(kind) => return up.replace(kind, local_body(kind)),
         Ok(Read::Whole(bytes)) => (schema.check(&bytes), Body::full(bytes)),
         Ok(Read::TooLarge { prefix, rest }) => {
             let too_large = Violation {
@@ -107,7 +100,8 @@ pub(super) async fn check_response(
         }
     };
     if violations.is_empty() {
-        return Ok(passed_on);
+        *up.exchange.response.body_mut() = passed_on;
+        return;
     }
     match contract.response_mode {
         ContractMode::Report => {
@@ -121,17 +115,17 @@ pub(super) async fn check_response(
                 first = %format!("{} ({}): {}", first.instance_path, first.keyword, first.message),
                 "response breaks the service's contract; passed on (report mode)"
             );
-            Ok(passed_on)
+            *up.exchange.response.body_mut() = passed_on;
         }
         ContractMode::Enforce => {
             count(mesh, service, "response", "rejected");
-            route.metrics.count_error(ErrorKind::contract_violation);
-            Err(Box::new(violation_response(
+            let resp = violation_response(
                 StatusCode::BAD_GATEWAY,
                 "upstream response breaks the service's contract",
                 schema,
                 &violations,
-            )))
+            );
+            up.replace(ErrorKind::contract_violation, resp);
         }
     }
 }

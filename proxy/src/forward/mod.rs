@@ -1,48 +1,62 @@
-//! Request forwarding: route, balance, rewrite, send upstream, stream the answer back.
+//! Request forwarding. A request goes through phases in a fixed order, each a function of its
+//! own over the request's `Forwarding`:
+//!
+//! 1. admit: the listener's routes, the head's rules, the first matching route ([`forward`];
+//!    the mesh API's [`call`] names its route instead);
+//! 2. route: header hygiene, the trace, the path rewrite;
+//! 3. plugins: the router may choose another service or answer, filters may change the
+//!    request or answer (`plugins.rs`);
+//! 4. contract: the request body checked against the service's contract (`contract.rs`);
+//! 5. pick and send, with retries: the breaker's admission, the body kept for replay, then the
+//!    attempts, which belong to the upstream side ([`crate::upstream::attempts`]);
+//! 6. respond: the response contract, the response filters, the body streamed back or the
+//!    connection spliced after an upgrade.
+//!
+//! Any phase may end the request with an answer of its own. However it ends, one guard
+//! (`record.rs`) records it, in the route's metrics, the topology edge and the access log, as
+//! far as that way of ending counts there.
 //!
 //! This is the hot path. It loads the snapshot once, allocates only what the upstream
-//! request needs, and takes no lock.
+//! request needs, and takes no lock. The phases that await do so in `dispatch` itself (a
+//! contract check or a body read for replay behind a box of its own, only when needed), so
+//! that splitting the path into phases adds no async layer.
 
 mod buffer;
 mod contract;
 mod headers;
 mod observe;
 mod plugins;
+mod record;
 pub mod response;
 mod upgrade;
 
+use std::mem::take;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response};
 use hyper::upgrade::OnUpgrade;
 
 pub use headers::{add_forwarded, check_request_head, ensure_host, is_upgrade, strip_hop_by_hop};
-use observe::{Finished, Observer};
-use response::{Answer, InFlight, ResponseBody, SHED_HEADER, local};
+use plugins::RequestCopy;
+use record::{LastAttempt, RequestRecord, Stage};
+use response::{Answer, ResponseBody, SHED_HEADER, local};
 
 use crate::body::Body;
-use crate::clock::{millis_at, now_millis};
-use crate::config::FailMode;
+use crate::clock::millis_at;
+use crate::config::RetryConfig;
 use crate::mesh::Mesh;
 use crate::message::{ProxyRequest, ProxyResponse};
-use crate::plugin::types::{FilterAction, Hooks, RouteDecision};
-use crate::plugin::{BalancerPlugin, ResponseView};
 use crate::routing::{RequestView, host_without_port};
-use crate::snapshot::{Route, Service};
+use crate::snapshot::{Route, Snapshot};
 use crate::telemetry::metrics::ErrorKind;
-use crate::telemetry::metrics::{ServiceEndpointLabels, ServiceLabels, ServiceReasonLabels};
+use crate::upstream::attempts::{self, Attempts, Failure, RequestBody, Unsent};
 use crate::upstream::balance::PickContext;
-use crate::upstream::breaker::{Shed, Transition};
-use crate::upstream::conn_pool::ConnectError;
-use crate::upstream::endpoint::Health;
-use crate::upstream::http1::{Exchange, Http1Error};
-use crate::upstream::http2::Http2Error;
-use crate::upstream::outlier::{self, Outcome};
-use crate::upstream::retry::{Attempt as RetryAttempt, Tried, backoff, should_retry};
-use crate::upstream::{self, Limits, Transport, UpstreamError};
+use crate::upstream::breaker::{Admission, Shed};
+use crate::upstream::http1::Exchange;
+use crate::upstream::in_flight::InFlight;
 use crate::wire;
 
 /// What the proxy knows about the downstream connection a request arrived on.
@@ -72,29 +86,15 @@ impl Downstream {
 pub async fn forward(mesh: Arc<Mesh>, down: Arc<Downstream>, mut req: Box<ProxyRequest>) -> Answer {
     let started = Instant::now();
     let snap = mesh.snapshot();
-    let Some((listener_idx, table)) = snap.listener(&down.listener) else {
-        mesh.metrics.unrouted_error(ErrorKind::no_route);
-        return local(ErrorKind::no_route);
+    let target = match admit(&snap, &down, &mut req) {
+        Ok(target) => target,
+        Err(kind) => {
+            mesh.metrics.unrouted_error(kind);
+            return local(kind);
+        }
     };
-    if !req.head_checked
-        && let Err(kind) = check_request_head(&mut req.head, table.max_request_headers)
-    {
-        mesh.metrics.unrouted_error(kind);
-        return local(kind);
-    }
-    let head = &req.head;
-    let host = head
-        .headers
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| head.uri.authority().map(|a| a.as_str()))
-        .map_or("", host_without_port);
-    let view = RequestView { host, path: head.uri.path(), method: &head.method, headers: &head.headers };
-    let Some(route_idx) = table.find(&view) else {
-        mesh.metrics.unrouted_error(ErrorKind::no_route);
-        return local(ErrorKind::no_route);
-    };
-    dispatch(&mesh, snap, &down, (listener_idx, route_idx), req, started).await
+    let (Ok(answer) | Err(answer)) = dispatch(&mesh, snap, &down, target, req, started).await;
+    answer
 }
 
 /// Sends `req` to the service named `service` on the mesh API's route to it: balancing,
@@ -110,327 +110,260 @@ pub async fn call(
     let snap = mesh.snapshot();
     let (service_idx, _) = snap.service(service)?;
     let target = snap.call_route(service_idx)?;
-    let mut response = dispatch(mesh, snap, down, target, ProxyRequest::boxed(req), started).await.into_http();
+    let (Ok(answer) | Err(answer)) = dispatch(mesh, snap, down, target, ProxyRequest::boxed(req), started).await;
+    let mut response = answer.into_http();
     wire::materialize(&mut response);
     Some(response)
 }
 
-/// Forwards `req` on route `target` (listener index, route index) of `snap`.
+/// The admit phase: the listener's routes, the head's rules (unless the HTTP/1.1 fast path
+/// checked them as it parsed), the first route that matches: its (listener, route) indices.
+/// `Err`: why the request has no route, answered and counted without one.
+#[inline]
+fn admit(snap: &Snapshot, down: &Downstream, req: &mut ProxyRequest) -> Result<(usize, usize), ErrorKind> {
+    let (listener_idx, table) = snap.listener(&down.listener).ok_or(ErrorKind::no_route)?;
+    if !req.head_checked {
+        check_request_head(&mut req.head, table.max_request_headers)?;
+    }
+    let head = &req.head;
+    let host = head
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| head.uri.authority().map(|a| a.as_str()))
+        .map_or("", host_without_port);
+    let view = RequestView { host, path: head.uri.path(), method: &head.method, headers: &head.headers };
+    let route_idx = table.find(&view).ok_or(ErrorKind::no_route)?;
+    Ok((listener_idx, route_idx))
+}
+
+/// One request being forwarded: what the phases after routing share and hand on.
+struct Forwarding<'s> {
+    down: &'s Downstream,
+    /// Listener and route indices.
+    target: (usize, usize),
+    route: &'s Route,
+    /// The route's service, or the one its router plugin chose.
+    service_idx: usize,
+    /// The request, body included, until the attempts take it.
+    req: Box<ProxyRequest>,
+    /// The path sent upstream: rewritten, and plugins may change it.
+    path: PathAndQuery,
+    /// hyper's handle on the downstream connection, when the request asks for an upgrade.
+    upgrade: Option<OnUpgrade>,
+    /// When the request arrived.
+    started: Instant,
+    /// The route's deadline for the whole request, response body included.
+    deadline: Instant,
+}
+
+/// Forwards `req` on route `target` (listener index, route index) of `snap`, phase by phase.
+/// `Ok`: the answer made of the last attempt; `Err`: the answer of a phase that ended the
+/// request before any attempt. The guard `record` records the request either way.
 async fn dispatch(
     mesh: &Arc<Mesh>,
-    snap: Arc<crate::snapshot::Snapshot>,
+    snap: Arc<Snapshot>,
     down: &Downstream,
-    (listener_idx, route_idx): (usize, usize),
+    target: (usize, usize),
     mut req: Box<ProxyRequest>,
     started: Instant,
-) -> Answer {
-    let route = &snap.listeners[listener_idx].routes[route_idx];
-    let mut service_idx = route.service;
+) -> Result<Answer, Answer> {
+    // Route; the guard starts with the trace, which the cleaned head carries upstream.
+    let route = &snap.listeners[target.0].routes[target.1];
+    let upgrade = clean_head(&snap, down, target.0, &mut req);
+    let mut record = RequestRecord::start(&snap, route, down, started, &mut req.head);
+    let path = rewrite(route, &req.head).map_err(|kind| record.local(Stage::Route, kind))?;
+    let deadline = started + route.timeout;
+    let mut fw = Forwarding { down, target, route, service_idx: route.service, req, path, upgrade, started, deadline };
 
+    // Plugins.
+    plugins::on_request(&mut fw, &snap, &mut record.obs)
+        .map_err(|answer| record.early(Stage::Plugins, None, answer))?;
+    record.bound_for(fw.service_idx);
+    let service = &snap.services[fw.service_idx];
+
+    // Contract.
+    let contract = service.contracts.as_ref().and_then(|c| c.find(&fw.req.head.method, fw.path.path()));
+    if let Some(c) = contract {
+        let checking =
+            contract::check_request(mesh, service, c, &fw.req.head.headers, take(&mut fw.req.body), deadline);
+        fw.req.body =
+            Box::pin(checking).await.map_err(|(kind, answer)| record.early(Stage::Contract, Some(kind), answer))?;
+    }
+
+    // Pick and send, with retries.
+    // One clock read serves admission and the first pick: the request's arrival, unless its
+    // body was read for a contract check, which may have taken a while.
+    let now_ms = millis_at(if contract.is_some() { Instant::now() } else { started });
+    let mut admission =
+        attempts::admit(&mesh.metrics, service, now_ms).map_err(|shed| shed_answer(&mut record, shed))?;
+    // Retries need the request body again: keep it when it is small and announced.
+    let retry = service.policy.retry.as_ref().filter(|_| fw.upgrade.is_none());
+    let body = match retry {
+        Some(r) => Box::pin(buffer::replayable(&mut fw.req.body, r.max_replay_body, deadline))
+            .await
+            .map_err(|kind| record.local(Stage::Replay, kind))?,
+        None => RequestBody::Streamed,
+    };
+    let request = RequestCopy::for_response_filters(route, &fw.req.head, &fw.path);
+    // Contracts read the response's headers from a map; otherwise an HTTP/1.1 upstream's
+    // header lines go downstream as they arrived (response filters read and change them there).
+    let to = attempts_of(mesh, &snap, &fw, &fw.path, retry, now_ms, contract.is_none());
+    let sent = attempts::send(&to, fw.req, body, &mut admission, &mut record.obs)
+        .await
+        .map_err(|unsent| unsent_answer(&mut record, unsent))?;
+
+    // Respond.
+    let last = LastAttempt { service, endpoint: sent.endpoint, resends: sent.resends, ended: sent.ended };
+    let mut up = match sent.result {
+        Ok((exchange, in_flight)) => Upstream { exchange, in_flight, admission, error: None, last },
+        Err(failure) => return Ok(failed(&mut record, last, failure)),
+    };
+    if let Some(c) = contract.filter(|_| up.exchange.upgraded.is_none()) {
+        Box::pin(contract::check_response(mesh, route, service, c, &mut up, deadline)).await;
+    }
+    Ok(respond(down, route, fw.upgrade, deadline, request.as_ref(), up, &mut record))
+}
+
+/// The route phase's header hygiene on `req`, arrived on listener `listener_idx`: hop-by-hop
+/// headers out, `Host` in, the `X-Forwarded-*` headers when the listener adds them. Returns
+/// the upgrade handle, when the request asks for one.
+#[inline]
+fn clean_head(snap: &Snapshot, down: &Downstream, listener_idx: usize, req: &mut ProxyRequest) -> Option<OnUpgrade> {
     // hyper leaves an upgrade's handle in the extensions of a request that asks for one.
-    let downstream_upgrade = is_upgrade(&req.head.headers).then(|| req.head.extensions.remove::<OnUpgrade>()).flatten();
-    let body = std::mem::take(&mut req.body);
+    let upgrade = is_upgrade(&req.head.headers).then(|| req.head.extensions.remove::<OnUpgrade>()).flatten();
     let parts = &mut req.head;
-    strip_hop_by_hop(&mut parts.headers, downstream_upgrade.is_some());
+    strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
     let host = ensure_host(&mut parts.headers, &parts.uri);
     if snap.listeners[listener_idx].forwarded_headers {
         let host = host.cloned();
         add_forwarded(&mut parts.headers, host, &down.client_ip, down.proto);
     }
-    let mut obs = Observer::start(&snap, parts);
+    upgrade
+}
+
+/// The route phase's path: the request's, or as the route rewrites it. `Err` when the rewrite
+/// makes no valid path.
+#[inline]
+fn rewrite(route: &Route, head: &http::request::Parts) -> Result<PathAndQuery, ErrorKind> {
     let path = match &route.rewrite {
         Some(rw) => {
-            let original = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+            let original = head.uri.path_and_query().map_or("/", PathAndQuery::as_str);
             PathAndQuery::try_from(rw.apply(&route.matcher, original))
         }
-        None => Ok(parts.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))),
+        None => Ok(head.uri.path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"))),
     };
-    let Ok(mut path) = path else {
-        route.metrics.count_error(ErrorKind::bad_request);
-        return local(ErrorKind::bad_request);
-    };
+    path.map_err(|_| ErrorKind::bad_request)
+}
 
-    // Plugins: the router may pick another service or answer; filters may change or answer.
-    if route.router.is_some() || !route.filters.is_empty() {
-        let authority = parts.headers.get(http::header::HOST).cloned();
-        if let Some(router) = &route.router {
-            let head =
-                plugins::request_view(&parts.method, authority.as_ref(), &path, &down.client_text, &parts.headers);
-            match obs.plugin_call(router.name(), "route", || router.route(&head)) {
-                Ok(RouteDecision::Default) => {}
-                Ok(RouteDecision::Upstream(choice)) => {
-                    let Some((idx, _)) = snap.service(&choice.service) else {
-                        tracing::warn!(plugin = router.name(), service = %choice.service, "router chose an unknown service");
-                        return plugins::failed_closed(router.name(), 502);
-                    };
-                    service_idx = idx;
-                    if let Some(m) = choice.mutations {
-                        plugins::apply(m, &mut parts.headers, &mut None, Some(&mut path));
-                    }
-                }
-                Ok(RouteDecision::Respond(answer)) => return plugins::local_response(answer),
-                Err(_) if router.fail == FailMode::Closed => {
-                    return plugins::failed_closed(router.name(), router.fail_status);
-                }
-                Err(_) => {}
-            }
-        }
-        for filter in route.filters.iter().filter(|f| f.wants(Hooks::ON_REQUEST)) {
-            let head =
-                plugins::request_view(&parts.method, authority.as_ref(), &path, &down.client_text, &parts.headers);
-            match obs.plugin_call(filter.name(), "on_request", || filter.on_request(&head)) {
-                Ok(FilterAction::Proceed) => {}
-                Ok(FilterAction::Mutate(m)) => plugins::apply(m, &mut parts.headers, &mut None, Some(&mut path)),
-                Ok(FilterAction::Respond(answer)) => return plugins::local_response(answer),
-                Err(_) if filter.fail == FailMode::Closed => {
-                    return plugins::failed_closed(filter.name(), filter.fail_status);
-                }
-                Err(_) => {}
-            }
+/// The pick-and-send phase's terms for the request `fw` of `snap` to `path`, admitted at
+/// `now_ms`: `retry` unless it cannot be retried, `raw_headers` unless a contract reads the
+/// response.
+#[inline]
+fn attempts_of<'s, 'r>(
+    mesh: &'s Mesh,
+    snap: &'s Arc<Snapshot>,
+    fw: &Forwarding<'s>,
+    path: &'r PathAndQuery,
+    retry: Option<&'s RetryConfig>,
+    now_ms: u64,
+    raw_headers: bool,
+) -> Attempts<'s, 'r> {
+    let service = &snap.services[fw.service_idx];
+    let hash = service.hash_key.as_ref().and_then(|k| k.hash(&fw.req.head.headers, fw.down.client.ip()));
+    Attempts {
+        metrics: &mesh.metrics,
+        snapshot: snap,
+        route: fw.target,
+        service: fw.service_idx,
+        pick: PickContext { hash, now: fw.started },
+        first_pick_ms: now_ms,
+        balancer_head: plugins::balancer_head(service, fw),
+        path,
+        retry,
+        deadline: fw.deadline,
+        raw_headers,
+    }
+}
+
+/// The answer to a request the service's breaker or limits shed.
+fn shed_answer(record: &mut RequestRecord<'_>, shed: Shed) -> Answer {
+    let kind = if shed == Shed::Open { ErrorKind::circuit_open } else { ErrorKind::overflow };
+    record.early(Stage::Admission, Some(kind), with_shed_reason(local(kind), shed))
+}
+
+/// The answer to a request no attempt could be made for.
+fn unsent_answer(record: &mut RequestRecord<'_>, unsent: Unsent<'_>) -> Answer {
+    match unsent {
+        Unsent::NoEndpoint => record.local(Stage::Pick, ErrorKind::no_endpoint),
+        Unsent::PluginFailed(plugin) => {
+            record.early(Stage::Pick, None, plugins::failed_closed(plugin.name(), plugin.fail_status))
         }
     }
-    let service = &snap.services[service_idx];
-    let deadline = started + route.timeout;
-    let contract = service.contracts.as_ref().and_then(|c| c.find(&parts.method, path.path()));
-    let body = match contract {
-        Some(c) => {
-            match Box::pin(contract::check_request(mesh, route, service, c, &parts.headers, body, deadline)).await {
-                Ok(checked) => checked,
-                Err(answer) => {
-                    route.metrics.count_status(answer.head.status);
-                    return answer;
-                }
-            }
-        }
-        None => body,
-    };
-    // One clock read serves admission and the first pick: the request's arrival, unless its
-    // body was read for a contract check, which may have taken a while.
-    let now_ms = millis_at(if contract.is_some() { Instant::now() } else { started });
-    let hash = service.hash_key.as_ref().and_then(|k| k.hash(&parts.headers, down.client.ip()));
+}
 
-    let mut admission = match service.state.admit(&service.policy.breaker, now_ms) {
-        Ok((admission, transition)) => {
-            if let Some(t) = transition {
-                note_transition(mesh, service, t);
-            }
-            admission
-        }
-        Err(shed) => {
-            count_shed(mesh, service, shed);
-            let kind = if shed == Shed::Open { ErrorKind::circuit_open } else { ErrorKind::overflow };
-            route.metrics.count_error(kind);
-            route.metrics.count_status(StatusCode::SERVICE_UNAVAILABLE);
-            route.edge(service_idx).record(true, started.elapsed(), Instant::now());
-            return with_shed_reason(local(kind), shed);
-        }
+/// The answer to a request whose last attempt got no response: the proxy's own, naming the
+/// limit that shed it when one did.
+fn failed<'s>(record: &mut RequestRecord<'s>, last: LastAttempt<'s>, failure: Failure) -> Answer {
+    let answer = match failure.shed {
+        Some(shed) => with_shed_reason(local(failure.kind), shed),
+        None => local(failure.kind),
     };
+    let status = answer.head.status;
+    record.exchanged(last, true, Some(failure.kind), status, status);
+    answer
+}
 
-    parts.version = match service.transport {
-        Transport::Http1 => Version::HTTP_11,
-        Transport::Http2 => Version::HTTP_2,
-    };
-    let mut body = body;
+fn with_shed_reason(mut resp: Answer, shed: Shed) -> Answer {
+    resp.head.headers.insert(SHED_HEADER, HeaderValue::from_static(shed.as_str()));
+    resp
+}
 
-    // Retries need the request body again: keep it when it is small and announced.
-    let retry = service.policy.retry.as_ref().filter(|_| downstream_upgrade.is_none());
-    let replay = match retry {
-        Some(r) => match Box::pin(buffer::replayable(body, r.max_replay_body, deadline)).await {
-            Ok(buffer::Replay::Kept(bytes)) => {
-                body = Body::Empty;
-                Some(bytes)
-            }
-            Ok(buffer::Replay::Streamed(b)) => {
-                body = b;
-                None
-            }
-            Err(kind) => {
-                route.metrics.count_error(kind);
-                return local(kind);
-            }
-        },
-        None => None,
-    };
-    let max_attempts = match (retry, &replay) {
-        (Some(r), Some(_)) => r.num_retries + 1,
-        _ => 1,
-    };
+/// An endpoint's response on its way back (kept in its box: a response head is large), with
+/// what keeps the request counted while its body streams.
+struct Upstream<'s> {
+    exchange: Box<Exchange>,
+    in_flight: InFlight,
+    admission: Admission,
+    /// The proxy's own error, when its answer took the response's place.
+    error: Option<ErrorKind>,
+    last: LastAttempt<'s>,
+}
 
-    let ctx = PickContext { hash, now: started };
-    let balancer_head = service.balancer_plugin.as_ref().map(|plugin| {
-        let authority = parts.headers.get(http::header::HOST);
-        plugin.pack(&plugins::request_view(&parts.method, authority, &path, &down.client_text, &parts.headers))
-    });
-    let mut tried = Tried::default();
-    let mut attempt = 0;
-    let request_line = RequestCopy::for_response_filters(route, parts, &path);
-    // Contracts read the response's headers from a map; otherwise an HTTP/1.1 upstream's
-    // header lines go downstream as they arrived (response filters read and change them there).
-    let raw_headers = contract.is_none();
-    let mut req = Some(req);
-    let mut retry_slot = None;
-    let (endpoint_idx, now, answered_ms, result) = loop {
-        attempt += 1;
-        let pick_ms = if attempt == 1 { now_ms } else { now_millis() };
-        let idx = match pick(service, &ctx, pick_ms, &tried, balancer_head.as_ref(), &mut obs) {
-            Ok(Some(idx)) => idx,
-            Ok(None) => {
-                route.metrics.count_error(ErrorKind::no_endpoint);
-                route.edge(service_idx).record(true, started.elapsed(), Instant::now());
-                return local(ErrorKind::no_endpoint);
-            }
-            Err(plugin) => {
-                route.edge(service_idx).record(true, started.elapsed(), Instant::now());
-                return plugins::failed_closed(plugin.name(), plugin.fail_status);
-            }
-        };
-        let endpoint = &service.endpoints[idx];
-        let uri = upstream_uri(endpoint, &path);
-        let request = match (&replay, attempt < max_attempts) {
-            // More attempts may follow: send a copy.
-            (Some(bytes), true) => {
-                let head = &req.as_ref().expect("the request is kept until the last attempt").head;
-                let body = Body::full(bytes.clone());
-                ProxyRequest::new(head.method.clone(), uri, head.version, head.headers.clone(), body)
-            }
-            // The downstream request becomes the upstream one.
-            _ => {
-                let mut last = req.take().expect("the last attempt takes the request");
-                last.head.uri = uri;
-                last.body = match &replay {
-                    Some(bytes) => Body::full(bytes.clone()),
-                    None => std::mem::take(&mut body),
-                };
-                last
-            }
-        };
-        let method = request.head.method.clone();
-        let in_flight = InFlight::start(snap.clone(), listener_idx, route_idx, service_idx, idx);
-        let attempt_started = Instant::now();
-        let try_deadline = match retry.and_then(|r| r.per_try_timeout) {
-            Some(per_try) => deadline.min(attempt_started + per_try),
-            None => deadline,
-        };
-        let limits = Limits { state: &service.state, breaker: &service.policy.breaker };
-        let sent = upstream::send(&service.transport, endpoint, request, limits, attempt_started, try_deadline, raw_headers).await.map_err(|e| {
-            if e.is_tls_handshake() {
-                tracing::warn!(route = %route.name, upstream = %endpoint.authority, error = %e, "upstream TLS handshake failed");
-            } else {
-                tracing::debug!(route = %route.name, upstream = %endpoint.authority, error = %e, "upstream request failed");
-            }
-            Failure::from(&e)
-        });
-        // The transport read the clock as the response head arrived.
-        let now = sent.as_ref().map_or_else(|_| Instant::now(), |exchange| exchange.received);
-        // One conversion for outlier detection and the breaker (~30 instructions each).
-        let answered_ms = millis_at(now);
-        let outcome = match &sent {
-            Ok(exchange) => RetryAttempt::Status(exchange.response.status()),
-            Err(f) => f.attempt,
-        };
-        if let Some(outlier) = &service.policy.outlier {
-            let gateway_failure = match outcome {
-                RetryAttempt::Status(s) => matches!(s.as_u16(), 502..=504),
-                _ => matches!(&sent, Err(f) if f.shed.is_none()),
-            };
-            let five_xx = gateway_failure || matches!(outcome, RetryAttempt::Status(s) if s.is_server_error());
-            if let Some(length) =
-                outlier::record(outlier, &service.endpoints, idx, Outcome { five_xx, gateway_failure }, answered_ms)
-            {
-                tracing::warn!(service = %service.name, endpoint = %endpoint.authority, ?length, "endpoint ejected");
-                let labels =
-                    ServiceEndpointLabels { service: service.name.clone(), endpoint: endpoint.address.to_string() };
-                mesh.metrics.ejections.get_or_create(&labels).inc();
-            }
-        }
-        let retryable = attempt < max_attempts
-            && !matches!(&sent, Err(f) if f.shed.is_some())
-            && retry.is_some_and(|r| should_retry(r, &method, outcome));
-        if retryable && let Some(r) = retry {
-            let labels = ServiceLabels { service: service.name.clone() };
-            retry_slot = service.state.begin_retry(
-                r.budget_percent,
-                r.min_retry_concurrency,
-                service.policy.breaker.max_retries,
-            );
-            if retry_slot.is_some() {
-                let wait = backoff(r, attempt);
-                if Instant::now() + wait < deadline {
-                    mesh.metrics.retries.get_or_create(&labels).inc();
-                    drop((sent, in_flight));
-                    tokio::time::sleep(wait).await;
-                    tried.insert(idx);
-                    continue;
-                }
-            } else {
-                mesh.metrics.retry_budget_exhausted.get_or_create(&labels).inc();
-            }
-        }
-        if sent.is_ok() {
-            endpoint.stats.observe_latency(now, now - attempt_started);
-        }
-        break (idx, now, answered_ms, sent.map(|e| (e, in_flight)));
-    };
-    drop(retry_slot);
-    let endpoint = &service.endpoints[endpoint_idx];
-    let elapsed = now - started;
-    let finished = |status| Finished {
-        status,
-        route: &route.name,
-        service: &service.name,
-        upstream: &endpoint.authority,
-        resends: attempt - 1,
-        elapsed,
-    };
-    // An attempt shed by the proxy's own limits says nothing about the service's health.
-    if !matches!(&result, Err(f) if f.shed.is_some()) {
-        let success = matches!(&result, Ok((e, _)) if !e.response.status().is_server_error());
-        if let Some(t) = service.state.record(&service.policy.breaker, success, admission.take_probe(), answered_ms) {
-            note_transition(mesh, service, t);
-        }
+impl Upstream<'_> {
+    /// Puts the proxy's answer for `kind` in the response's place.
+    fn replace(&mut self, kind: ErrorKind, resp: Response<Body>) {
+        self.error = Some(kind);
+        self.exchange.response = resp;
     }
+}
 
-    let (exchange, in_flight) = match result {
-        Ok(pair) => pair,
-        Err(failure) => {
-            let kind = failure.kind;
-            route.metrics.count_error(kind);
-            let resp = match failure.shed {
-                Some(shed) => {
-                    count_shed(mesh, service, shed);
-                    with_shed_reason(local(kind), shed)
-                }
-                None => local(kind),
-            };
-            route.metrics.count_status(resp.head.status);
-            route.metrics.duration.observe(elapsed);
-            route.edge(service_idx).record(true, elapsed, now);
-            obs.finish(down.client, finished(resp.head.status));
-            return resp;
-        }
-    };
+/// The respond phase: the response head cleaned and shown to the response filters (`request` is
+/// what they see of the request), then the body streamed back under the request's `deadline`,
+/// or the two connections spliced when both sides switched protocols.
+#[inline]
+fn respond<'s>(
+    down: &Downstream,
+    route: &Route,
+    downstream_upgrade: Option<OnUpgrade>,
+    deadline: Instant,
+    request: Option<&RequestCopy>,
+    up: Upstream<'s>,
+    record: &mut RequestRecord<'s>,
+) -> Answer {
+    let Upstream { exchange, in_flight, admission, error, last } = up;
     let Exchange { response, mut raw, upgraded, .. } = *exchange;
-    let (mut head, mut body) = response.into_parts();
-    if let Some(c) = contract.filter(|_| upgraded.is_none()) {
-        match Box::pin(contract::check_response(mesh, route, service, c, &head, body, deadline)).await {
-            Ok(checked) => body = checked,
-            Err(answer) => (head, body) = answer.into_parts(),
-        }
-    }
+    let (mut head, body) = response.into_parts();
     let status = head.status;
-    route.metrics.count_status(status);
-    route.metrics.duration.observe(elapsed);
-    route.edge(service_idx).record(status.is_server_error(), elapsed, now);
-
     strip_hop_by_hop(&mut head.headers, upgraded.is_some() && downstream_upgrade.is_some());
-    let answer = match &request_line {
+    let replaced = match request {
         Some(req) if upgraded.is_none() => {
-            response_filters(route, req, &down.client_text, &mut head, &mut raw, &mut obs)
+            plugins::on_response(route, req, &down.client_text, &mut head, &mut raw, &mut record.obs)
         }
         _ => None,
     };
-    obs.finish(down.client, finished(answer.as_ref().map_or(status, |a| a.head.status)));
-    if let Some(answer) = answer {
+    record.exchanged(last, false, error, status, replaced.as_ref().map_or(status, |a| a.head.status));
+    if let Some(answer) = replaced {
         return answer;
     }
     let body = match (downstream_upgrade, upgraded) {
@@ -441,228 +374,4 @@ async fn dispatch(
         _ => ResponseBody::streamed(body, in_flight, admission, deadline).with_raw_headers(raw),
     };
     Box::new(ProxyResponse { head, body })
-}
-
-/// What response filters see of the request, kept when a route has any: the request line and
-/// only the headers those filters read.
-struct RequestCopy {
-    method: http::Method,
-    authority: Option<http::HeaderValue>,
-    path: PathAndQuery,
-    headers: http::HeaderMap,
-}
-
-impl RequestCopy {
-    fn for_response_filters(route: &Route, parts: &http::request::Parts, path: &PathAndQuery) -> Option<Self> {
-        let mut filters = route.filters.iter().filter(|f| f.wants(Hooks::ON_RESPONSE)).peekable();
-        filters.peek()?;
-        let mut headers = http::HeaderMap::new();
-        for filter in filters {
-            filter.header_interest().copy(&parts.headers, &mut headers);
-        }
-        Some(Self {
-            method: parts.method.clone(),
-            authority: parts.headers.get(http::header::HOST).cloned(),
-            path: path.clone(),
-            headers,
-        })
-    }
-}
-
-/// Runs the route's filters on a response head, last filter first. Returns a replacement
-/// response when a filter answers (or fails closed).
-fn response_filters(
-    route: &Route,
-    req: &RequestCopy,
-    client: &str,
-    parts: &mut http::response::Parts,
-    raw: &mut Option<wire::RawHeaders>,
-    obs: &mut Observer,
-) -> Option<Answer> {
-    for filter in route.filters.iter().rev().filter(|f| f.wants(Hooks::ON_RESPONSE)) {
-        let head = plugins::request_view(&req.method, req.authority.as_ref(), &req.path, client, &req.headers);
-        let resp = ResponseView { status: parts.status.as_u16(), raw: raw.as_ref(), headers: &parts.headers };
-        match obs.plugin_call(filter.name(), "on_response", || filter.on_response(&head, &resp)) {
-            Ok(FilterAction::Proceed) => {}
-            Ok(FilterAction::Mutate(m)) => plugins::apply(m, &mut parts.headers, raw, None),
-            Ok(FilterAction::Respond(answer)) => return Some(plugins::local_response(answer)),
-            Err(_) if filter.fail == FailMode::Closed => {
-                return Some(plugins::failed_closed(filter.name(), filter.fail_status));
-            }
-            Err(_) => {}
-        }
-    }
-    None
-}
-
-/// Chooses an endpoint: routable ones (not failing active checks, not ejected; degraded ones
-/// only while no healthy one is routable) unless too few are, in which case all (panic mode,
-/// as Envoy); endpoints already tried are avoided while others remain. A balancer plugin,
-/// when the service has one, chooses among the same candidates; `Err` is its failed-closed
-/// plugin that failed closed.
-fn pick<'s>(
-    service: &'s Service,
-    ctx: &PickContext,
-    now_ms: u64,
-    tried: &Tried,
-    head: Option<&crate::plugin::PackedRequest>,
-    obs: &mut Observer,
-) -> Result<Option<usize>, &'s BalancerPlugin> {
-    let endpoints = &service.endpoints;
-    let filter = service.filters_endpoints();
-    let routable = |i: usize| !filter || endpoints[i].stats.is_routable(now_ms);
-    let degraded = |i: usize| filter && endpoints[i].stats.health() == Health::Degraded;
-    let (mut up, mut preferred) = (0, 0);
-    if filter {
-        for i in (0..endpoints.len()).filter(|&i| routable(i)) {
-            up += 1;
-            preferred += usize::from(!degraded(i));
-        }
-    }
-    let panic = filter && up * 100 < endpoints.len() * usize::from(service.policy.panic_threshold);
-    let avoid_degraded = preferred > 0 && preferred < up;
-    let allowed = |i: usize| panic || (routable(i) && !(avoid_degraded && degraded(i)));
-    let untried = |i: usize| !tried.contains(i);
-    if let (Some(plugin), Some(head)) = (&service.balancer_plugin, head) {
-        let mut ids: Vec<usize> = (0..endpoints.len()).filter(|&i| allowed(i) && untried(i)).collect();
-        if ids.is_empty() && !tried.is_empty() {
-            ids = (0..endpoints.len()).filter(|&i| allowed(i)).collect();
-        }
-        if ids.is_empty() {
-            return Ok(None);
-        }
-        let candidates: Vec<_> =
-            ids.iter().map(|&i| crate::plugin::endpoint_view(i as u32, &endpoints[i], ctx.now, now_ms)).collect();
-        match obs.plugin_call(plugin.name(), "pick", || plugin.pick(head, &candidates)) {
-            Ok(Some(choice)) if (choice as usize) < ids.len() => return Ok(Some(ids[choice as usize])),
-            // Declined: the service's own policy picks.
-            Ok(None) => {}
-            Ok(Some(choice)) => {
-                tracing::debug!(plugin = plugin.name(), choice, candidates = ids.len(), "balancer chose no candidate");
-                if plugin.fail == FailMode::Closed {
-                    return Err(plugin);
-                }
-            }
-            Err(_) if plugin.fail == FailMode::Closed => return Err(plugin),
-            Err(_) => {}
-        }
-    }
-    Ok(service
-        .balancer
-        .pick(ctx, endpoints, &|i| allowed(i) && untried(i))
-        .or_else(|| if tried.is_empty() { None } else { service.balancer.pick(ctx, endpoints, &allowed) }))
-}
-
-/// The URI of a request to `endpoint` for `path`.
-fn upstream_uri(endpoint: &crate::upstream::Endpoint, path: &PathAndQuery) -> Uri {
-    let mut uri = http::uri::Parts::default();
-    // HTTP/2 sends the scheme as `:scheme`; HTTP/1.1 sends only the path.
-    uri.scheme = Some(if endpoint.conns.settings().tls.is_some() { Scheme::HTTPS } else { Scheme::HTTP });
-    uri.authority = Some(endpoint.authority.clone());
-    uri.path_and_query = Some(path.clone());
-    Uri::from_parts(uri).expect("scheme, authority and path make a valid URI")
-}
-
-/// Why an attempt produced no upstream response.
-#[derive(Debug)]
-struct Failure {
-    kind: ErrorKind,
-    attempt: RetryAttempt,
-    shed: Option<Shed>,
-}
-
-impl From<&UpstreamError> for Failure {
-    fn from(e: &UpstreamError) -> Self {
-        let (kind, attempt, shed) = match e {
-            UpstreamError::Timeout => (ErrorKind::timeout, RetryAttempt::Timeout, None),
-            UpstreamError::Http1(Http1Error::Shed(s)) | UpstreamError::Http2(Http2Error::Shed(s)) => {
-                (ErrorKind::overflow, RetryAttempt::ConnectFailure, Some(*s))
-            }
-            UpstreamError::Http1(Http1Error::Connect(ConnectError::Timeout(_)))
-            | UpstreamError::Http2(Http2Error::Connect(ConnectError::Timeout(_))) => {
-                (ErrorKind::timeout, RetryAttempt::ConnectFailure, None)
-            }
-            UpstreamError::Http1(Http1Error::Connect(ConnectError::Io(..) | ConnectError::Tls(..)))
-            | UpstreamError::Http2(
-                Http2Error::Connect(ConnectError::Io(..) | ConnectError::Tls(..)) | Http2Error::Handshake(..),
-            ) => (ErrorKind::upstream_connect, RetryAttempt::ConnectFailure, None),
-            UpstreamError::Http1(Http1Error::RequestBody(_)) => (ErrorKind::bad_request, RetryAttempt::Reset, None),
-            UpstreamError::Http1(_) => (ErrorKind::upstream_reset, RetryAttempt::Reset, None),
-            UpstreamError::Http2(Http2Error::Stream(e)) => (classify_http2(e), RetryAttempt::Reset, None),
-        };
-        Self { kind, attempt, shed }
-    }
-}
-
-fn count_shed(mesh: &Mesh, service: &Service, shed: Shed) {
-    let reason = ServiceReasonLabels { service: service.name.clone(), reason: shed.as_str() };
-    mesh.metrics.shed.get_or_create(&reason).inc();
-}
-
-fn with_shed_reason(mut resp: Answer, shed: Shed) -> Answer {
-    resp.head.headers.insert(SHED_HEADER, HeaderValue::from_static(shed.as_str()));
-    resp
-}
-
-fn note_transition(mesh: &Mesh, service: &Service, t: Transition) {
-    tracing::warn!(service = %service.name, state = t.0.as_str(), "circuit breaker changed state");
-    let labels = ServiceReasonLabels { service: service.name.clone(), reason: t.0.as_str() };
-    mesh.metrics.breaker_transitions.get_or_create(&labels).inc();
-}
-
-/// Maps a failed HTTP/2 stream to the local answer it deserves.
-fn classify_http2(e: &hyper::Error) -> ErrorKind {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cause {
-        let io_timeout = c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
-        if io_timeout || c.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout) {
-            return ErrorKind::timeout;
-        }
-        cause = c.source();
-    }
-    ErrorKind::upstream_reset
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::snapshot::{Carried, Snapshot};
-
-    /// A snapshot with one service of `n` endpoints balanced by `balance` (`extra`: more keys).
-    fn snapshot(n: usize, balance: &str, extra: &str) -> Snapshot {
-        let endpoints: Vec<String> = (0..n).map(|i| format!("{{ address = \"127.0.0.1:{}\" }}", 20_000 + i)).collect();
-        let text = format!(
-            "[[listeners]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\n[[routes]]\nname = \"r\"\nservice = \"s\"\n\
-             [[services]]\nname = \"s\"\nbalance = \"{balance}\"\n{extra}\nendpoints = [{}]\n",
-            endpoints.join(", ")
-        );
-        let config = crate::config::parse(std::path::Path::new("test.toml"), &text).expect("valid configuration");
-        let metrics = crate::telemetry::Metrics::new();
-        let assets = crate::mesh::Assets::default();
-        crate::snapshot::build(Arc::new(config), &[], &assets, &Arc::default(), 1, &mut Carried::default(), &metrics)
-    }
-
-    #[test]
-    fn every_try_gets_a_different_endpoint_on_a_service_of_more_than_64() {
-        const ENDPOINTS: usize = 100;
-        for (balance, extra, hash) in [
-            ("ring_hash", "hash_key = { source = \"header\", name = \"x-user\" }", Some(0x5eed)),
-            ("random", "", None),
-            ("least_request", "", None),
-        ] {
-            let snap = snapshot(ENDPOINTS, balance, extra);
-            let service = &snap.services[0];
-            let (mut parts, ()) = Request::new(()).into_parts();
-            let mut obs = Observer::start(&snap, &mut parts);
-            let ctx = PickContext { hash, now: Instant::now() };
-            let mut tried = Tried::default();
-            for attempt in 0..ENDPOINTS {
-                let idx = pick(service, &ctx, now_millis(), &tried, None, &mut obs).ok().flatten().expect("a pick");
-                assert!(!tried.contains(idx), "{balance}: attempt {attempt} picked endpoint {idx} again");
-                tried.insert(idx);
-            }
-            let again = pick(service, &ctx, now_millis(), &tried, None, &mut obs).ok().flatten();
-            assert!(again.is_some(), "{balance}: once every endpoint was tried, one is tried again");
-        }
-    }
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use http::{Method, StatusCode, Uri, Version};
 use opentelemetry::KeyValue;
 
+use crate::plugin::HookCalls;
 use crate::snapshot::Snapshot;
 use crate::telemetry::logging::ACCESS_LOG_TARGET;
 use crate::telemetry::otlp::{Event, FinishedSpan, SpanExport};
@@ -67,22 +68,8 @@ impl Observer {
         Self { trace, request, access_log: snap.access_log, span }
     }
 
-    /// Runs one plugin hook; when the request's span is recorded, the call becomes its event.
-    pub fn plugin_call<R>(&mut self, plugin: &str, hook: &'static str, call: impl FnOnce() -> R) -> R {
-        let Some(span) = &mut self.span else { return call() };
-        let (at, started) = (SystemTime::now(), Instant::now());
-        let result = call();
-        let attributes = vec![
-            KeyValue::new("wasmesh.plugin.name", plugin.to_owned()),
-            KeyValue::new("wasmesh.plugin.hook", hook),
-            KeyValue::new("wasmesh.plugin.duration_us", started.elapsed().as_micros() as i64),
-        ];
-        span.events.push(Event::new("plugin.call", at, attributes, 0));
-        result
-    }
-
-    /// Emits the access-log event and queues the span, as configured.
-    pub fn finish(self, client: std::net::SocketAddr, outcome: Finished<'_>) {
+    /// Emits the access-log event and queues the span, as configured. Called once.
+    pub fn finish(&mut self, client: std::net::SocketAddr, outcome: Finished<'_>) {
         let Some((method, uri, version)) = &self.request else { return };
         if self.access_log {
             let (trace_id, span_id, parent_id) = match &self.trace {
@@ -102,7 +89,7 @@ impl Observer {
                 parent_id = %parent_id,
             );
         }
-        let (Some(span), Some(trace)) = (self.span, &self.trace) else { return };
+        let (Some(span), Some(trace)) = (self.span.take(), &self.trace) else { return };
         let status = outcome.status.as_u16();
         let mut attributes = vec![
             KeyValue::new("http.request.method", method.as_str().to_owned()),
@@ -138,6 +125,22 @@ impl Observer {
                 error,
             },
         );
+    }
+}
+
+impl HookCalls for Observer {
+    /// Runs one plugin hook; when the request's span is recorded, the call becomes its event.
+    fn plugin_call<R>(&mut self, plugin: &str, hook: &'static str, call: impl FnOnce() -> R) -> R {
+        let Some(span) = &mut self.span else { return call() };
+        let (at, started) = (SystemTime::now(), Instant::now());
+        let result = call();
+        let attributes = vec![
+            KeyValue::new("wasmesh.plugin.name", plugin.to_owned()),
+            KeyValue::new("wasmesh.plugin.hook", hook),
+            KeyValue::new("wasmesh.plugin.duration_us", started.elapsed().as_micros() as i64),
+        ];
+        span.events.push(Event::new("plugin.call", at, attributes, 0));
+        result
     }
 }
 

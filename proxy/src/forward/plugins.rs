@@ -1,4 +1,5 @@
-//! Glue between the request path and Wasm plugins: what a plugin sees, and applying what it
+//! The request path's plugin phases: the router and the filters on the request, the filters
+//! on the response head; and the glue they share: what a plugin sees, and applying what it
 //! decides.
 
 use std::cell::RefCell;
@@ -7,11 +8,124 @@ use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
+use super::Forwarding;
+use super::observe::Observer;
 use super::response::{Answer, ERROR_HEADER, ResponseBody};
 use crate::body::Body;
+use crate::config::FailMode;
 use crate::message::ProxyResponse;
-use crate::plugin::{Change, RequestView, changes, types};
+use crate::plugin::types::{FilterAction, Hooks, RouteDecision};
+use crate::plugin::{Change, HookCalls, PackedRequest, RequestView, ResponseView, changes, types};
+use crate::snapshot::{Route, Service, Snapshot};
 use crate::wire::RawHeaders;
+
+/// The plugins phase: the route's router may send the request to another service (of `snap`)
+/// or answer it; then its filters, in order, may change the request or answer it. `Err` is
+/// the answer, a plugin's own or its failure's when it fails closed.
+#[inline]
+pub(super) fn on_request(fw: &mut Forwarding<'_>, snap: &Snapshot, obs: &mut Observer) -> Result<(), Answer> {
+    let route = fw.route;
+    if route.router.is_none() && route.filters.is_empty() {
+        return Ok(());
+    }
+    let parts = &mut fw.req.head;
+    // Plugins see the `Host` the request arrived with, whatever a plugin sets.
+    let authority = parts.headers.get(http::header::HOST).cloned();
+    if let Some(router) = &route.router {
+        let head = request_view(&parts.method, authority.as_ref(), &fw.path, &fw.down.client_text, &parts.headers);
+        match obs.plugin_call(router.name(), "route", || router.route(&head)) {
+            Ok(RouteDecision::Default) => {}
+            Ok(RouteDecision::Upstream(choice)) => {
+                let Some((idx, _)) = snap.service(&choice.service) else {
+                    tracing::warn!(plugin = router.name(), service = %choice.service, "router chose an unknown service");
+                    return Err(failed_closed(router.name(), 502));
+                };
+                fw.service_idx = idx;
+                if let Some(m) = choice.mutations {
+                    apply(m, &mut parts.headers, &mut None, Some(&mut fw.path));
+                }
+            }
+            Ok(RouteDecision::Respond(answer)) => return Err(local_response(answer)),
+            Err(_) if router.fail == FailMode::Closed => return Err(failed_closed(router.name(), router.fail_status)),
+            Err(_) => {}
+        }
+    }
+    for filter in route.filters.iter().filter(|f| f.wants(Hooks::ON_REQUEST)) {
+        let head = request_view(&parts.method, authority.as_ref(), &fw.path, &fw.down.client_text, &parts.headers);
+        match obs.plugin_call(filter.name(), "on_request", || filter.on_request(&head)) {
+            Ok(FilterAction::Proceed) => {}
+            Ok(FilterAction::Mutate(m)) => apply(m, &mut parts.headers, &mut None, Some(&mut fw.path)),
+            Ok(FilterAction::Respond(answer)) => return Err(local_response(answer)),
+            Err(_) if filter.fail == FailMode::Closed => return Err(failed_closed(filter.name(), filter.fail_status)),
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The request packed for `service`'s balancer plugin, when it has one.
+#[inline]
+pub(super) fn balancer_head(service: &Service, fw: &Forwarding<'_>) -> Option<PackedRequest> {
+    let plugin = service.balancer_plugin.as_ref()?;
+    let parts = &fw.req.head;
+    let authority = parts.headers.get(http::header::HOST);
+    Some(plugin.pack(&request_view(&parts.method, authority, &fw.path, &fw.down.client_text, &parts.headers)))
+}
+
+/// What response filters see of the request, kept when a route has any: the request line and
+/// only the headers those filters read.
+pub(super) struct RequestCopy {
+    method: http::Method,
+    authority: Option<http::HeaderValue>,
+    path: PathAndQuery,
+    headers: http::HeaderMap,
+}
+
+impl RequestCopy {
+    /// The copy `route`'s response filters need of the request `parts` for `path`, if it has
+    /// any: the request itself goes to the endpoint.
+    #[inline]
+    pub fn for_response_filters(route: &Route, parts: &http::request::Parts, path: &PathAndQuery) -> Option<Self> {
+        let mut filters = route.filters.iter().filter(|f| f.wants(Hooks::ON_RESPONSE)).peekable();
+        filters.peek()?;
+        let mut headers = http::HeaderMap::new();
+        for filter in filters {
+            filter.header_interest().copy(&parts.headers, &mut headers);
+        }
+        Some(Self {
+            method: parts.method.clone(),
+            authority: parts.headers.get(http::header::HOST).cloned(),
+            path: path.clone(),
+            headers,
+        })
+    }
+}
+
+/// Runs the route's filters on a response head, last filter first. Returns a replacement
+/// response when a filter answers (or fails closed).
+pub(super) fn on_response(
+    route: &Route,
+    req: &RequestCopy,
+    client: &str,
+    parts: &mut http::response::Parts,
+    raw: &mut Option<RawHeaders>,
+    obs: &mut Observer,
+) -> Option<Answer> {
+    for filter in route.filters.iter().rev().filter(|f| f.wants(Hooks::ON_RESPONSE)) {
+        let head = request_view(&req.method, req.authority.as_ref(), &req.path, client, &req.headers);
+        let resp = ResponseView { status: parts.status.as_u16(), raw: raw.as_ref(), headers: &parts.headers };
+        match obs.plugin_call(filter.name(), "on_response", || filter.on_response(&head, &resp)) {
+            Ok(FilterAction::Proceed) => {}
+            Ok(FilterAction::Mutate(m)) => apply(m, &mut parts.headers, raw, None),
+            Ok(FilterAction::Respond(answer)) => return Some(local_response(answer)),
+            Err(_) if filter.fail == FailMode::Closed => {
+                return Some(failed_closed(filter.name(), filter.fail_status));
+            }
+            Err(_) => {}
+        }
+    }
+    None
+}
 
 /// The request as plugins see it. `authority` is the `Host` header as it arrived, kept apart
 /// from `headers`, which plugins may change.

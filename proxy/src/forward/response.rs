@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -14,50 +13,15 @@ use tokio::time::Sleep;
 
 use crate::body::{Body, BoxError};
 use crate::message::ProxyResponse;
-use crate::snapshot::Snapshot;
 use crate::telemetry::metrics::ErrorKind;
 use crate::upstream::breaker::Admission;
+use crate::upstream::in_flight::InFlight;
 use crate::wire::{RawHeaders, WithRawHeaders};
 
 /// Header naming why the proxy answered a request itself.
 pub const ERROR_HEADER: &str = "x-wasmesh-error";
 /// Header naming the limit (or open breaker) that shed a request.
 pub const SHED_HEADER: &str = "x-wasmesh-shed";
-
-/// A request counted as in flight on its route and endpoint until dropped.
-///
-/// It holds the request's snapshot, so the route and endpoint it counts against stay
-/// alive as long as the response streams, even across a reload.
-#[derive(Debug)]
-pub struct InFlight {
-    snapshot: Arc<Snapshot>,
-    listener: usize,
-    route: usize,
-    service: usize,
-    endpoint: usize,
-}
-
-impl InFlight {
-    /// Counts the request as started on route `route` of listener `listener`, and on endpoint
-    /// `endpoint` of service `service` (which a router plugin may have chosen).
-    pub fn start(snapshot: Arc<Snapshot>, listener: usize, route: usize, service: usize, endpoint: usize) -> Self {
-        let me = Self { snapshot, listener, route, service, endpoint };
-        me.snapshot.listeners[listener].routes[route].metrics.active.inc();
-        me.endpoint().stats.start_request();
-        me
-    }
-
-    fn endpoint(&self) -> &crate::upstream::Endpoint {
-        &self.snapshot.services[self.service].endpoints[self.endpoint]
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.snapshot.listeners[self.listener].routes[self.route].metrics.active.dec();
-        self.endpoint().stats.finish_request();
-    }
-}
 
 /// The body sent downstream.
 #[derive(Debug)]

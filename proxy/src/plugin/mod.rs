@@ -409,6 +409,13 @@ fn passed_headers(declared: Option<Vec<String>>, allowed: &[String]) -> Option<V
     }
 }
 
+/// Runs plugin hooks on behalf of one request. The request's observer implements it, so that
+/// each call a traced request makes becomes an event of its span, whichever module makes it.
+pub trait HookCalls {
+    /// Runs `call`, hook `hook` of plugin `plugin`, and returns what it returned.
+    fn plugin_call<R>(&mut self, plugin: &str, hook: &'static str, call: impl FnOnce() -> R) -> R;
+}
+
 /// Endpoint `id` as balancer and health-check plugins see it, with its live statistics.
 pub fn endpoint_view(
     id: u32,

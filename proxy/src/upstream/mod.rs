@@ -1,6 +1,9 @@
 //! Upstream side of the proxy: endpoints, load balancing, connection pools and the clients
-//! that speak HTTP/1.1 and HTTP/2 to endpoints, over TCP or TLS.
+//! that speak HTTP/1.1 and HTTP/2 to endpoints, over TCP or TLS; and a request's way to a
+//! service: admission, endpoint selection (`select.rs`) and the attempts with their retries
+//! (`attempts.rs`, beside the retry rules of `retry.rs`).
 
+pub mod attempts;
 pub mod balance;
 pub mod breaker;
 pub mod conn_pool;
@@ -8,21 +11,18 @@ pub mod endpoint;
 pub mod health;
 pub mod http1;
 pub mod http2;
+pub mod in_flight;
 pub mod outlier;
 pub mod retry;
+pub mod select;
 pub mod stream;
-
-use std::time::Instant;
 
 pub use endpoint::{Endpoint, EndpointStats};
 
-use crate::body::Body;
-use crate::clock::millis_at;
 use crate::config::CircuitBreakerConfig;
-use crate::message::ProxyRequest;
 use breaker::ServiceState;
 use conn_pool::ConnectError;
-use http1::{Exchange, Http1Error};
+use http1::Http1Error;
 use http2::Http2Error;
 
 /// How a service reaches its endpoints.
@@ -76,27 +76,4 @@ pub struct Limits<'a> {
     pub state: &'a ServiceState,
     /// Its configured limits.
     pub breaker: &'a CircuitBreakerConfig,
-}
-
-/// Sends `req` (absolute URI) to `endpoint` over `transport` in an attempt that started at
-/// `started`, waiting for the response head until `deadline`. With `raw_headers`, an HTTP/1.1 response's header lines may come back as
-/// they arrived (see [`Exchange::raw`]).
-pub async fn send(
-    transport: &Transport,
-    endpoint: &Endpoint,
-    req: Box<ProxyRequest>,
-    limits: Limits<'_>,
-    started: Instant,
-    deadline: Instant,
-    raw_headers: bool,
-) -> Result<Box<Exchange>, UpstreamError> {
-    match transport {
-        Transport::Http1 => Ok(http1::send(&endpoint.conns, req, limits, started, deadline, raw_headers).await?),
-        Transport::Http2 => {
-            let sending = http2::send(&endpoint.conns, req.into_http(), limits, millis_at(started));
-            let sent = tokio::time::timeout_at(deadline.into(), Box::pin(sending)).await;
-            let response = sent.map_err(|_| UpstreamError::Timeout)??.map(Body::Incoming);
-            Ok(Box::new(Exchange { response, raw: None, upgraded: None, received: Instant::now() }))
-        }
-    }
 }

@@ -9,7 +9,7 @@
 pub mod admin;
 pub mod body;
 pub mod clock;
-pub mod config;
+pub use wasmesh_config as config;
 pub mod contract;
 pub mod forward;
 #[cfg(any(test, feature = "fuzzing"))]

@@ -28,8 +28,8 @@ enum Command {
         /// The TOML configuration file.
         #[arg(long, short)]
         config: PathBuf,
-        /// Log format; overrides `log.format` in the file.
-        #[arg(long, value_enum)]
+        /// Log format, `text` or `json`; overrides `log.format` in the file.
+        #[arg(long)]
         log_format: Option<LogFormat>,
     },
     /// Validate a configuration file, and the certificates and keys it names, without

@@ -1,4 +1,4 @@
-//! Configuration: the TOML schema, loading with located errors, and semantic validation.
+//! wasmesh's configuration: the TOML schema, loading with located errors, and semantic validation.
 //!
 //! A [`Config`] that [`load`] returns has been checked whole: every name a route or service
 //! refers to exists, and every value is in range. Errors name the file, the line and the field.
@@ -39,8 +39,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
 
 /// Whether a configuration built in code passes the checks a loaded one does (the fuzz
 /// targets build route tables directly).
-#[cfg(any(test, feature = "fuzzing"))]
-pub(crate) fn is_valid(config: &Config) -> bool {
+pub fn is_valid(config: &Config) -> bool {
     validate::validate(config).is_ok()
 }
 

@@ -8,8 +8,8 @@
 
 pub mod admin;
 pub mod body;
-pub mod clock;
 pub use wasmesh_config as config;
+pub use wasmesh_telemetry::clock;
 pub mod contract;
 pub mod forward;
 #[cfg(any(test, feature = "fuzzing"))]
@@ -25,7 +25,7 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod snapshot;
-pub mod telemetry;
+pub use wasmesh_telemetry as telemetry;
 pub mod tls;
 pub mod upstream;
 pub mod wire;

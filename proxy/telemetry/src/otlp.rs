@@ -26,7 +26,7 @@ use opentelemetry_sdk::trace::{
 pub use opentelemetry::trace::Event;
 
 use super::trace_context::TraceContext;
-use crate::config::TracingConfig;
+use wasmesh_config::TracingConfig;
 
 /// Largest collector answer read back.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;

@@ -2,7 +2,7 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::LogFormat;
+use wasmesh_config::LogFormat;
 
 /// Target of the per-request access-log events, so they can be filtered on their own.
 pub const ACCESS_LOG_TARGET: &str = "wasmesh::access";

@@ -215,7 +215,7 @@ pub struct Metrics {
     /// Plugin instances created.
     pub plugin_instances: Family<PluginLabels, Counter>,
     /// Time of plugin hook calls, from taking an instance to its decision: a sample, one call
-    /// in [`crate::plugin::TIMED_CALL_EVERY`] on each worker (reading the clock twice cost a
+    /// in the plugin host's `TIMED_CALL_EVERY` on each worker (reading the clock twice cost a
     /// sixth of a hook's host-side work).
     pub plugin_call_duration: Family<PluginHookLabels, DurationHistogram, fn() -> DurationHistogram>,
     /// Plugin hook calls, every one (the duration histogram times a sample).

@@ -10,8 +10,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
-/// Errors a body can yield.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use wasmesh_http1::BoxError;
 
 /// A request or response body.
 #[derive(Debug, Default)]
@@ -33,7 +32,7 @@ pub enum Body {
 }
 
 /// The proxy's own bodies come with their headers in the map.
-impl crate::wire::WithRawHeaders for Body {}
+impl wasmesh_http1::WithRawHeaders for Body {}
 
 impl Body {
     /// A body of known bytes.

@@ -15,11 +15,13 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 use crate::admin::mesh_api::{BodyEndpoint, check_body};
 use crate::config::{self, Config, HeaderMatchConfig, MatchConfig, RewriteConfig, RouteConfig, ServiceConfig};
-use crate::listener::http1::{Parsed, parse_request};
 use crate::plugin::{Change, HeaderInterest, RequestView, ResponseView, changes};
 use crate::routing::{self, Matcher, Rewrite};
-use crate::upstream::http1::codec::{self, BodyDecoder, Chunked, Decoded};
-use crate::wire::{MAX_HEADERS, NameClass, RawHeaders, classify, head_end};
+use wasmesh_http1::RawHeaders;
+use wasmesh_http1::client;
+use wasmesh_http1::decode::{BodyDecoder, Chunked, Decoded};
+use wasmesh_http1::head::{MAX_HEADERS, NameClass, classify, head_end};
+use wasmesh_http1::server::{Parsed, parse_request};
 
 /// A fuzz target: the fuzzer's bytes in, a panic when something that must hold does not.
 pub type Target = fn(&[u8]);
@@ -43,12 +45,12 @@ pub fn http1_request(data: &[u8]) {
     let Some(end) = head_end(data) else { return };
     let head = Bytes::copy_from_slice(&data[..end]);
     assert!(head.ends_with(b"\n\n") || head.ends_with(b"\n\r\n"), "a head ends at its blank line");
-    let Parsed::Serve(parsed) = parse_request(&head, MAX_HEADERS) else { return };
+    let Parsed::Serve(parsed) = parse_request(&head, MAX_HEADERS, |head| head) else { return };
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut reference = httparse::Request::new(&mut slots);
     assert!(matches!(reference.parse(&head), Ok(httparse::Status::Complete(n)) if n == head.len()));
     assert_eq!(reference.version, Some(1));
-    let request = &parsed.request.head;
+    let request = &parsed;
     assert_eq!(Some(request.method.as_str()), reference.method);
     assert_eq!(request.headers.len(), reference.headers.len(), "every header line is kept");
     let mut close = false;
@@ -67,8 +69,8 @@ pub fn http1_request(data: &[u8]) {
     assert!(request.headers.get_all(CONTENT_LENGTH).iter().all(|v| v.as_bytes().trim_ascii() == b"0"));
     // What it serves meets the proxy's Host rules, which it checked as it parsed.
     let hosts: Vec<_> = request.headers.get_all(HOST).iter().collect();
-    assert!(matches!(hosts[..], [host] if crate::wire::is_valid_host(host.as_bytes())), "one valid Host");
-    assert!(parsed.request.head_checked && request.uri.authority().is_none());
+    assert!(matches!(hosts[..], [host] if wasmesh_http1::is_valid_host(host.as_bytes())), "one valid Host");
+    assert!(request.uri.authority().is_none(), "an origin-form target");
 }
 
 /// How decoding a body ended.
@@ -127,7 +129,8 @@ pub fn chunked_body(data: &[u8]) {
 /// parse back to the same headers.
 pub fn upstream_response(data: &[u8]) {
     let (mut raw_buf, mut map_buf) = (BytesMut::from(data), BytesMut::from(data));
-    let (with_raw, with_map) = (codec::parse_head(&mut raw_buf, true), codec::parse_head(&mut map_buf, false));
+    let (with_raw, with_map) =
+        (client::parse_response_head(&mut raw_buf, true), client::parse_response_head(&mut map_buf, false));
     let (with_raw, with_map) = match (with_raw, with_map) {
         (Ok(Some(r)), Ok(Some(m))) => (r, m),
         (Ok(None), Ok(None)) | (Err(_), Err(_)) => return,
@@ -135,9 +138,9 @@ pub fn upstream_response(data: &[u8]) {
     };
     assert_eq!(raw_buf, map_buf, "both leave the body");
     assert_eq!((with_raw.status, with_raw.version), (with_map.status, with_map.version));
-    assert_eq!(codec::keeps_alive(&with_raw), codec::keeps_alive(&with_map));
+    assert_eq!(client::keeps_alive(&with_raw), client::keeps_alive(&with_map));
     for method in [Method::GET, Method::HEAD] {
-        let (r, m) = (codec::response_framing(&method, &with_raw), codec::response_framing(&method, &with_map));
+        let (r, m) = (client::response_framing(&method, &with_raw), client::response_framing(&method, &with_map));
         assert_eq!(r.as_ref().ok(), m.as_ref().ok(), "{method} framing");
     }
     if let Some(raw) = &with_raw.raw {
@@ -161,7 +164,7 @@ pub fn upstream_response(data: &[u8]) {
         assert_eq!(from_raw, end_to_end, "raw lines hold the end-to-end headers");
         check_raw_lines(raw, data);
     }
-    if let Ok(decoder) = codec::response_framing(&Method::GET, &with_map) {
+    if let Ok(decoder) = client::response_framing(&Method::GET, &with_map) {
         let (body, _) = decode_body(decoder, &map_buf, map_buf.len());
         assert!(body.len() <= map_buf.len());
     }

@@ -28,4 +28,3 @@ pub mod snapshot;
 pub use wasmesh_telemetry as telemetry;
 pub mod tls;
 pub mod upstream;
-pub mod wire;

@@ -5,7 +5,7 @@ use http::header::{CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE
 use http::{HeaderMap, HeaderName, HeaderValue, Uri, Version};
 
 use crate::telemetry::metrics::ErrorKind;
-use crate::wire::{self, NameClass, classify};
+use wasmesh_http1::head::{NameClass, classify, is_valid_host};
 
 /// `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate` and `Proxy-Authorization`: the
 /// hop-by-hop headers without a rule of their own ([`NameClass::HopByHop`]).
@@ -99,7 +99,7 @@ pub fn check_request_head(head: &mut http::request::Parts, max_headers: usize) -
     }
     let mut hosts = head.headers.get_all(HOST).iter();
     let host = hosts.next();
-    if hosts.next().is_some() || host.is_some_and(|h| !wire::is_valid_host(h.as_bytes())) {
+    if hosts.next().is_some() || host.is_some_and(|h| !is_valid_host(h.as_bytes())) {
         return Err(ErrorKind::invalid_host);
     }
     let Some(target) = head.uri.authority() else {

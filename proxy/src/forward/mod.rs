@@ -57,7 +57,6 @@ use crate::upstream::balance::PickContext;
 use crate::upstream::breaker::{Admission, Shed};
 use crate::upstream::http1::Exchange;
 use crate::upstream::in_flight::InFlight;
-use crate::wire;
 
 /// What the proxy knows about the downstream connection a request arrived on.
 #[derive(Debug)]
@@ -112,7 +111,7 @@ pub async fn call(
     let target = snap.call_route(service_idx)?;
     let (Ok(answer) | Err(answer)) = dispatch(mesh, snap, down, target, ProxyRequest::boxed(req), started).await;
     let mut response = answer.into_http();
-    wire::materialize(&mut response);
+    wasmesh_http1::materialize(&mut response);
     Some(response)
 }
 

@@ -17,7 +17,7 @@ use crate::message::ProxyResponse;
 use crate::plugin::types::{FilterAction, Hooks, RouteDecision};
 use crate::plugin::{Change, HookCalls, PackedRequest, RequestView, ResponseView, changes, types};
 use crate::snapshot::{Route, Service, Snapshot};
-use crate::wire::RawHeaders;
+use wasmesh_http1::RawHeaders;
 
 /// The plugins phase: the route's router may send the request to another service (of `snap`)
 /// or answer it; then its filters, in order, may change the request or answer it. `Err` is
@@ -213,7 +213,7 @@ fn header(name: &[u8], value: &[u8], buf: &Bytes) -> Option<(HeaderName, HeaderV
         let at = match found {
             Some(at) => at,
             None => {
-                let Ok(parsed) = crate::wire::header_name(name) else { return invalid() };
+                let Ok(parsed) = wasmesh_http1::head::header_name(name) else { return invalid() };
                 // A plugin that invents a new name per request only refills the cache.
                 if recent.len() == CACHED_HEADERS {
                     recent.clear();

@@ -16,7 +16,7 @@ use crate::message::ProxyResponse;
 use crate::telemetry::metrics::ErrorKind;
 use crate::upstream::breaker::Admission;
 use crate::upstream::in_flight::InFlight;
-use crate::wire::{RawHeaders, WithRawHeaders};
+use wasmesh_http1::{RawHeaders, WithRawHeaders};
 
 /// Header naming why the proxy answered a request itself.
 pub const ERROR_HEADER: &str = "x-wasmesh-error";

@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use super::Handler;
 use crate::body::Body;
 use crate::message::{ProxyRequest, ProxyResponse};
-use crate::wire::{WithRawHeaders, materialize};
+use wasmesh_http1::{WithRawHeaders, materialize};
 
 /// What one connection has been doing.
 #[derive(Debug, Default)]

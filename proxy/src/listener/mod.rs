@@ -32,7 +32,7 @@ use rewind::Rewind;
 
 use crate::body::BoxError;
 use crate::message::{ProxyRequest, ProxyResponse};
-use crate::wire::{self, WithRawHeaders};
+use wasmesh_http1::WithRawHeaders;
 
 /// Answers a listener's requests. Any `Fn(Box<ProxyRequest>) -> impl Future<Output =
 /// Box<ProxyResponse<_>>>` is one; messages travel boxed (see [`crate::message`]) and the
@@ -101,7 +101,7 @@ pub struct HeadLimits {
 impl HeadLimits {
     /// The defaults: 64 KiB and 100 headers (Envoy allows 60 KiB and 100, nginx 32 KiB,
     /// HAProxy 16 KiB).
-    pub const DEFAULT: Self = Self { max_bytes: wire::MAX_HEAD, max_headers: wire::MAX_HEADERS };
+    pub const DEFAULT: Self = Self { max_bytes: wasmesh_http1::MAX_HEAD, max_headers: wasmesh_http1::MAX_HEADERS };
 }
 
 /// Metrics a listener keeps.

@@ -7,7 +7,7 @@ use std::cell::RefCell;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::wire::RawHeaders;
+use wasmesh_http1::RawHeaders;
 
 /// A request as the proxy holds it, borrowed for one plugin call.
 #[derive(Debug, Clone, Copy)]

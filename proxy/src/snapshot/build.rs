@@ -164,7 +164,7 @@ pub(crate) fn build(
         name: CALL_LISTENER.to_owned(),
         tls: None,
         forwarded_headers: true,
-        max_request_headers: crate::wire::MAX_HEADERS,
+        max_request_headers: wasmesh_http1::MAX_HEADERS,
         routes: calls,
     });
     next.spans = span_export(&config.tracing, carried.spans.take());

@@ -146,7 +146,7 @@ where
     Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
         // Response heads are bounded as over HTTP/1.1 (hyper's own default is 16 KiB).
-        .max_header_list_size(u32::try_from(crate::wire::MAX_HEAD).unwrap_or(u32::MAX))
+        .max_header_list_size(u32::try_from(wasmesh_http1::MAX_HEAD).unwrap_or(u32::MAX))
         .handshake(io)
         .await
 }

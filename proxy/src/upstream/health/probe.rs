@@ -15,9 +15,10 @@ use tokio::net::TcpStream;
 use crate::body::Body;
 use crate::config::{HealthCheckConfig, HealthCheckKind};
 use crate::tls::client::UpstreamTls;
-use crate::upstream::http1::codec::{self, Decoded, ResponseHead};
 use crate::upstream::http2;
 use crate::upstream::stream::UpstreamStream;
+use wasmesh_http1::client::{self, ResponseHead};
+use wasmesh_http1::decode::Decoded;
 
 /// The result of one probe.
 #[derive(Debug)]
@@ -109,7 +110,7 @@ async fn run(cfg: &HealthCheckConfig, Target { addr, tls, http2 }: Target<'_>, c
     }
     let mut buf = BytesMut::with_capacity(4096);
     let head = loop {
-        match codec::parse_head(&mut buf, false) {
+        match client::parse_response_head(&mut buf, false) {
             Ok(Some(head)) => break head,
             Ok(None) => {}
             Err(e) => return ProbeOutcome::Failed(e.to_string()),
@@ -198,7 +199,7 @@ async fn read_body_prefix(
     mut buf: BytesMut,
 ) -> Result<Vec<u8>, String> {
     let method = Method::from_bytes(cfg.method.as_bytes()).unwrap_or(Method::GET);
-    let mut decoder = codec::response_framing(&method, head).map_err(|e| e.to_string())?;
+    let mut decoder = client::response_framing(&method, head).map_err(|e| e.to_string())?;
     let mut body = Vec::new();
     while body.len() < cfg.max_body_bytes {
         match decoder.decode(&mut buf).map_err(|e| e.to_string())? {

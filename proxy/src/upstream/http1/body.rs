@@ -9,10 +9,10 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use super::Http1Error;
-use super::codec::{BodyDecoder, Decoded};
 use super::conn::Conn;
 use crate::body::BoxError;
 use crate::upstream::conn_pool::ConnPool;
+use wasmesh_http1::decode::{BodyDecoder, Decoded};
 
 /// A streamed HTTP/1.1 response body.
 #[derive(Debug)]
@@ -50,7 +50,7 @@ impl http_body::Body for Http1Body {
             match this.decoder.decode(&mut conn.read_buf) {
                 Err(e) => {
                     this.conn = None;
-                    return Poll::Ready(Some(Err(e.into())));
+                    return Poll::Ready(Some(Err(Http1Error::from(e).into())));
                 }
                 Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                 Ok(Decoded::Done) => {

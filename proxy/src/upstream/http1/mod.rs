@@ -6,7 +6,6 @@
 //! downstream connection) and the connection returns to its pool as soon as the body ends.
 
 mod body;
-pub(crate) mod codec;
 mod conn;
 
 use std::future::Future;
@@ -28,8 +27,9 @@ use crate::message::ProxyRequest;
 use crate::upstream::Limits;
 use crate::upstream::breaker::Shed;
 use crate::upstream::conn_pool::{ConnPool, ConnectError};
-use crate::wire::{self, BodyWriteError, Framing, RawHeaders};
-use codec::{BodyDecoder, Decoded};
+use wasmesh_http1::client::{self, ResponseHead};
+use wasmesh_http1::decode::{BodyDecoder, Decoded};
+use wasmesh_http1::{BodyWriteError, Framing, RawHeaders, ResponseError};
 
 /// An upstream HTTP/1.1 exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -43,12 +43,9 @@ pub enum Http1Error {
     /// The upstream closed the connection before a complete response head.
     #[error("upstream closed the connection before responding")]
     Closed,
-    /// The response was not valid HTTP/1.x.
+    /// The response was not valid HTTP/1.x, or its head was too large.
     #[error("invalid upstream response: {0}")]
-    Invalid(String),
-    /// The response head exceeded the size limit.
-    #[error("upstream response head too large")]
-    HeadTooLarge,
+    Invalid(#[from] ResponseError),
     /// The upstream closed the connection in the middle of the body.
     #[error("upstream closed the connection mid-body")]
     BodyIncomplete,
@@ -135,7 +132,7 @@ pub async fn send(
             }
         };
         conn.write_buf.clear();
-        codec::encode_head(&parts.method, path, &parts.headers, framing, &mut conn.write_buf);
+        client::encode_request_head(&parts.method, path, &parts.headers, framing, &mut conn.write_buf);
         let sent_body = framing != Framing::None;
         let mut timer = conn.timer_until(deadline);
         let head = before(timer.as_mut(), async {
@@ -170,7 +167,7 @@ async fn before<T>(
 /// Writes the head (already in `write_buf`) and the body.
 async fn exchange(conn: &mut Conn, body: &mut Body, framing: Framing) -> Result<(), Http1Error> {
     let (io, out) = conn.stream_and_write_buf();
-    match wire::write_body(io, out, Pin::new(body), framing).await {
+    match wasmesh_http1::write_body(io, out, Pin::new(body), framing).await {
         Ok(_) => Ok(()),
         Err(BodyWriteError::Io(e)) => Err(Http1Error::Io(e)),
         Err(e) => Err(Http1Error::RequestBody(e.to_string())),
@@ -178,9 +175,9 @@ async fn exchange(conn: &mut Conn, body: &mut Body, framing: Framing) -> Result<
 }
 
 /// Reads the response head, skipping interim 1xx answers other than 101.
-async fn read_head(conn: &mut Conn, raw_headers: bool) -> Result<codec::ResponseHead, Http1Error> {
+async fn read_head(conn: &mut Conn, raw_headers: bool) -> Result<ResponseHead, Http1Error> {
     loop {
-        match codec::parse_head(&mut conn.read_buf, raw_headers)? {
+        match client::parse_response_head(&mut conn.read_buf, raw_headers)? {
             Some(head) if head.status.is_informational() && head.status != StatusCode::SWITCHING_PROTOCOLS => continue,
             Some(head) => return Ok(head),
             None => {}
@@ -198,9 +195,9 @@ fn respond(
     mut conn: Box<Conn>,
     pool: &Arc<ConnPool>,
     method: &http::Method,
-    mut head: codec::ResponseHead,
+    mut head: ResponseHead,
 ) -> Result<Box<Exchange>, Http1Error> {
-    let reusable = codec::keeps_alive(&head);
+    let reusable = client::keeps_alive(&head);
     let received = Instant::now();
     if head.status == StatusCode::SWITCHING_PROTOCOLS {
         let response = response(head, Body::Empty);
@@ -212,7 +209,7 @@ fn respond(
             received,
         }));
     }
-    let mut decoder = codec::response_framing(method, &head)?;
+    let mut decoder = client::response_framing(method, &head)?;
     // Common case: the whole body arrived with the head. Answer with it and free the
     // connection before the downstream write even starts.
     if let BodyDecoder::Length(n) = decoder
@@ -233,7 +230,7 @@ fn respond(
     Ok(Box::new(Exchange { response: response(head, body), raw, upgraded: None, received }))
 }
 
-fn response(head: codec::ResponseHead, body: Body) -> Response<Body> {
+fn response(head: ResponseHead, body: Body) -> Response<Body> {
     let mut response = Response::new(body);
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;

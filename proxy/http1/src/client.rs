@@ -1,15 +1,18 @@
-//! HTTP/1.1 wire format for the upstream side: request heads out, response heads and body
-//! framing (content-length, chunked, close-delimited) in.
+//! The client side of HTTP/1.1 (the proxy's upstream connections): request heads out,
+//! response heads in, and how the response body is delimited (RFC 9112 §6.3).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Version};
 
-use super::Http1Error;
-use crate::wire::{Framing, MAX_HEAD, MAX_HEADERS, NameClass, RawHeaders, classify, head_end, header_name};
+use crate::ResponseError;
+use crate::decode::{BodyDecoder, Chunked};
+use crate::head::{MAX_HEAD, MAX_HEADERS, NameClass, classify, head_end, header_name};
+use crate::raw_headers::RawHeaders;
+use crate::write::Framing;
 
 /// Writes `method path HTTP/1.1`, the headers, and the framing header the body needs.
-pub fn encode_head(method: &Method, path: &str, headers: &HeaderMap, framing: Framing, out: &mut BytesMut) {
+pub fn encode_request_head(method: &Method, path: &str, headers: &HeaderMap, framing: Framing, out: &mut BytesMut) {
     out.reserve(256 + headers.len() * 32);
     out.put_slice(method.as_str().as_bytes());
     out.put_u8(b' ');
@@ -115,12 +118,12 @@ fn parse_length(value: &[u8]) -> Option<u64> {
 /// Returns `Ok(None)` when more bytes are needed. With `keep_raw`, the end-to-end header
 /// lines of a plain response stay as they arrived (see [`RawHeaders`]) instead of filling
 /// the map.
-pub fn parse_head(buf: &mut BytesMut, keep_raw: bool) -> Result<Option<ResponseHead>, Http1Error> {
+pub fn parse_response_head(buf: &mut BytesMut, keep_raw: bool) -> Result<Option<ResponseHead>, ResponseError> {
     let Some(end) = head_end(buf) else {
-        return if buf.len() > MAX_HEAD { Err(Http1Error::HeadTooLarge) } else { Ok(None) };
+        return if buf.len() > MAX_HEAD { Err(ResponseError::HeadTooLarge) } else { Ok(None) };
     };
     if end > MAX_HEAD {
-        return Err(Http1Error::HeadTooLarge);
+        return Err(ResponseError::HeadTooLarge);
     }
     // The head's bytes become shared memory that header values point into: no copies.
     let head: Bytes = buf.split_to(end).freeze();
@@ -129,10 +132,11 @@ pub fn parse_head(buf: &mut BytesMut, keep_raw: bool) -> Result<Option<ResponseH
     let mut res = httparse::Response::new(&mut []);
     match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, &head, &mut slots) {
         Ok(httparse::Status::Complete(_)) => {}
-        Ok(httparse::Status::Partial) => return Err(Http1Error::Invalid("truncated response head".into())),
-        Err(e) => return Err(Http1Error::Invalid(e.to_string())),
+        Ok(httparse::Status::Partial) => return Err(ResponseError::Invalid("truncated response head".into())),
+        Err(e) => return Err(ResponseError::Invalid(e.to_string())),
     }
-    let status = res.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(Http1Error::Invalid("bad status".into()))?;
+    let status =
+        res.code.and_then(|c| StatusCode::from_u16(c).ok()).ok_or(ResponseError::Invalid("bad status".into()))?;
     let version = if res.version == Some(0) { Version::HTTP_10 } else { Version::HTTP_11 };
     let fresh = HeadFraming { close: version == Version::HTTP_10, ..HeadFraming::default() };
     let mut framing = fresh;
@@ -149,9 +153,9 @@ pub fn parse_head(buf: &mut BytesMut, keep_raw: bool) -> Result<Option<ResponseH
         if !framing.note(classify(h.name.as_bytes()), h.value) {
             continue;
         }
-        let name = header_name(h.name.as_bytes()).map_err(|e| Http1Error::Invalid(e.to_string()))?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice_ref(h.value)).map_err(|e| Http1Error::Invalid(e.to_string()))?;
+        let name = header_name(h.name.as_bytes()).map_err(|e| ResponseError::Invalid(e.to_string()))?;
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
+            .map_err(|e| ResponseError::Invalid(e.to_string()))?;
         headers.append(name, value);
     }
     Ok(Some(ResponseHead { status, version, headers, raw: None, framing }))
@@ -209,7 +213,7 @@ pub fn keeps_alive(head: &ResponseHead) -> bool {
 }
 
 /// How the response body is delimited (RFC 9112 §6.3).
-pub fn response_framing(method: &Method, head: &ResponseHead) -> Result<BodyDecoder, Http1Error> {
+pub fn response_framing(method: &Method, head: &ResponseHead) -> Result<BodyDecoder, ResponseError> {
     let status = head.status.as_u16();
     if method == Method::HEAD || (100..200).contains(&status) || status == 204 || status == 304 {
         return Ok(BodyDecoder::Length(0));
@@ -219,138 +223,8 @@ pub fn response_framing(method: &Method, head: &ResponseHead) -> Result<BodyDeco
     }
     match head.framing.length {
         Some(Some(n)) => Ok(BodyDecoder::Length(n)),
-        Some(None) => Err(Http1Error::Invalid("bad content-length".into())),
+        Some(None) => Err(ResponseError::Invalid("bad content-length".into())),
         None => Ok(BodyDecoder::Eof),
-    }
-}
-
-/// Body framing state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BodyDecoder {
-    /// This many bytes remain.
-    Length(u64),
-    /// Chunked transfer coding.
-    Chunked(Chunked),
-    /// Everything until the peer closes.
-    Eof,
-}
-
-/// States of the chunked decoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Chunked {
-    /// Reading the hex size.
-    Size {
-        /// Size so far.
-        size: u64,
-        /// Hex digits read.
-        digits: u8,
-    },
-    /// Skipping a chunk extension up to CR LF; holds the size.
-    Extension(u64),
-    /// Expecting LF after the size line; holds the size.
-    SizeLf(u64),
-    /// Inside chunk data; bytes left.
-    Data(u64),
-    /// Expecting CR after chunk data.
-    DataCr,
-    /// Expecting LF after chunk data.
-    DataLf,
-    /// At the start of a trailer line (or the final empty line).
-    TrailerStart,
-    /// Inside a trailer line.
-    TrailerLine,
-    /// Expecting LF of the final empty line.
-    FinalLf,
-    /// Finished.
-    Done,
-}
-
-/// What decoding the buffered bytes produced.
-#[derive(Debug)]
-pub enum Decoded {
-    /// A piece of body.
-    Data(Bytes),
-    /// The body is complete.
-    Done,
-    /// More bytes must be read.
-    NeedMore,
-}
-
-impl BodyDecoder {
-    /// Takes the next piece of body from `buf`.
-    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Http1Error> {
-        match self {
-            Self::Length(0) => Ok(Decoded::Done),
-            Self::Length(left) => {
-                if buf.is_empty() {
-                    return Ok(Decoded::NeedMore);
-                }
-                let n = (*left).min(buf.len() as u64);
-                *left -= n;
-                Ok(Decoded::Data(buf.split_to(n as usize).freeze()))
-            }
-            Self::Eof => {
-                if buf.is_empty() {
-                    Ok(Decoded::NeedMore)
-                } else {
-                    Ok(Decoded::Data(buf.split().freeze()))
-                }
-            }
-            Self::Chunked(state) => decode_chunked(state, buf),
-        }
-    }
-
-    /// Whether the body ends when the peer closes (so a close is not an error).
-    pub fn ends_at_eof(&self) -> bool {
-        matches!(self, Self::Eof)
-    }
-}
-
-fn invalid(what: &str) -> Http1Error {
-    Http1Error::Invalid(format!("bad chunked encoding: {what}"))
-}
-
-fn decode_chunked(state: &mut Chunked, buf: &mut BytesMut) -> Result<Decoded, Http1Error> {
-    loop {
-        if let Chunked::Done = state {
-            return Ok(Decoded::Done);
-        }
-        if let Chunked::Data(left) = state {
-            if buf.is_empty() {
-                return Ok(Decoded::NeedMore);
-            }
-            let n = (*left).min(buf.len() as u64);
-            *left -= n;
-            if *left == 0 {
-                *state = Chunked::DataCr;
-            }
-            return Ok(Decoded::Data(buf.split_to(n as usize).freeze()));
-        }
-        let Some(&byte) = buf.first() else { return Ok(Decoded::NeedMore) };
-        let _ = buf.split_to(1);
-        *state = match (*state, byte) {
-            (Chunked::Size { size, digits }, b) if b.is_ascii_hexdigit() => {
-                if digits >= 16 {
-                    return Err(invalid("chunk size too large"));
-                }
-                let d = (b as char).to_digit(16).unwrap_or(0) as u64;
-                Chunked::Size { size: size * 16 + d, digits: digits + 1 }
-            }
-            (Chunked::Size { size, digits }, b'\r') if digits > 0 => Chunked::SizeLf(size),
-            (Chunked::Size { size, digits }, b';' | b' ' | b'\t') if digits > 0 => Chunked::Extension(size),
-            (Chunked::Size { .. }, _) => return Err(invalid("chunk size")),
-            (Chunked::Extension(size), b'\r') => Chunked::SizeLf(size),
-            (Chunked::Extension(size), _) => Chunked::Extension(size),
-            (Chunked::SizeLf(0), b'\n') => Chunked::TrailerStart,
-            (Chunked::SizeLf(size), b'\n') => Chunked::Data(size),
-            (Chunked::DataCr, b'\r') => Chunked::DataLf,
-            (Chunked::DataLf, b'\n') => Chunked::Size { size: 0, digits: 0 },
-            (Chunked::TrailerStart, b'\r') => Chunked::FinalLf,
-            (Chunked::TrailerStart | Chunked::TrailerLine, b'\n') => Chunked::TrailerStart,
-            (Chunked::TrailerStart | Chunked::TrailerLine, _) => Chunked::TrailerLine,
-            (Chunked::FinalLf, b'\n') => Chunked::Done,
-            _ => return Err(invalid("framing")),
-        };
     }
 }
 
@@ -360,52 +234,10 @@ mod tests {
 
     use super::*;
 
-    fn decode_all(mut decoder: BodyDecoder, wire: &[u8], step: usize) -> Result<(Vec<u8>, bool), Http1Error> {
-        let mut buf = BytesMut::new();
-        let mut out = Vec::new();
-        for piece in wire.chunks(step) {
-            buf.extend_from_slice(piece);
-            loop {
-                match decoder.decode(&mut buf)? {
-                    Decoded::Data(d) => out.extend_from_slice(&d),
-                    Decoded::Done => return Ok((out, true)),
-                    Decoded::NeedMore => break,
-                }
-            }
-        }
-        Ok((out, false))
-    }
-
-    #[test]
-    fn chunked_bodies_decode_across_any_split() {
-        let wire = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n";
-        for step in 1..wire.len() {
-            let (body, done) =
-                decode_all(BodyDecoder::Chunked(Chunked::Size { size: 0, digits: 0 }), wire, step).expect("valid");
-            assert_eq!(body, b"hello world", "step {step}");
-            assert!(done);
-        }
-    }
-
-    #[test]
-    fn malformed_chunks_are_errors() {
-        let bad = decode_all(BodyDecoder::Chunked(Chunked::Size { size: 0, digits: 0 }), b"zz\r\n", 4);
-        assert!(bad.is_err());
-        let huge = decode_all(BodyDecoder::Chunked(Chunked::Size { size: 0, digits: 0 }), b"11111111111111111\r\n", 32);
-        assert!(huge.is_err());
-    }
-
-    #[test]
-    fn length_bodies_stop_at_the_length() {
-        let (body, done) = decode_all(BodyDecoder::Length(5), b"helloEXTRA", 3).expect("valid");
-        assert_eq!(body, b"hello");
-        assert!(done);
-    }
-
     #[test]
     fn heads_parse_and_share_the_buffer() {
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello"[..]);
-        let head = parse_head(&mut buf, false).expect("valid").expect("complete");
+        let head = parse_response_head(&mut buf, false).expect("valid").expect("complete");
         assert_eq!(head.status, 200);
         assert_eq!(head.headers["x-a"], "b");
         assert_eq!(head.headers["content-length"], "5");
@@ -414,27 +246,28 @@ mod tests {
         assert_eq!(response_framing(&Method::GET, &head).expect("framing"), BodyDecoder::Length(5));
         assert_eq!(response_framing(&Method::HEAD, &head).expect("framing"), BodyDecoder::Length(0));
         let mut partial = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-"[..]);
-        assert!(parse_head(&mut partial, true).expect("valid so far").is_none());
+        assert!(parse_response_head(&mut partial, true).expect("valid so far").is_none());
     }
 
     #[test]
     fn connection_header_is_dropped_unless_it_names_headers() {
         let wire = b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nServer: x\r\nContent-Length: 0\r\n\r\n";
-        let head = parse_head(&mut BytesMut::from(&wire[..]), false).expect("valid").expect("complete");
+        let head = parse_response_head(&mut BytesMut::from(&wire[..]), false).expect("valid").expect("complete");
         assert!(keeps_alive(&head));
         assert!(!head.headers.contains_key(CONNECTION));
         assert_eq!(head.headers["server"], "x");
         let wire = b"HTTP/1.1 200 OK\r\nCONNECTION: close, X-Hop\r\nX-Hop: 1\r\n\r\n";
-        let head = parse_head(&mut BytesMut::from(&wire[..]), false).expect("valid").expect("complete");
+        let head = parse_response_head(&mut BytesMut::from(&wire[..]), false).expect("valid").expect("complete");
         assert!(!keeps_alive(&head));
         assert_eq!(head.headers[CONNECTION], "close, X-Hop");
-        let head =
-            parse_head(&mut BytesMut::from(&b"HTTP/1.0 200 OK\r\n\r\n"[..]), true).expect("valid").expect("done");
+        let head = parse_response_head(&mut BytesMut::from(&b"HTTP/1.0 200 OK\r\n\r\n"[..]), true)
+            .expect("valid")
+            .expect("done");
         assert!(!keeps_alive(&head));
     }
 
     fn raw(wire: &[u8]) -> ResponseHead {
-        parse_head(&mut BytesMut::from(wire), true).expect("valid").expect("complete")
+        parse_response_head(&mut BytesMut::from(wire), true).expect("valid").expect("complete")
     }
 
     #[test]
@@ -496,7 +329,7 @@ mod tests {
         headers.insert("host", HeaderValue::from_static("a"));
         headers.insert("content-length", HeaderValue::from_static("3"));
         let mut out = BytesMut::new();
-        encode_head(&Method::POST, "/x?y=1", &headers, Framing::Length(3), &mut out);
+        encode_request_head(&Method::POST, "/x?y=1", &headers, Framing::Length(3), &mut out);
         assert_eq!(&out[..], b"POST /x?y=1 HTTP/1.1\r\nhost: a\r\ncontent-length: 3\r\n\r\n");
     }
 }

@@ -1,8 +1,11 @@
 //! wasmesh: a service-mesh data plane programmed with WebAssembly components.
 //!
-//! A request flows listener → routing → balancing → upstream pool → response, reading one
-//! immutable [`snapshot::Snapshot`] that a reload swaps whole. See the README's architecture
-//! section for the map of modules.
+//! A request flows listener → routing → plugins → balancing → upstream pool → response,
+//! reading one immutable [`snapshot::Snapshot`] that a reload swaps whole. This crate is the
+//! data plane, the admin API and the binary; the concerns below it are crates of their own,
+//! re-exported here by name: [`config`], [`telemetry`] (with [`clock`]), [`plugin`] (the
+//! wasmtime host), and `wasmesh_http1` (HTTP/1.1 on the wire). `docs/architecture.md` has the
+//! map of crates and modules.
 
 #![deny(missing_docs)]
 
@@ -19,7 +22,7 @@ pub mod listener;
 pub mod listener_set;
 pub mod mesh;
 pub mod message;
-pub mod plugin;
+pub use wasmesh_plugin_host as plugin;
 pub mod registry;
 pub mod reload;
 pub mod routing;

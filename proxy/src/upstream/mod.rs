@@ -13,6 +13,7 @@ pub mod http1;
 pub mod http2;
 pub mod in_flight;
 pub mod outlier;
+pub mod plugin_view;
 pub mod retry;
 pub mod select;
 pub mod stream;

@@ -4,9 +4,10 @@
 
 use super::balance::PickContext;
 use super::endpoint::Health;
+use super::plugin_view::endpoint_view;
 use super::retry::Tried;
 use crate::config::FailMode;
-use crate::plugin::{BalancerPlugin, HookCalls, PackedRequest, endpoint_view};
+use crate::plugin::{BalancerPlugin, HookCalls, PackedRequest};
 use crate::snapshot::Service;
 
 /// Chooses an endpoint: routable ones (not failing active checks, not ejected; degraded ones

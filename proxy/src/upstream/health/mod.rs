@@ -25,11 +25,12 @@ use super::{Endpoint, EndpointStats, Transport};
 use crate::clock::now_millis;
 use crate::config::FailMode;
 use crate::config::HealthCheckConfig;
-use crate::plugin::{HealthCheckPlugin, Plugin, endpoint_view, refresh_live_stats, types};
+use crate::plugin::{HealthCheckPlugin, Plugin, types};
 use crate::snapshot::Snapshot;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{HealthCheckLabels, ServiceEndpointLabels};
 use crate::tls::client::UpstreamTls;
+use crate::upstream::plugin_view::{endpoint_view, refresh_live_stats};
 
 /// What a check loop needs besides its endpoint.
 #[derive(Debug, Clone)]

@@ -9,7 +9,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::router::wasmesh::plugin::{log, metrics};
-use crate::telemetry::metrics::{PluginMetricFamilies, PluginMetricLabels};
+use wasmesh_telemetry::metrics::{PluginMetricFamilies, PluginMetricLabels};
 
 /// Per-store state of a plugin instance.
 pub struct HostState {

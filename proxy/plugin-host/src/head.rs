@@ -210,8 +210,7 @@ fn put(out: &mut Vec<u8>, bytes: &[u8]) {
 }
 
 /// Packs one change as the SDK's `Changes` does: the tag, then each field with its length.
-/// For tests that play a plugin's answer.
-#[cfg(test)]
+/// For code that plays a plugin's answer (the proxy's tests, fuzz targets).
 pub fn pack_change(out: &mut Vec<u8>, tag: u8, fields: &[&[u8]]) {
     out.push(tag);
     fields.iter().for_each(|f| put(out, f));

@@ -6,14 +6,14 @@
 
 /// The `router` world.
 pub mod router {
-    wasmtime::component::bindgen!({ world: "router", path: "../wit" });
+    wasmtime::component::bindgen!({ world: "router", path: "../../wit" });
 }
 
 /// The `filter` world.
 pub mod filter {
     wasmtime::component::bindgen!({
         world: "filter",
-        path: "../wit",
+        path: "../../wit",
         with: {
             "wasmesh:plugin/types": super::router::wasmesh::plugin::types,
             "wasmesh:plugin/log": super::router::wasmesh::plugin::log,
@@ -26,7 +26,7 @@ pub mod filter {
 pub mod balancer {
     wasmtime::component::bindgen!({
         world: "balancer",
-        path: "../wit",
+        path: "../../wit",
         with: {
             "wasmesh:plugin/types": super::router::wasmesh::plugin::types,
             "wasmesh:plugin/log": super::router::wasmesh::plugin::log,
@@ -39,7 +39,7 @@ pub mod balancer {
 pub mod health_check {
     wasmtime::component::bindgen!({
         world: "health-check",
-        path: "../wit",
+        path: "../../wit",
         with: {
             "wasmesh:plugin/types": super::router::wasmesh::plugin::types,
             "wasmesh:plugin/log": super::router::wasmesh::plugin::log,

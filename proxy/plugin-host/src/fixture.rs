@@ -30,8 +30,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{Change, Plugin, PluginCounters, PluginError, RequestView, ResponseView, load, types};
-use crate::config::{FailMode, PluginConfig, PluginKind};
-use crate::telemetry::metrics::Metrics;
+use wasmesh_config::{FailMode, PluginConfig, PluginKind};
+use wasmesh_telemetry::metrics::Metrics;
 
 /// A fixture file.
 #[derive(Debug, Deserialize)]

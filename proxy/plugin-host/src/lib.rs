@@ -20,23 +20,21 @@ use prometheus_client::metrics::counter::Counter;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Engine, Store};
 
-use crate::telemetry::metrics::PluginMetricFamilies;
 use balancer_world::BalancerPre;
 pub use bindings::types;
 use bindings::{
     balancer as balancer_world, filter as filter_world, health_check as health_world, router as router_world,
 };
 use filter_world::FilterPre;
-#[cfg(test)]
-pub use head::pack_change;
 use head::with_scratch;
-pub use head::{Change, Changes, HeaderInterest, MalformedChanges, RequestView, ResponseView, changes};
+pub use head::{Change, Changes, HeaderInterest, MalformedChanges, RequestView, ResponseView, changes, pack_change};
 use health_world::HealthCheckPre;
 pub use host::HostState;
 use router_world::RouterPre;
+use wasmesh_telemetry::metrics::PluginMetricFamilies;
 
-use crate::config::{FailMode, PluginConfig, PluginKind};
-use crate::telemetry::histogram::DurationHistogram;
+use wasmesh_config::{FailMode, PluginConfig, PluginKind};
+use wasmesh_telemetry::histogram::DurationHistogram;
 
 /// Epoch ticks per second: a plugin's deadline is counted in these, so a call that overruns
 /// is stopped within its timeout plus up to two ticks (20 ms). Not finer: the ticker thread
@@ -414,38 +412,6 @@ fn passed_headers(declared: Option<Vec<String>>, allowed: &[String]) -> Option<V
 pub trait HookCalls {
     /// Runs `call`, hook `hook` of plugin `plugin`, and returns what it returned.
     fn plugin_call<R>(&mut self, plugin: &str, hook: &'static str, call: impl FnOnce() -> R) -> R;
-}
-
-/// Endpoint `id` as balancer and health-check plugins see it, with its live statistics.
-pub fn endpoint_view(
-    id: u32,
-    endpoint: &crate::upstream::Endpoint,
-    now: std::time::Instant,
-    now_ms: u64,
-) -> types::Endpoint {
-    let mut view = types::Endpoint {
-        id,
-        address: endpoint.authority.as_str().to_owned(),
-        weight: endpoint.weight,
-        in_flight: 0,
-        ewma_latency_us: 0,
-        healthy: false,
-        metadata: endpoint.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-    };
-    refresh_live_stats(&mut view, &endpoint.stats, now, now_ms);
-    view
-}
-
-/// Updates the live fields of an endpoint view (load, latency, routability) from `stats`.
-pub fn refresh_live_stats(
-    view: &mut types::Endpoint,
-    stats: &crate::upstream::EndpointStats,
-    now: std::time::Instant,
-    now_ms: u64,
-) {
-    view.in_flight = stats.in_flight();
-    view.ewma_latency_us = (stats.ewma_nanos(now) / 1000.0).min(f64::from(u32::MAX)) as u32;
-    view.healthy = stats.is_routable(now_ms);
 }
 
 /// Runs a plugin call so that nothing it does can unwind into the proxy: a trap is an error,

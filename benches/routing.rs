@@ -6,7 +6,7 @@ use std::path::Path;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method};
 use wasmesh::mesh::Mesh;
-use wasmesh::routing::RequestView;
+use wasmesh::routing::MatchInput;
 
 fn config(routes: usize) -> String {
     let mut toml = String::from("[[listeners]]\nname = \"l\"\nlisten = \"127.0.0.1:1\"\n\n");
@@ -37,7 +37,7 @@ fn bench(c: &mut Criterion) {
         h.insert("x-tenant", HeaderValue::from_str(tenant).expect("value"));
         group.bench_function(name, |b| {
             b.iter(|| {
-                let view = RequestView { host, path, method: &Method::GET, headers: &h };
+                let view = MatchInput { host, path, method: &Method::GET, headers: &h };
                 std::hint::black_box(table.find(std::hint::black_box(&view)))
             })
         });

@@ -428,7 +428,7 @@ pub fn routing(data: &[u8]) {
         .and_then(|h| h.to_str().ok())
         .or_else(|| target.authority().map(|a| a.as_str()))
         .map_or("", routing::host_without_port);
-    let view = routing::RequestView { host, path: target.path(), method: &method, headers: &headers };
+    let view = routing::MatchInput { host, path: target.path(), method: &method, headers: &headers };
     if !compiled.matches(&view) {
         return;
     }

@@ -8,7 +8,7 @@
 //! - [`head`]: where a head ends, size limits, header names, `Host` validation.
 //! - [`server`]: request heads in, response heads out (the listeners' side).
 //! - [`client`]: request heads out, response heads in (the upstream side).
-//! - [`decode`] and [`write`]: bodies in and out.
+//! - [`decode`] and [`write`](mod@write): bodies in and out.
 //! - [`raw_headers`]: a response's header lines passed on as they arrived.
 
 pub mod client;

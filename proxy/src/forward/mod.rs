@@ -49,7 +49,7 @@ use crate::clock::millis_at;
 use crate::config::RetryConfig;
 use crate::mesh::Mesh;
 use crate::message::{ProxyRequest, ProxyResponse};
-use crate::routing::{RequestView, host_without_port};
+use crate::routing::{MatchInput, host_without_port};
 use crate::snapshot::{Route, Snapshot};
 use crate::telemetry::metrics::ErrorKind;
 use crate::upstream::attempts::{self, Attempts, Failure, RequestBody, Unsent};
@@ -131,7 +131,7 @@ fn admit(snap: &Snapshot, down: &Downstream, req: &mut ProxyRequest) -> Result<(
         .and_then(|h| h.to_str().ok())
         .or_else(|| head.uri.authority().map(|a| a.as_str()))
         .map_or("", host_without_port);
-    let view = RequestView { host, path: head.uri.path(), method: &head.method, headers: &head.headers };
+    let view = MatchInput { host, path: head.uri.path(), method: &head.method, headers: &head.headers };
     let route_idx = table.find(&view).ok_or(ErrorKind::no_route)?;
     Ok((listener_idx, route_idx))
 }

@@ -33,7 +33,7 @@ enum PathMatch {
 
 /// The parts of a request a route can match on.
 #[derive(Debug, Clone, Copy)]
-pub struct RequestView<'a> {
+pub struct MatchInput<'a> {
     /// Host without port, as sent (case is ignored when matching).
     pub host: &'a str,
     /// Path without query.
@@ -73,7 +73,7 @@ impl Matcher {
     }
 
     /// Whether the request satisfies every condition.
-    pub fn matches(&self, req: &RequestView<'_>) -> bool {
+    pub fn matches(&self, req: &MatchInput<'_>) -> bool {
         let host_ok = match &self.host {
             None => true,
             Some(HostMatch::Exact(h)) => req.host.eq_ignore_ascii_case(h),
@@ -145,8 +145,8 @@ mod tests {
     use super::*;
     use crate::config::HeaderMatchConfig;
 
-    fn view<'a>(host: &'a str, path: &'a str, method: &'a Method, headers: &'a HeaderMap) -> RequestView<'a> {
-        RequestView { host, path, method, headers }
+    fn view<'a>(host: &'a str, path: &'a str, method: &'a Method, headers: &'a HeaderMap) -> MatchInput<'a> {
+        MatchInput { host, path, method, headers }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::config::{CircuitBreakerConfig, Config, HealthCheckConfig, OutlierConf
 use crate::contract::Contracts;
 use crate::plugin::{BalancerPlugin, FilterPlugin, Plugin, RouterPlugin};
 use crate::registry::InstanceSet;
-use crate::routing::{Matcher, RequestView, Rewrite};
+use crate::routing::{MatchInput, Matcher, Rewrite};
 use crate::telemetry::edges::EdgeStats;
 use crate::telemetry::metrics::RouteMetrics;
 use crate::telemetry::otlp::SpanExport;
@@ -104,7 +104,7 @@ pub struct ListenerRoutes {
 
 impl ListenerRoutes {
     /// Index of the first route matching `req`.
-    pub fn find(&self, req: &RequestView<'_>) -> Option<usize> {
+    pub fn find(&self, req: &MatchInput<'_>) -> Option<usize> {
         self.routes.iter().position(|r| r.matcher.matches(req))
     }
 }

@@ -70,6 +70,33 @@ async fn trace_context_is_joined_and_each_hop_parents_the_next() {
 }
 
 #[tokio::test]
+async fn a_request_the_proxy_answers_itself_has_its_access_log_line_too() {
+    let b = backends(1).await;
+    let filter =
+        plugin_toml("keys", "filter", "header_filter.wasm", r#"{ request_id = false, api_keys = ["k1"] }"#, "");
+    let config = format!(
+        "{filter}[[routes]]\nname = \"r\"\nservice = \"s\"\nfilters = [\"keys\"]\n[[services]]\nname = \"s\"\nendpoints = [{{ address = \"{}\" }}]\n",
+        b[0].addr
+    );
+    let proxy = Proxy::start(&config).await;
+
+    // The filter refuses the request without a key: no upstream was asked.
+    let refused = send(traced(&proxy.url("/echo"), TRACE, "01")).await;
+    assert_eq!(refused.status(), 401);
+    let value = |v: String| v.trim_matches('"').to_owned();
+    assert_eq!(value(logged(&proxy, TRACE, "status").await), "401");
+    assert_eq!(value(logged(&proxy, TRACE, "route").await), "r");
+    assert_eq!(value(logged(&proxy, TRACE, "upstream").await), "-", "no upstream was asked");
+
+    // A request the filter lets through names its endpoint.
+    let other = "0af7651916cd43dd8448eb211c80319c";
+    let mut req = traced(&proxy.url("/echo"), other, "01");
+    req.headers_mut().insert("x-api-key", http::HeaderValue::from_static("k1"));
+    assert_eq!(send(req).await.status(), 200);
+    assert_eq!(value(logged(&proxy, other, "upstream").await), b[0].addr.to_string());
+}
+
+#[tokio::test]
 async fn with_tracing_off_trace_context_passes_through_untouched() {
     let b = backends(1).await;
     let proxy = Proxy::start(&format!("{}\n[tracing]\nenabled = false\n", one_route(b[0].addr))).await;

@@ -42,8 +42,8 @@ pub(super) struct Finished<'a> {
     pub route: &'a str,
     /// The service it was sent to.
     pub service: &'a str,
-    /// The endpoint of the last attempt.
-    pub upstream: &'a http::uri::Authority,
+    /// The endpoint of the last attempt; `None` when the proxy answered before any.
+    pub upstream: Option<&'a http::uri::Authority>,
     /// Attempts after the first (retries).
     pub resends: u32,
     /// Time since the request arrived.
@@ -82,7 +82,7 @@ impl Observer {
                 path = uri.path(),
                 status = outcome.status.as_u16(),
                 route = outcome.route,
-                upstream = %outcome.upstream,
+                upstream = outcome.upstream.map_or("-", http::uri::Authority::as_str),
                 duration_us = outcome.elapsed.as_micros() as u64,
                 trace_id = %trace_id,
                 span_id = %span_id,
@@ -101,8 +101,10 @@ impl Observer {
             KeyValue::new("client.address", client.ip().to_string()),
             KeyValue::new("client.port", i64::from(client.port())),
             KeyValue::new("wasmesh.service", outcome.service.to_owned()),
-            KeyValue::new("wasmesh.upstream.address", outcome.upstream.to_string()),
         ];
+        if let Some(upstream) = outcome.upstream {
+            attributes.push(KeyValue::new("wasmesh.upstream.address", upstream.as_str().to_owned()));
+        }
         if let Some(query) = uri.query() {
             attributes.push(KeyValue::new("url.query", query.to_owned()));
         }

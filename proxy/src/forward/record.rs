@@ -1,5 +1,5 @@
 //! The one place a routed request's ending is recorded: its route's metrics, the topology edge
-//! to its service, and the access log with the span. The phases only say how the request ended,
+//! to its service, and the access log with the span, one line however it ended. The phases only say how the request ended,
 //! whichever of them returned; the guard records it when it is dropped, so no way out of the
 //! request path can skip the record or write it twice.
 
@@ -65,6 +65,7 @@ enum End<'s> {
 /// The guard that records a routed request once, when it is dropped. A request whose future
 /// is dropped before it ended (the client went away) is not recorded.
 pub(super) struct RequestRecord<'s> {
+    snap: &'s Snapshot,
     route: &'s Route,
     /// The service the request is bound for, whose edge it counts on.
     service: usize,
@@ -80,13 +81,13 @@ impl<'s> RequestRecord<'s> {
     /// its trace (`head` carries the trace context upstream).
     #[inline]
     pub fn start(
-        snap: &Snapshot,
+        snap: &'s Snapshot,
         route: &'s Route,
         down: &'s Downstream,
         started: Instant,
         head: &mut http::request::Parts,
     ) -> Self {
-        Self { route, service: route.service, started, down, obs: Observer::start(snap, head), end: None }
+        Self { snap, route, service: route.service, started, down, obs: Observer::start(snap, head), end: None }
     }
 
     /// The request is bound for service `idx` (a router plugin may have chosen it).
@@ -122,8 +123,8 @@ impl<'s> RequestRecord<'s> {
 
     /// An answer before any exchange counts the proxy's error; its status only when a contract
     /// or the breaker refused the request; on the service's edge (as a failure) only when the
-    /// service had no place or no endpoint for it. It is not in the access log.
-    fn record_early(&self, stage: Stage, error: Option<ErrorKind>, status: StatusCode) {
+    /// service had no place or no endpoint for it. Its access-log line names no upstream.
+    fn record_early(&mut self, stage: Stage, error: Option<ErrorKind>, status: StatusCode) {
         let metrics = &self.route.metrics;
         if let Some(kind) = error {
             metrics.count_error(kind);
@@ -131,10 +132,19 @@ impl<'s> RequestRecord<'s> {
         if matches!(stage, Stage::Contract | Stage::Admission) {
             metrics.count_status(status);
         }
+        let now = Instant::now();
         if matches!(stage, Stage::Admission | Stage::Pick) {
-            let now = Instant::now();
             self.route.edge(self.service).record(true, now - self.started, now);
         }
+        let finished = Finished {
+            status,
+            route: &self.route.name,
+            service: self.snap.services.get(self.service).map_or("", |s| s.name.as_str()),
+            upstream: None,
+            resends: 0,
+            elapsed: now - self.started,
+        };
+        self.obs.finish(self.down.client, finished);
     }
 }
 
@@ -157,7 +167,7 @@ impl Drop for RequestRecord<'_> {
                     status: answered,
                     route: &self.route.name,
                     service: &last.service.name,
-                    upstream: &last.endpoint.authority,
+                    upstream: Some(&last.endpoint.authority),
                     resends: last.resends,
                     elapsed,
                 };

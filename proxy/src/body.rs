@@ -1,7 +1,9 @@
 //! The body type that flows through the proxy in both directions.
 //!
 //! One enum rather than a boxed trait object: forwarding a streamed body costs no allocation,
-//! and locally built bodies (error texts, admin answers) share the same type.
+//! and locally built bodies (error texts, admin answers) share the same type. The one body
+//! behind a trait is the upstream HTTP/1.1 client's, so that this module, which the client
+//! writes requests from, does not depend on the client.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -20,7 +22,7 @@ pub enum Body {
     /// Streamed from an upstream HTTP/1.1 connection; boxed because it holds the connection,
     /// and a request or response is moved a dozen times on its way through the proxy: a body
     /// that arrived whole with its head (the usual case) never takes this variant.
-    Http1(Box<crate::upstream::http1::Http1Body>),
+    Streamed(Streamed),
     /// Fully known bytes (taken on first poll).
     Full(Option<Bytes>),
     /// Bytes already read, then the rest of the stream: a body read in part (to check it)
@@ -34,7 +36,21 @@ pub enum Body {
 /// The proxy's own bodies come with their headers in the map.
 impl wasmesh_http1::WithRawHeaders for Body {}
 
+/// A body the proxy reads from a connection itself (the upstream HTTP/1.1 client's).
+pub struct Streamed(Pin<Box<dyn http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync>>);
+
+impl std::fmt::Debug for Streamed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streamed").field("size_hint", &self.0.size_hint()).finish_non_exhaustive()
+    }
+}
+
 impl Body {
+    /// A body read from a connection by `body`.
+    pub fn streamed(body: impl http_body::Body<Data = Bytes, Error = BoxError> + Send + Sync + 'static) -> Self {
+        Self::Streamed(Streamed(Box::pin(body)))
+    }
+
     /// A body of known bytes.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         let bytes = bytes.into();
@@ -55,7 +71,7 @@ impl http_body::Body for Body {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Self::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Self::Http1(b) => Pin::new(b.as_mut()).poll_frame(cx),
+            Self::Streamed(b) => b.0.as_mut().poll_frame(cx),
             Self::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             Self::Prefixed(prefix, rest) => match prefix.take() {
                 Some(d) => Poll::Ready(Some(Ok(Frame::data(d)))),
@@ -68,7 +84,7 @@ impl http_body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Incoming(b) => b.is_end_stream(),
-            Self::Http1(b) => b.is_end_stream(),
+            Self::Streamed(b) => b.0.is_end_stream(),
             Self::Full(data) => data.is_none(),
             Self::Prefixed(prefix, rest) => prefix.is_none() && rest.is_end_stream(),
             Self::Empty => true,
@@ -78,7 +94,7 @@ impl http_body::Body for Body {
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Incoming(b) => b.size_hint(),
-            Self::Http1(b) => b.size_hint(),
+            Self::Streamed(b) => b.0.size_hint(),
             Self::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
             Self::Full(None) | Self::Empty => SizeHint::with_exact(0),
             Self::Prefixed(prefix, rest) => {

@@ -18,6 +18,7 @@ pub mod forward;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod listener;
 pub mod listener_set;
 pub mod mesh;
@@ -26,6 +27,7 @@ pub use wasmesh_plugin_host as plugin;
 pub mod registry;
 pub mod reload;
 pub mod routing;
+pub mod send;
 pub mod server;
 pub mod snapshot;
 pub use wasmesh_telemetry as telemetry;

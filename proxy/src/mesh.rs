@@ -10,13 +10,13 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 
 use crate::config::Config;
+use crate::health::HealthSupervisor;
 use crate::plugin::{self, HookCounters, PluginCounters, PluginError};
 use crate::registry::InstanceSet;
 use crate::snapshot::{self, Carried, Snapshot};
 pub use crate::snapshot::{Assets, LoadError, LoadedPlugin};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{PluginHookLabels, PluginLabels};
-use crate::upstream::health::HealthSupervisor;
 
 /// Shared by every listener, the admin API and the reloader.
 #[derive(Debug)]

@@ -100,6 +100,7 @@ fn install_panic_hook() {
 }
 
 /// Implements the lifecycle export for plugins of world trait `$trait`.
+#[cfg(any(feature = "router", feature = "filter", feature = "balancer", feature = "health-check"))]
 macro_rules! lifecycle {
     ($trait:path) => {
         impl<P: $trait + Stored> world::exports::wasmesh::plugin::lifecycle::Guest for Exports<P> {

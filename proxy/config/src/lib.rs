@@ -3,6 +3,8 @@
 //! A [`Config`] that [`load`] returns has been checked whole: every name a route or service
 //! refers to exists, and every value is in range. Errors name the file, the line and the field.
 
+#![deny(missing_docs)]
+
 mod error;
 mod schema;
 mod validate;

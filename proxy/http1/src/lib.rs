@@ -11,6 +11,8 @@
 //! - [`decode`] and [`write`](mod@write): bodies in and out.
 //! - [`raw_headers`]: a response's header lines passed on as they arrived.
 
+#![deny(missing_docs)]
+
 pub mod client;
 pub mod decode;
 pub mod head;

@@ -6,6 +6,8 @@
 //! and logged, and the request gets the plugin's failure mode (`fail = "open"` skips the
 //! plugin, `"closed"` answers with `fail_status`). The proxy never goes down with a plugin.
 
+#![deny(missing_docs)]
+
 mod bindings;
 mod counters;
 mod engine;

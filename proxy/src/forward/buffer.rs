@@ -9,8 +9,8 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 
 use crate::body::Body;
+use crate::send::attempts::RequestBody;
 use crate::telemetry::metrics::ErrorKind;
-use crate::upstream::attempts::RequestBody;
 
 /// A body read in full (within the limit), or what was read before the limit and the rest.
 pub(super) enum Read {

@@ -8,7 +8,7 @@
 //!    request or answer (`plugins.rs`);
 //! 4. contract: the request body checked against the service's contract (`contract.rs`);
 //! 5. pick and send, with retries: the breaker's admission, the body kept for replay, then the
-//!    attempts, which belong to the upstream side ([`crate::upstream::attempts`]);
+//!    attempts ([`crate::send`]);
 //! 6. respond: the response contract, the response filters, the body streamed back or the
 //!    connection spliced after an upgrade.
 //!
@@ -50,13 +50,13 @@ use crate::config::RetryConfig;
 use crate::mesh::Mesh;
 use crate::message::{ProxyRequest, ProxyResponse};
 use crate::routing::{MatchInput, host_without_port};
+use crate::send::attempts::{self, Attempts, Failure, RequestBody, Unsent};
+use crate::send::in_flight::InFlight;
 use crate::snapshot::{Route, Snapshot};
 use crate::telemetry::metrics::ErrorKind;
-use crate::upstream::attempts::{self, Attempts, Failure, RequestBody, Unsent};
 use crate::upstream::balance::PickContext;
 use crate::upstream::breaker::{Admission, Shed};
 use crate::upstream::http1::Exchange;
-use crate::upstream::in_flight::InFlight;
 
 /// What the proxy knows about the downstream connection a request arrived on.
 #[derive(Debug)]

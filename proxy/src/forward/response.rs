@@ -13,9 +13,9 @@ use tokio::time::Sleep;
 
 use crate::body::{Body, BoxError};
 use crate::message::ProxyResponse;
+use crate::send::in_flight::InFlight;
 use crate::telemetry::metrics::ErrorKind;
 use crate::upstream::breaker::Admission;
-use crate::upstream::in_flight::InFlight;
 use wasmesh_http1::{RawHeaders, WithRawHeaders};
 
 /// Header naming why the proxy answered a request itself.

@@ -5,9 +5,9 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 
+use crate::send::in_flight::InFlight;
 use crate::upstream::breaker::Admission;
 use crate::upstream::http1::Upgraded;
-use crate::upstream::in_flight::InFlight;
 
 /// Splices the downstream connection, once hyper hands it over, with the upstream one. The
 /// request stays in flight until either side closes.

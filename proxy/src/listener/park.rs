@@ -34,8 +34,8 @@ pub struct Waiting {
     pub wait: Duration,
 }
 
-/// Where connections are parked: cheap to clone, usable from any task.
-#[derive(Debug, Clone)]
+/// Where connections are parked, usable from any task.
+#[derive(Debug)]
 pub struct Lot {
     arrivals: mpsc::UnboundedSender<Waiting>,
 }

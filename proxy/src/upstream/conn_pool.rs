@@ -16,8 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::TcpStream;
 
 use super::breaker::ConnSlot;
-use super::http1::{Conn, OpenGuard};
-use super::http2::Http2Conn;
+use super::connection::{Conn, Http2Conn, OpenGuard};
 use super::stream::UpstreamStream;
 use crate::tls::client::UpstreamTls;
 

@@ -9,11 +9,8 @@
 //! show that limit to the client, so those count only against `max_requests`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
 use hyper::body::Incoming;
 use hyper::client::conn::http2::{Builder, Connection, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use super::Limits;
 use super::breaker::Shed;
 use super::conn_pool::{ConnPool, ConnectError};
-use super::http1::OpenGuard;
+use super::connection::OpenGuard;
 use super::stream::UpstreamStream;
 use crate::body::Body;
 
@@ -40,47 +37,6 @@ pub enum Http2Error {
     /// The stream failed (reset, connection lost, malformed response).
     #[error("upstream HTTP/2: {0}")]
     Stream(#[source] hyper::Error),
-}
-
-/// One endpoint's shared HTTP/2 connection.
-#[derive(Debug, Default)]
-pub struct Http2Conn {
-    live: ArcSwapOption<Live>,
-    /// Held by the request opening a connection, so that others wait for it rather than open
-    /// their own.
-    opening: tokio::sync::Mutex<()>,
-}
-
-#[derive(Debug)]
-struct Live {
-    sender: SendRequest<Body>,
-    /// When a request last took the connection ([`crate::clock`] milliseconds).
-    last_used: AtomicU64,
-}
-
-impl Http2Conn {
-    /// A handle to the open connection, if there is one; `now_ms` marks it used.
-    fn ready(&self, now_ms: u64) -> Option<SendRequest<Body>> {
-        let live = self.live.load();
-        let live = live.as_ref().filter(|l| !l.sender.is_closed())?;
-        // A store only when the millisecond changed: requests on other cores mostly just read.
-        if live.last_used.load(Ordering::Relaxed) != now_ms {
-            live.last_used.store(now_ms, Ordering::Relaxed);
-        }
-        Some(live.sender.clone())
-    }
-
-    /// Lets go of the connection when the endpoint closed it or it has not been used for
-    /// `idle`; requests still on it finish, then it closes.
-    pub fn sweep(&self, now_ms: u64, idle: Duration) {
-        let current = self.live.load_full();
-        if let Some(live) = &current {
-            let unused = now_ms.saturating_sub(live.last_used.load(Ordering::Relaxed));
-            if live.sender.is_closed() || u128::from(unused) >= idle.as_millis() {
-                self.live.compare_and_swap(&current, None);
-            }
-        }
-    }
 }
 
 /// Sends `req` (absolute URI) to the endpoint of `pool` on its shared connection, opening
@@ -132,8 +88,7 @@ async fn open(pool: &ConnPool, limits: Limits<'_>, now_ms: u64) -> Result<SendRe
             tracing::debug!(error = %e, "upstream HTTP/2 connection ended");
         }
     });
-    let live = Live { sender: sender.clone(), last_used: AtomicU64::new(now_ms) };
-    pool.h2.live.store(Some(Arc::new(live)));
+    pool.h2.install(sender.clone(), now_ms);
     Ok(sender)
 }
 

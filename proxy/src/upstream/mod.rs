@@ -1,21 +1,17 @@
-//! Upstream side of the proxy: endpoints, load balancing, connection pools and the clients
-//! that speak HTTP/1.1 and HTTP/2 to endpoints, over TCP or TLS; and a request's way to a
-//! service: admission, endpoint selection (`select.rs`) and the attempts with their retries
-//! (`attempts.rs`, beside the retry rules of `retry.rs`).
+//! Upstream side of the proxy: endpoints and their live state, load balancing, breakers and
+//! outlier ejection, connection pools and the clients that speak HTTP/1.1 and HTTP/2 to
+//! endpoints, over TCP or TLS. A snapshot is built from these; how a request uses them is in
+//! [`crate::send`].
 
-pub mod attempts;
 pub mod balance;
 pub mod breaker;
 pub mod conn_pool;
+pub mod connection;
 pub mod endpoint;
-pub mod health;
 pub mod http1;
 pub mod http2;
-pub mod in_flight;
 pub mod outlier;
 pub mod plugin_view;
-pub mod retry;
-pub mod select;
 pub mod stream;
 
 pub use endpoint::{Endpoint, EndpointStats};

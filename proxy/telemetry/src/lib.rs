@@ -1,6 +1,8 @@
 //! wasmesh's telemetry: Prometheus metrics, logs, W3C trace context and OTLP span export, and
 //! the clock whose cheap timestamps they record.
 
+#![deny(missing_docs)]
+
 pub mod clock;
 pub mod edges;
 pub mod histogram;

@@ -9,9 +9,9 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use super::Http1Error;
-use super::conn::Conn;
 use crate::body::BoxError;
 use crate::upstream::conn_pool::ConnPool;
+use crate::upstream::connection::Conn;
 use wasmesh_http1::decode::{BodyDecoder, Decoded};
 
 /// A streamed HTTP/1.1 response body.

@@ -6,7 +6,6 @@
 //! downstream connection) and the connection returns to its pool as soon as the body ends.
 
 mod body;
-mod conn;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,13 +19,13 @@ use http_body::Body as _;
 use tokio::time::Sleep;
 
 pub use body::Http1Body;
-pub use conn::{Conn, OpenGuard};
 
 use crate::body::Body;
 use crate::message::ProxyRequest;
 use crate::upstream::Limits;
 use crate::upstream::breaker::Shed;
 use crate::upstream::conn_pool::{ConnPool, ConnectError};
+use crate::upstream::connection::{Conn, OpenGuard};
 use wasmesh_http1::client::{self, ResponseHead};
 use wasmesh_http1::decode::{BodyDecoder, Decoded};
 use wasmesh_http1::{BodyWriteError, Framing, RawHeaders, ResponseError};
@@ -225,7 +224,7 @@ fn respond(
         let raw = head.raw.take();
         return Ok(Box::new(Exchange { response: response(head, data), raw, upgraded: None, received }));
     }
-    let body = Body::Http1(Box::new(Http1Body::new(conn, pool.clone(), decoder, reusable)));
+    let body = Body::streamed(Http1Body::new(conn, pool.clone(), decoder, reusable));
     let raw = head.raw.take();
     Ok(Box::new(Exchange { response: response(head, body), raw, upgraded: None, received }))
 }

@@ -20,8 +20,6 @@ use tokio_util::sync::CancellationToken;
 
 pub use probe::{Answer, ProbeOutcome, Target, probe};
 
-use super::endpoint::Health;
-use super::{Endpoint, EndpointStats, Transport};
 use crate::clock::now_millis;
 use crate::config::FailMode;
 use crate::config::HealthCheckConfig;
@@ -30,7 +28,9 @@ use crate::snapshot::Snapshot;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{HealthCheckLabels, ServiceEndpointLabels};
 use crate::tls::client::UpstreamTls;
+use crate::upstream::endpoint::Health;
 use crate::upstream::plugin_view::{endpoint_view, refresh_live_stats};
+use crate::upstream::{Endpoint, EndpointStats, Transport};
 
 /// What a check loop needs besides its endpoint.
 #[derive(Debug, Clone)]

@@ -2,13 +2,13 @@
 //! panic mode), which it should avoid (those its earlier attempts tried), and who chooses among
 //! the rest (the service's balancer, or its balancer plugin).
 
-use super::balance::PickContext;
-use super::endpoint::Health;
-use super::plugin_view::endpoint_view;
 use super::retry::Tried;
 use crate::config::FailMode;
 use crate::plugin::{BalancerPlugin, HookCalls, PackedRequest};
 use crate::snapshot::Service;
+use crate::upstream::balance::PickContext;
+use crate::upstream::endpoint::Health;
+use crate::upstream::plugin_view::endpoint_view;
 
 /// Chooses an endpoint: routable ones (not failing active checks, not ejected; degraded ones
 /// only while no healthy one is routable) unless too few are, in which case all (panic mode,
@@ -96,7 +96,7 @@ mod tests {
         );
         let config = crate::config::parse(std::path::Path::new("test.toml"), &text).expect("valid configuration");
         let metrics = crate::telemetry::Metrics::new();
-        let assets = crate::mesh::Assets::default();
+        let assets = crate::snapshot::Assets::default();
         crate::snapshot::build(Arc::new(config), &[], &assets, &Arc::default(), 1, &mut Carried::default(), &metrics)
     }
 

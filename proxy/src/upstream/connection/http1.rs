@@ -6,10 +6,9 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::BytesMut;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::time::Sleep;
 
-use crate::upstream::breaker::ConnSlot;
+use super::OpenGuard;
 use crate::upstream::stream::UpstreamStream;
 
 /// Read buffer growth step: enough for most response heads and small bodies in one read.
@@ -20,9 +19,9 @@ const READ_CHUNK: usize = 16 * 1024;
 pub struct Conn {
     stream: UpstreamStream,
     /// Bytes read and not yet consumed (the rest of a head, or body bytes).
-    pub(super) read_buf: BytesMut,
+    pub(crate) read_buf: BytesMut,
     /// Scratch space for encoding request heads, kept to avoid an allocation per request.
-    pub(super) write_buf: BytesMut,
+    pub(crate) write_buf: BytesMut,
     /// The timer that bounds each exchange, kept for the connection's life: moving a
     /// registered deadline later is one atomic store, where a fresh timer per request takes
     /// the timer driver's lock twice (insert and clear).
@@ -57,7 +56,7 @@ impl Conn {
     }
 
     /// Reads more bytes into `read_buf`; `Ok(0)` means the peer closed.
-    pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    pub(crate) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.read_buf.is_empty() {
             // Every earlier response was consumed: start again at the front of the buffer
             // (when no response still holds a piece of it), so each exchange reuses the same
@@ -71,17 +70,17 @@ impl Conn {
     }
 
     /// The stream and the write buffer, to write a request body through.
-    pub(super) fn stream_and_write_buf(&mut self) -> (&mut UpstreamStream, &mut BytesMut) {
+    pub(crate) fn stream_and_write_buf(&mut self) -> (&mut UpstreamStream, &mut BytesMut) {
         (&mut self.stream, &mut self.write_buf)
     }
 
     /// Reads more bytes into `read_buf`; `Ok(0)` means the peer closed.
-    pub(super) async fn fill(&mut self) -> io::Result<usize> {
+    pub(crate) async fn fill(&mut self) -> io::Result<usize> {
         std::future::poll_fn(|cx| self.poll_fill(cx)).await
     }
 
     /// The connection's timer, set to fire at `deadline`; give it back with [`Self::keep_timer`].
-    pub(super) fn timer_until(&mut self, deadline: Instant) -> Pin<Box<Sleep>> {
+    pub(crate) fn timer_until(&mut self, deadline: Instant) -> Pin<Box<Sleep>> {
         match self.deadline.take() {
             Some(mut timer) => {
                 timer.as_mut().reset(deadline.into());
@@ -92,7 +91,7 @@ impl Conn {
     }
 
     /// Keeps `timer` for the next exchange.
-    pub(super) fn keep_timer(&mut self, timer: Pin<Box<Sleep>>) {
+    pub(crate) fn keep_timer(&mut self, timer: Pin<Box<Sleep>>) {
         self.deadline = Some(timer);
     }
 
@@ -100,27 +99,5 @@ impl Conn {
     /// and the guard that keeps it counted as open.
     pub fn into_parts(self) -> (UpstreamStream, BytesMut, OpenGuard) {
         (self.stream, self.read_buf, self.open)
-    }
-}
-
-/// Counts a connection in its endpoint's gauge, and keeps its place among its service's
-/// connections, until dropped.
-#[derive(Debug)]
-pub struct OpenGuard {
-    gauge: Gauge,
-    _slot: ConnSlot,
-}
-
-impl OpenGuard {
-    /// Counts a connection that holds `slot` in `gauge`.
-    pub fn new(gauge: Gauge, slot: ConnSlot) -> Self {
-        gauge.inc();
-        Self { gauge, _slot: slot }
-    }
-}
-
-impl Drop for OpenGuard {
-    fn drop(&mut self) {
-        self.gauge.dec();
     }
 }

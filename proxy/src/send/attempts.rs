@@ -13,16 +13,9 @@ use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Uri, Version};
 
-use super::balance::PickContext;
-use super::breaker::{Admission, Shed, Slotted, Transition};
-use super::conn_pool::ConnectError;
-use super::http1::{self, Exchange, Http1Error};
-use super::http2::{self, Http2Error};
 use super::in_flight::InFlight;
-use super::outlier::{self, Outcome};
 use super::retry::{Attempt, Tried, backoff, should_retry};
 use super::select;
-use super::{Endpoint, Limits, Transport, UpstreamError};
 use crate::body::Body;
 use crate::clock::{millis_at, now_millis};
 use crate::config::RetryConfig;
@@ -31,6 +24,13 @@ use crate::plugin::{BalancerPlugin, HookCalls, PackedRequest};
 use crate::snapshot::{Service, Snapshot};
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::{ErrorKind, ServiceEndpointLabels, ServiceLabels, ServiceReasonLabels};
+use crate::upstream::balance::PickContext;
+use crate::upstream::breaker::{Admission, Shed, Slotted, Transition};
+use crate::upstream::conn_pool::ConnectError;
+use crate::upstream::http1::{self, Exchange, Http1Error};
+use crate::upstream::http2::{self, Http2Error};
+use crate::upstream::outlier::{self, Outcome};
+use crate::upstream::{Endpoint, Limits, Transport, UpstreamError};
 
 /// Admits a request to `service` at `now_ms`: the admission to hold while it is in flight, or
 /// the limit (or open breaker) that shed it, counted.
